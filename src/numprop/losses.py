@@ -1,0 +1,119 @@
+"""Softmax, log-softmax and the fused softmax cross-entropy loss.
+
+Why fused: the gradient of mean cross-entropy through a softmax collapses to
+``(softmax(z) - target) / N``. Computing the two separately (``dA2`` then the
+softmax Jacobian) is slower and, with extreme logits, loses precision.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ConfigError
+
+
+def log_softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``z - logsumexp(z)`` along ``axis`` (per example); finite for any finite z."""
+    z = np.asarray(z)
+    shifted = z - z.max(axis=axis, keepdims=True)  # largest entry becomes 0: exp cannot overflow
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Probabilities that sum to 1 along ``axis`` (per example, not over the whole matrix)."""
+    z = np.asarray(z)
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+class SoftmaxCrossEntropy:
+    """Mean categorical cross-entropy of softmax(logits) against targets.
+
+    ``forward(logits (N, C), target)`` returns the loss as a float; target is
+    integer labels (N,) or probabilities (N, C) (one-hot or soft).
+    ``backward()`` returns dL/dlogits = (softmax - target) / N, shape (N, C).
+    ``label_smoothing`` mixes the target with the uniform distribution.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0):
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = label_smoothing
+        self._work: dict[str, np.ndarray] = {}
+
+    def _buf(self, key, shape, dtype):
+        buf = self._work.get(key)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self._work[key] = np.empty(shape, dtype)
+        return buf
+
+    def forward(self, logits: np.ndarray, target: np.ndarray) -> float:
+        logits = np.asarray(logits)
+        if logits.ndim != 2 or logits.shape[0] == 0:
+            raise ConfigError(f"logits must have shape (N, C) with N > 0, got {logits.shape}")
+        n, c = logits.shape
+        target = np.asarray(target)
+        dtype = logits.dtype if logits.dtype in (np.float32, np.float64) else np.float64
+
+        # p holds the probabilities; logp = z - max - log(sum exp(z - max)).
+        p = self._buf("p", (n, c), dtype)
+        np.subtract(logits, logits.max(axis=1, keepdims=True), out=p)   # (N, C), max 0
+        logp_base = p.copy() if target.ndim == 2 else None
+        np.exp(p, out=p)
+        sums = p.sum(axis=1, keepdims=True)                              # (N, 1), >= 1
+        p /= sums
+        log_sums = np.log(sums, dtype=np.float64)[:, 0]                  # (N,)
+        eps = self.label_smoothing
+
+        if target.ndim == 1:
+            if target.shape[0] != n or not np.issubdtype(target.dtype, np.integer):
+                raise ConfigError(f"labels must be integers of shape ({n},), "
+                                  f"got {target.dtype} {target.shape}")
+            if target.size and (target.min() < 0 or target.max() >= c):
+                raise ConfigError(f"labels must be in [0, {c}), got values from "
+                                  f"{target.min()} to {target.max()}")
+            self.labels = target
+            shifted_true = (logits[np.arange(n), target] - logits.max(axis=1)).astype(np.float64)
+            nll = log_sums - shifted_true                                # (N,)
+            if eps:
+                mean_shifted = (logits - logits.max(axis=1, keepdims=True)).mean(
+                    axis=1, dtype=np.float64)
+                nll = (1 - eps) * nll + eps * (log_sums - mean_shifted)
+            loss = float(nll.mean())
+        elif target.ndim == 2:
+            if target.shape != (n, c):
+                raise ConfigError(f"targets must have shape ({n}, {c}), got {target.shape}")
+            row_sums = target.sum(axis=1)
+            if np.any(target < 0) or not np.allclose(row_sums, 1.0, atol=1e-4):
+                raise ConfigError("target rows must be probabilities: non-negative, summing to 1")
+            t = target.astype(dtype)
+            if eps:
+                t = (1 - eps) * t + eps / c
+            self.labels = None
+            self.target = t
+            loss = float(np.mean(log_sums - np.einsum("nc,nc->n", t, logp_base,
+                                                      dtype=np.float64)))
+        else:
+            raise ConfigError(f"target must be labels (N,) or probabilities (N, C), "
+                              f"got shape {target.shape}")
+        self.probs = p
+        return loss
+
+    def backward(self) -> np.ndarray:
+        """dL/dlogits (N, C) for the last forward call."""
+        p = self.probs
+        n, c = p.shape
+        grad = self._buf("grad", p.shape, p.dtype)
+        eps = self.label_smoothing
+        if self.labels is not None:
+            np.copyto(grad, p)
+            grad[np.arange(n), self.labels] -= 1 - eps
+            if eps:
+                grad -= eps / c
+        else:
+            np.subtract(p, self.target, out=grad)
+        grad *= 1.0 / n
+        return grad
+
+    def __repr__(self) -> str:
+        return f"SoftmaxCrossEntropy(label_smoothing={self.label_smoothing})"

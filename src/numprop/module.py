@@ -1,0 +1,268 @@
+"""Parameters, the Module base class and Sequential.
+
+Conventions used by every layer:
+
+* Rows are examples: an input batch is (N, D), a Linear weight is (in, out).
+* ``forward(x)`` caches what ``backward`` needs; ``backward(dout)`` returns the
+  gradient with respect to the input and *adds* into each parameter's ``.grad``.
+* For speed, a layer writes its outputs into buffers it owns and reuses: the
+  array returned by ``forward`` or ``backward`` is overwritten by the layer's
+  next call. Copy what you keep (``Module.predict`` returns fresh arrays).
+  Layers never modify the arrays passed to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from . import _blas
+from .errors import ConfigError
+
+
+class Parameter:
+    """A trainable array and its gradient.
+
+    ``decay`` says whether weight decay applies (True for weights, False for
+    biases and normalisation parameters).
+    """
+
+    def __init__(self, data: np.ndarray, *, decay: bool = True):
+        self.data = data
+        self._grad = np.zeros_like(data)
+        # zero_grad() only raises this flag: the next accumulation overwrites
+        # the buffer instead of adding to it, which saves one pass over memory.
+        self._grad_stale = False
+        # Set by an optimizer inside ``fused_backward``: gradients go straight
+        # into this buffer as ``sink = sink_beta * sink + grad``.
+        self._sink: np.ndarray | None = None
+        self._sink_beta = 1.0
+        self.decay = decay
+
+    @property
+    def grad(self) -> np.ndarray:
+        if self._grad_stale:
+            self._grad.fill(0)
+            self._grad_stale = False
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: np.ndarray) -> None:
+        np.copyto(self._grad, value)
+        self._grad_stale = False
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    def zero_grad(self) -> None:
+        self._grad_stale = True
+
+    def accumulate_matmul(self, a: np.ndarray, b: np.ndarray) -> None:
+        """``grad += a @ b`` in one BLAS call, with no temporary array."""
+        target, beta = self._target()
+        _blas.gemm(a, b, target.reshape(a.shape[0], b.shape[1]), beta=beta)
+
+    def accumulate(self, g: np.ndarray) -> None:
+        """``grad += g`` for gradients that are not a matrix product."""
+        target, beta = self._target()
+        if beta == 0.0:
+            np.copyto(target, g)
+        else:
+            _blas.axpby(1.0, g, beta, target)
+
+    def _target(self) -> tuple[np.ndarray, float]:
+        if self._sink is not None:
+            beta, self._sink_beta = self._sink_beta, 1.0
+            return self._sink, beta
+        beta = 0.0 if self._grad_stale else 1.0
+        self._grad_stale = False
+        return self._grad, beta
+
+    def astype(self, dtype) -> None:
+        self.data = self.data.astype(dtype)
+        self._grad = np.zeros_like(self.data)
+        self._grad_stale = False
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class Module:
+    """Base class: a layer or a network with a hand-written forward and backward.
+
+    Subclasses implement ``forward`` and ``backward``; parameters are the
+    ``Parameter`` attributes, in the order they were assigned. Arrays named in
+    ``_buffers`` (e.g. BatchNorm running statistics) are saved with the state.
+    """
+
+    training = True
+    _buffers: tuple[str, ...] = ()
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward_params(self, dout: np.ndarray) -> None:
+        """Like ``backward`` when the input gradient is not needed (first layer)."""
+        self.backward(dout)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)
+
+    # -- structure -------------------------------------------------------
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        for name, value in vars(self).items():
+            if isinstance(value, Module):
+                yield name, value
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        for name, value in vars(self).items():
+            if isinstance(value, Parameter):
+                yield prefix + name, value
+        for name, child in self.named_children():
+            yield from child.named_parameters(f"{prefix}{name}.")
+
+    def parameters(self) -> list[Parameter]:
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+        for name in self._buffers:
+            yield prefix + name, getattr(self, name)
+        for name, child in self.named_children():
+            yield from child.named_buffers(f"{prefix}{name}.")
+
+    def modules(self) -> Iterator[Module]:
+        yield self
+        for _, child in self.named_children():
+            yield from child.modules()
+
+    # -- modes and state -------------------------------------------------
+    def train(self, mode: bool = True) -> Module:
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    def eval(self) -> Module:
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.zero_grad()
+
+    def to(self, dtype) -> Module:
+        """Convert parameters and buffers to ``dtype`` in place (float32 or float64)."""
+        dtype = np.dtype(dtype)
+        for m in self.modules():
+            for p in (v for v in vars(m).values() if isinstance(v, Parameter)):
+                p.astype(dtype)
+            for name in m._buffers:
+                setattr(m, name, getattr(m, name).astype(dtype))
+            m._work = {}
+        return self
+
+    @property
+    def dtype(self) -> np.dtype:
+        params = self.parameters()
+        return params[0].data.dtype if params else np.dtype(np.float32)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of all parameters and buffers, by dotted name."""
+        state = {name: p.data.copy() for name, p in self.named_parameters()}
+        state.update((name, b.copy()) for name, b in self.named_buffers())
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Copy arrays into this model; names and shapes must match exactly."""
+        targets = {name: p.data for name, p in self.named_parameters()}
+        targets.update(self.named_buffers())
+        missing = sorted(set(targets) - set(state))
+        unexpected = sorted(set(state) - set(targets))
+        if missing or unexpected:
+            raise ConfigError(f"state does not match the model: missing {missing}, "
+                              f"unexpected {unexpected}")
+        for name, target in targets.items():
+            value = np.asarray(state[name])
+            if value.shape != target.shape:
+                raise ConfigError(f"state '{name}' has shape {value.shape}, "
+                                  f"the model expects {target.shape}")
+            target[...] = value
+
+    # -- inference -------------------------------------------------------
+    def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """Outputs (N, C) for inputs (N, D), in eval mode, as a fresh array."""
+        was_training = self.training
+        self.eval()
+        try:
+            chunks = [self.forward(x[i:i + batch_size]).copy()
+                      for i in range(0, len(x), batch_size)]
+        finally:
+            self.train(was_training)
+        return np.concatenate(chunks) if chunks else np.empty((0, 0), self.dtype)
+
+    # -- helpers for subclasses ------------------------------------------
+    def _buf(self, key: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """A work array owned by this module, reused while shape and dtype stay the same."""
+        work = self.__dict__.setdefault("_work", {})
+        buf = work.get(key)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = work[key] = np.empty(shape, dtype)
+        return buf
+
+    def config(self) -> dict:
+        """The constructor arguments that rebuild this module (for saving)."""
+        return {}
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+class Sequential(Module):
+    """Modules applied one after another; backward runs them in reverse."""
+
+    def __init__(self, *layers: Module):
+        for layer in layers:
+            if not isinstance(layer, Module):
+                raise ConfigError(f"Sequential takes Modules, got {type(layer).__name__}")
+        self.layers = list(layers)
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        for i, layer in enumerate(self.layers):
+            yield str(i), layer
+
+    def __getitem__(self, i: int) -> Module:
+        return self.layers[i]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self.layers)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dout: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+        for layer in reversed(self.layers[1:]):
+            dout = layer.backward(dout)
+        if not self.layers:
+            return dout
+        if input_grad:
+            return self.layers[0].backward(dout)
+        self.layers[0].backward_params(dout)
+        return None
+
+    def backward_params(self, dout: np.ndarray) -> None:
+        self.backward(dout, input_grad=False)
+
+    def __repr__(self) -> str:
+        inner = "\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential(\n{inner}\n)"

@@ -1,0 +1,219 @@
+"""Optimizers over named parameters: SGD (momentum, Nesterov), Adam, AdamW.
+
+All updates are in place, in the parameters' dtype, with no allocation per
+step after the first. Weight decay applies to parameters with ``decay=True``
+(weights), not to biases or BatchNorm parameters, unless ``decay_all=True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import contextmanager
+
+import numpy as np
+
+from . import _blas
+from .errors import ConfigError
+from .module import Parameter
+
+Params = Iterable[tuple[str, Parameter]] | Iterable[Parameter]
+
+
+def _named(params: Params) -> list[tuple[str, Parameter]]:
+    named = []
+    for i, item in enumerate(params):
+        if isinstance(item, Parameter):
+            named.append((str(i), item))
+        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Parameter):
+            named.append((str(item[0]), item[1]))
+        else:
+            raise ConfigError("optimizers take model.named_parameters() or a list of Parameters")
+    if not named:
+        raise ConfigError("the optimizer got no parameters")
+    return named
+
+
+class Optimizer:
+    """Base class: holds named parameters, the learning rate and per-parameter state."""
+
+    state_names: tuple[str, ...] = ()
+
+    def __init__(self, params: Params, lr: float, weight_decay: float = 0.0,
+                 decay_all: bool = False):
+        if not lr > 0:
+            raise ConfigError(f"learning rate must be positive, got {lr}")
+        if weight_decay < 0:
+            raise ConfigError(f"weight decay must be >= 0, got {weight_decay}")
+        self.params = _named(params)
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.decay_all = decay_all
+        self.steps = 0
+        self.state = {name: {k: np.zeros_like(p.data) for k in self.state_names}
+                      for name, p in self.params}
+        largest = max(self.params, key=lambda np_: np_[1].data.size)[1].data
+        self._scratch = np.empty(largest.size, largest.dtype)
+
+    def _decay(self, p: Parameter) -> float:
+        return self.weight_decay if (p.decay or self.decay_all) else 0.0
+
+    def _tmp(self, p: Parameter) -> np.ndarray:
+        """Scratch space shaped like p (shared by all parameters)."""
+        if self._scratch.dtype != p.data.dtype:
+            self._scratch = self._scratch.astype(p.data.dtype)
+        return self._scratch[:p.data.size].reshape(p.data.shape)
+
+    def zero_grad(self) -> None:
+        for _, p in self.params:
+            p.zero_grad()
+
+    def step(self) -> None:
+        self.steps += 1
+        for name, p in self.params:
+            self._update(p, self.state[name])
+
+    def _update(self, p: Parameter, state: dict) -> None:
+        raise NotImplementedError
+
+    @contextmanager
+    def fused_backward(self):
+        """Inside this block, gradients may go straight into optimizer state.
+
+        Only for training loops: ``p.grad`` is not filled for fused parameters,
+        and the next ``step()`` consumes what was accumulated. Optimizers that
+        cannot fuse leave gradients in ``p.grad`` as usual.
+        """
+        yield
+
+    def state_dict(self) -> dict:
+        arrays = {f"{k}.{name}": v for name, st in self.state.items() for k, v in st.items()}
+        return {"type": type(self).__name__, "lr": self.lr, "steps": self.steps,
+                "arrays": {k: v.copy() for k, v in arrays.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("type") != type(self).__name__:
+            raise ConfigError(f"optimizer state is for {state.get('type')}, not {type(self).__name__}")
+        self.lr, self.steps = float(state["lr"]), int(state["steps"])
+        for name, st in self.state.items():
+            for k, v in st.items():
+                key = f"{k}.{name}"
+                if key not in state["arrays"] or state["arrays"][key].shape != v.shape:
+                    raise ConfigError(f"optimizer state '{key}' is missing or has the wrong shape")
+                v[...] = state["arrays"][key]
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, optionally with (Nesterov) momentum.
+
+    With momentum m (PyTorch's convention): ``v = m v + g + wd W``;
+    ``W -= lr v`` (Nesterov: ``W -= lr (g + wd W + m v)``).
+    """
+
+    def __init__(self, params: Params, lr: float = 0.01, momentum: float = 0.0,
+                 nesterov: bool = False, weight_decay: float = 0.0, decay_all: bool = False):
+        if not 0.0 <= momentum < 1.0:
+            raise ConfigError(f"momentum must be in [0, 1), got {momentum}")
+        if nesterov and momentum == 0:
+            raise ConfigError("Nesterov momentum needs momentum > 0")
+        self.state_names = ("velocity",) if momentum else ()
+        self.momentum, self.nesterov = momentum, nesterov
+        super().__init__(params, lr, weight_decay, decay_all)
+        self._fused: dict[int, tuple[Parameter, bool]] = {}
+
+    @contextmanager
+    def fused_backward(self):
+        # Plain momentum: the backward GEMM computes v = m v + x.T @ dout in one
+        # call, so the gradient is never written to memory on its own.
+        if not self.momentum or self.nesterov:
+            yield
+            return
+        ps = [(name, p) for name, p in self.params]
+        for name, p in ps:
+            p._sink, p._sink_beta = self.state[name]["velocity"], self.momentum
+        try:
+            yield
+        finally:
+            for name, p in ps:
+                # _sink_beta is reset to 1 once a gradient has arrived.
+                self._fused[id(p)] = (p, p._sink_beta == 1.0)
+                p._sink, p._sink_beta = None, 1.0
+
+    def _update(self, p, state):
+        wd = self._decay(p)
+        if not self.momentum:
+            if wd:
+                _blas.axpby(-self.lr * wd, p.data, 1.0, p.data)
+            _blas.axpby(-self.lr, p.grad, 1.0, p.data)
+            return
+        v = state["velocity"]
+        fused = self._fused.pop(id(p), None)
+        if fused is not None:          # v = m v + g already, unless no gradient came
+            if not fused[1]:
+                v *= self.momentum
+        else:
+            _blas.axpby(1.0, p.grad, self.momentum, v)
+        if wd:
+            _blas.axpby(wd, p.data, 1.0, v)
+        if self.nesterov:              # W -= lr (g + wd W + m v)
+            g = self._tmp(p)
+            np.multiply(p.data, wd, out=g) if wd else g.fill(0)
+            g += p.grad
+            _blas.axpby(self.momentum, v, 1.0, g)
+            _blas.axpby(-self.lr, g, 1.0, p.data)
+        else:
+            _blas.axpby(-self.lr, v, 1.0, p.data)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba): bias-corrected moment estimates.
+
+    ``weight_decay`` here is L2 added to the gradient (as in the paper and
+    PyTorch's Adam); for decoupled decay use ``AdamW``.
+    """
+
+    state_names = ("m", "v")
+    decoupled = False
+
+    def __init__(self, params: Params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, decay_all: bool = False):
+        b1, b2 = betas
+        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+            raise ConfigError(f"Adam betas must be in [0, 1), got {betas}")
+        self.betas, self.eps = (float(b1), float(b2)), float(eps)
+        self._l2: dict[int, np.ndarray] = {}
+        super().__init__(params, lr, weight_decay, decay_all)
+
+    def _update(self, p, state):
+        b1, b2 = self.betas
+        m, v, tmp = state["m"], state["v"], self._tmp(p)
+        wd = self._decay(p)
+        g = p.grad
+        if wd and self.decoupled:
+            p.data *= 1.0 - self.lr * wd
+        elif wd:                                        # L2: g + wd W
+            g = self._l2.setdefault(id(p), np.empty_like(g))
+            np.multiply(p.data, wd, out=g)
+            g += p.grad
+        _blas.axpby(1.0 - b1, g, b1, m)                 # m = b1 m + (1 - b1) g
+        np.multiply(g, g, out=tmp)
+        _blas.axpby(1.0 - b2, tmp, b2, v)               # v = b2 v + (1 - b2) g^2
+        bc1, bc2 = 1.0 - b1 ** self.steps, 1.0 - b2 ** self.steps
+        np.sqrt(v, out=tmp)
+        tmp *= 1.0 / np.sqrt(bc2)
+        tmp += self.eps
+        np.divide(m, tmp, out=tmp)
+        _blas.axpby(-self.lr / bc1, tmp, 1.0, p.data)   # W -= lr m_hat / (sqrt(v_hat) + eps)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): ``W *= 1 - lr wd`` each step."""
+
+    decoupled = True
+
+    def __init__(self, params: Params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.01, decay_all: bool = False):
+        super().__init__(params, lr, betas, eps, weight_decay, decay_all)
+
+
+# The one table that turns optimizer names (CLI, configs) into classes.
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}

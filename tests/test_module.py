@@ -1,0 +1,148 @@
+"""Module plumbing, state round trips, learning, and the fast path against a plain one."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import numprop as npp
+from numprop import _blas
+
+
+def test_named_parameters_and_modes():
+    model = npp.models.mlp([4, 3, 2], batchnorm=True, dropout=0.5, rng=0)
+    names = [n for n, _ in model.named_parameters()]
+    assert names == ["0.weight", "0.bias", "1.gamma", "1.beta", "4.weight", "4.bias"]
+    assert [n for n, _ in model.named_buffers()] == ["1.running_mean", "1.running_var"]
+    assert [p.decay for _, p in model.named_parameters()] == [True, False, False, False, True,
+                                                              False]
+    model.eval()
+    assert not any(m.training for m in model.modules())
+    model.train()
+    assert all(m.training for m in model.modules())
+
+
+def test_state_dict_round_trip_gives_identical_outputs():
+    model = npp.models.mlp([6, 5, 5, 3], batchnorm=True, dropout=0.2, rng=1)
+    x = np.random.default_rng(0).standard_normal((8, 6)).astype(np.float32)
+    model.forward(x)  # moves the running statistics
+    model.eval()
+    expected = model.forward(x).copy()
+    other = npp.models.mlp([6, 5, 5, 3], batchnorm=True, dropout=0.2, rng=99)
+    other.load_state_dict(model.state_dict())
+    other.eval()
+    np.testing.assert_array_equal(other.forward(x), expected)
+    with pytest.raises(npp.ConfigError, match="missing"):
+        other.load_state_dict({"0.weight": np.zeros((6, 5))})
+    state = model.state_dict()
+    state["0.weight"] = np.zeros((5, 6))
+    with pytest.raises(npp.ConfigError, match=r"shape \(5, 6\)"):
+        other.load_state_dict(state)
+
+
+def test_grad_accumulates_across_backward_calls():
+    lin = npp.Linear(3, 2, rng=0, dtype=np.float64)
+    x = np.ones((4, 3))
+    lin.zero_grad()
+    lin.forward(x)
+    lin.backward(np.ones((4, 2)))
+    once = lin.weight.grad.copy()
+    lin.forward(x)
+    lin.backward(np.ones((4, 2)))
+    np.testing.assert_allclose(lin.weight.grad, 2 * once)
+    lin.zero_grad()
+    np.testing.assert_array_equal(lin.weight.grad, 0)
+
+
+def test_small_network_overfits_50_examples():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 20)).astype(np.float32)
+    y = rng.integers(0, 10, 50)
+    model = npp.models.two_layer(20, 64, 10, rng=0)
+    loss = npp.SoftmaxCrossEntropy()
+    opt = npp.SGD(model.named_parameters(), lr=0.1, momentum=0.9)
+    for _ in range(300):
+        loss.forward(model.forward(x), y)
+        opt.zero_grad()
+        model.backward(loss.backward())
+        opt.step()
+    assert (model.predict(x).argmax(axis=1) == y).mean() == 1.0
+    assert loss.forward(model.forward(x), y) < 0.05
+
+
+def run_steps(make_opt, fused, steps=5, seed=0):
+    """Train a small BatchNorm/Dropout MLP for a few steps; return losses and weights."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((steps, 32, 30)).astype(np.float32)
+    y = rng.integers(0, 5, (steps, 32))
+    model = npp.models.mlp([30, 40, 20, 5], batchnorm=True, dropout=0.1, rng=seed)
+    loss = npp.SoftmaxCrossEntropy()
+    opt = make_opt(model.named_parameters())
+    losses = []
+    for i in range(steps):
+        losses.append(loss.forward(model.forward(x[i]), y[i]))
+        opt.zero_grad()
+        if fused:
+            with opt.fused_backward():
+                model.backward_params(loss.backward())
+        else:
+            model.backward(loss.backward())
+        opt.step()
+    return np.array(losses), model.state_dict()
+
+
+@pytest.mark.parametrize("make_opt", [
+    lambda ps: npp.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-3),
+    lambda ps: npp.SGD(ps, lr=0.05, momentum=0.9, nesterov=True),
+    lambda ps: npp.SGD(ps, lr=0.05),
+    lambda ps: npp.Adam(ps, lr=1e-3, weight_decay=1e-4),
+    lambda ps: npp.AdamW(ps, lr=1e-3),
+], ids=["sgd-momentum-wd", "nesterov", "sgd", "adam", "adamw"])
+def test_fused_path_matches_plain_path(make_opt):
+    fast_losses, fast_state = run_steps(make_opt, fused=True)
+    plain_losses, plain_state = run_steps(make_opt, fused=False)
+    np.testing.assert_allclose(fast_losses, plain_losses, rtol=1e-5)
+    for name in plain_state:
+        np.testing.assert_allclose(fast_state[name], plain_state[name], rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
+
+
+def test_blas_functions_match_numpy():
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        a, b = rng.standard_normal((9, 6)).astype(dtype), rng.standard_normal((9, 4)).astype(dtype)
+        c = rng.standard_normal((6, 4)).astype(dtype)
+        expected = 0.5 * a.T @ b + 0.25 * c
+        _blas.gemm(a.T, b, c, alpha=0.5, beta=0.25)
+        np.testing.assert_allclose(c, expected, rtol=1e-5)
+        c[...] = np.nan
+        _blas.gemm(a.T, b, c, beta=0.0)  # beta 0 ignores what was there, even NaN
+        np.testing.assert_allclose(c, a.T @ b, rtol=1e-5)
+        y, x = rng.standard_normal(50).astype(dtype), rng.standard_normal(50).astype(dtype)
+        expected = 2 * x - 3 * y
+        _blas.axpby(2.0, x, -3.0, y)
+        np.testing.assert_allclose(y, expected, rtol=1e-5)
+
+
+def test_pure_numpy_fallback_gives_the_same_training(tmp_path):
+    """The ctypes BLAS path and the NumPy fallback train identically (float32 tolerance)."""
+    script = (
+        "import numpy as np, sys; sys.path.insert(0, %r);"
+        "from test_module import run_steps; import numprop as npp; from numprop import _blas;"
+        "l, s = run_steps(lambda ps: npp.SGD(ps, lr=0.05, momentum=0.9), fused=True);"
+        "np.savez(sys.argv[1], losses=l, blas=_blas.available(), **s)"
+    ) % os.path.dirname(__file__)
+    results = {}
+    for mode in ("numpy", "auto"):
+        out = str(tmp_path / f"{mode}.npz")
+        env = dict(os.environ, NUMPROP_BLAS=mode)
+        subprocess.run([sys.executable, "-c", script, out], check=True, env=env)
+        with np.load(out) as f:
+            results[mode] = dict(f)
+    assert not results["numpy"]["blas"]
+    assert bool(results["auto"]["blas"]) == _blas.available()
+    del results["numpy"]["blas"], results["auto"]["blas"]
+    for key, value in results["numpy"].items():
+        np.testing.assert_allclose(results["auto"][key], value, rtol=1e-5, atol=1e-6, err_msg=key)

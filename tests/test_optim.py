@@ -1,0 +1,143 @@
+"""Each optimizer's first two updates against values derived by hand, and schedules."""
+
+import math
+
+import numpy as np
+import pytest
+
+import numprop as npp
+
+W0 = np.array([1.0, -2.0])
+G1 = np.array([0.5, 0.25])
+G2 = np.array([-1.0, 2.0])
+
+
+def two_steps(make_opt, decay=True):
+    p = npp.Parameter(W0.copy(), decay=decay)
+    opt = make_opt([("w", p)])
+    seen = []
+    for g in (G1, G2):
+        opt.zero_grad()
+        p.accumulate(g)
+        opt.step()
+        seen.append(p.data.copy())
+    return seen
+
+
+def test_sgd_plain():
+    w1, w2 = two_steps(lambda ps: npp.SGD(ps, lr=0.1))
+    np.testing.assert_allclose(w1, [0.95, -2.025])
+    np.testing.assert_allclose(w2, [1.05, -2.225])
+
+
+def test_sgd_momentum():
+    # v1 = g1; w1 = w0 - lr v1; v2 = 0.9 v1 + g2; w2 = w1 - lr v2
+    w1, w2 = two_steps(lambda ps: npp.SGD(ps, lr=0.1, momentum=0.9))
+    np.testing.assert_allclose(w1, [0.95, -2.025])
+    v2 = np.array([0.9 * 0.5 - 1.0, 0.9 * 0.25 + 2.0])
+    np.testing.assert_allclose(w2, w1 - 0.1 * v2)
+
+
+def test_sgd_nesterov_and_weight_decay():
+    w1, w2 = two_steps(lambda ps: npp.SGD(ps, lr=0.1, momentum=0.5, nesterov=True,
+                                          weight_decay=0.1))
+    g1 = G1 + 0.1 * W0
+    v1 = g1
+    e1 = W0 - 0.1 * (g1 + 0.5 * v1)
+    np.testing.assert_allclose(w1, e1)
+    g2 = G2 + 0.1 * e1
+    v2 = 0.5 * v1 + g2
+    np.testing.assert_allclose(w2, e1 - 0.1 * (g2 + 0.5 * v2))
+
+
+def test_weight_decay_skips_parameters_without_decay():
+    w1, _ = two_steps(lambda ps: npp.SGD(ps, lr=0.1, weight_decay=0.5), decay=False)
+    np.testing.assert_allclose(w1, [0.95, -2.025])
+    w1, _ = two_steps(lambda ps: npp.SGD(ps, lr=0.1, weight_decay=0.5, decay_all=True),
+                      decay=False)
+    np.testing.assert_allclose(w1, W0 - 0.1 * (G1 + 0.5 * W0))
+
+
+def adam_reference(w, grads, lr, b1, b2, eps, wd=0.0, decoupled=False):
+    m = v = np.zeros_like(w)
+    out = []
+    for t, g in enumerate(grads, start=1):
+        if decoupled:
+            w = w * (1 - lr * wd)
+        else:
+            g = g + wd * w
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        mhat, vhat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+        w = w - lr * mhat / (np.sqrt(vhat) + eps)
+        out.append(w)
+    return out
+
+
+def test_adam_first_step_is_lr_times_sign():
+    # With bias correction, the first step is lr * g / (|g| + eps): lr * sign(g).
+    w1, w2 = two_steps(lambda ps: npp.Adam(ps, lr=0.01))
+    np.testing.assert_allclose(w1, W0 - 0.01 * np.sign(G1), rtol=1e-7)
+    # second step by hand: m = 0.1*(0.9 g1 + g2)... compared with the reference formula
+    np.testing.assert_allclose(w2, adam_reference(W0, [G1, G2], 0.01, 0.9, 0.999, 1e-8)[1])
+    m2 = 0.9 * 0.1 * G1 + 0.1 * G2
+    v2 = 0.999 * 0.001 * G1 ** 2 + 0.001 * G2 ** 2
+    by_hand = w1 - 0.01 * (m2 / 0.19) / (np.sqrt(v2 / (1 - 0.999 ** 2)) + 1e-8)
+    np.testing.assert_allclose(w2, by_hand, rtol=1e-12)
+
+
+def test_adam_l2_and_adamw_decoupled():
+    got = two_steps(lambda ps: npp.Adam(ps, lr=0.01, weight_decay=0.1))
+    np.testing.assert_allclose(got, adam_reference(W0, [G1, G2], 0.01, 0.9, 0.999, 1e-8, 0.1))
+    got = two_steps(lambda ps: npp.AdamW(ps, lr=0.01, weight_decay=0.1))
+    np.testing.assert_allclose(got, adam_reference(W0, [G1, G2], 0.01, 0.9, 0.999, 1e-8, 0.1,
+                                                   decoupled=True))
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: npp.SGD(ps, lr=0.1, momentum=0.9),
+    lambda ps: npp.Adam(ps, lr=0.01),
+])
+def test_optimizer_state_dict_round_trip(make):
+    p = npp.Parameter(W0.copy())
+    opt = make([("w", p)])
+    p.accumulate(G1)
+    opt.step()
+    saved = opt.state_dict()
+    q = npp.Parameter(p.data.copy())
+    opt2 = make([("w", q)])
+    opt2.load_state_dict(saved)
+    for o, param in ((opt, p), (opt2, q)):
+        o.zero_grad()
+        param.accumulate(G2)
+        o.step()
+    np.testing.assert_array_equal(p.data, q.data)
+
+
+def test_optimizer_errors():
+    p = npp.Parameter(W0.copy())
+    with pytest.raises(npp.ConfigError):
+        npp.SGD([p], lr=-1)
+    with pytest.raises(npp.ConfigError):
+        npp.SGD([p], lr=0.1, momentum=0.0, nesterov=True)
+    with pytest.raises(npp.ConfigError):
+        npp.SGD([], lr=0.1)
+    with pytest.raises(npp.ConfigError, match="is for SGD"):
+        npp.Adam([p]).load_state_dict(npp.SGD([p], lr=0.1).state_dict())
+
+
+def test_schedules():
+    assert npp.Constant().lr(0.1, 3.5, 10) == 0.1
+    assert npp.StepDecay(2, 0.5).lr(1.0, 4.9, 10) == 0.25
+    assert npp.Exponential(0.5).lr(1.0, 2.0, 10) == 0.25
+    cos = npp.WarmupCosine(warmup=1, min_lr=0.0)
+    assert cos.lr(1.0, 0.5, 11) == 0.5                      # halfway through warm-up
+    assert cos.lr(1.0, 1.0, 11) == pytest.approx(1.0)       # peak
+    assert cos.lr(1.0, 6.0, 11) == pytest.approx(0.5)       # halfway through the decay
+    assert cos.lr(1.0, 11.0, 11) == pytest.approx(0.0, abs=1e-12)
+    plateau = npp.ReduceOnPlateau(factor=0.5, patience=1)
+    for metric, expected in [(1.0, 1.0), (0.9, 1.0), (0.95, 1.0), (0.95, 0.5), (0.95, 0.5),
+                             (0.95, 0.25)]:
+        plateau.epoch_end(metric)
+        assert plateau.lr(1.0, 0, 10) == expected
+    assert math.isclose(npp.WarmupCosine().lr(2.0, 0.0, 5), 2.0)
