@@ -1,0 +1,201 @@
+"""Train/validation splitting, mini-batch iteration and data augmentation for image data sets."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from numprop.errors import ConfigError, DataError
+
+__all__ = ["stratified_split", "Augment", "BatchLoader"]
+
+
+def _check_rng(rng, who: str) -> np.random.Generator:
+    if not isinstance(rng, np.random.Generator):
+        raise ConfigError(f"{who}: rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
+    return rng
+
+
+def _check_int(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def stratified_split(labels: np.ndarray, n_val: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices of labels (N,) into sorted (train_idx, val_idx) int64, val holding exactly n_val examples.
+
+    Each class gives n_val * (its share of N) examples to validation; the
+    fractional parts are settled by the largest-remainder rule (ties to the
+    smaller label), so the total is exactly n_val. Which examples of a class go
+    to validation is drawn from `rng`.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DataError(f"stratified_split: labels must be a 1-D integer array, got {labels.dtype} {labels.shape}")
+    n = labels.shape[0]
+    n_val = _check_int(n_val, "n_val", 0)
+    if n_val >= n:
+        raise ConfigError(f"n_val={n_val} leaves no training data: there are only {n} examples")
+    _check_rng(rng, "stratified_split")
+
+    classes, class_of, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    exact = n_val * counts / n
+    quota = np.floor(exact).astype(np.int64)
+    short = n_val - int(quota.sum())
+    # Largest remainders first; a stable sort gives ties to the smaller label, deterministically.
+    quota[np.argsort(-(exact - quota), kind="stable")[:short]] += 1
+
+    # Shuffle, then group by class keeping the shuffled order inside each class:
+    # the first quota[c] members of class c's group go to validation.
+    order = rng.permutation(n)
+    order = order[np.argsort(class_of[order], kind="stable")]
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    group = class_of[order]
+    rank = np.arange(n) - starts[group]
+    is_val = rank < quota[group]
+    val_idx = np.sort(order[is_val]).astype(np.int64)
+    train_idx = np.sort(order[~is_val]).astype(np.int64)
+    return train_idx, val_idx
+
+
+class Augment:
+    """Random horizontal flips (p = 0.5) and random crops after zero padding, vectorised over a batch.
+
+    A crop with padding p takes a window of the image's size from the image
+    padded with p zero pixels on each side, at an offset drawn uniformly from
+    the (2p + 1)^2 possible ones: the content shifts by up to p pixels and the
+    uncovered border is black. crop_padding=0 turns cropping off.
+    """
+
+    def __init__(self, flip: bool = True, crop_padding: int = 4) -> None:
+        self.flip = bool(flip)
+        self.crop_padding = _check_int(crop_padding, "crop_padding", 0)
+
+    def __repr__(self) -> str:
+        return f"Augment(flip={self.flip}, crop_padding={self.crop_padding})"
+
+    def __call__(self, batch: np.ndarray, rng: np.random.Generator, out: np.ndarray | None = None) -> np.ndarray:
+        """Augment batch (B, H, W, C) uint8 with randomness from `rng`; return (B, H, W, C) uint8 (`out` if given)."""
+        _check_rng(rng, "Augment")
+        if not isinstance(batch, np.ndarray) or batch.ndim != 4:
+            raise DataError(f"Augment: expected a batch of images (B, H, W, C), got {getattr(batch, 'shape', type(batch))}")
+        b, h, w, c = batch.shape
+        if out is None:
+            out = np.empty_like(batch)
+        elif out.shape != batch.shape or out.dtype != batch.dtype:
+            raise ConfigError(f"Augment: out must be {batch.dtype} {batch.shape}, got {out.dtype} {out.shape}")
+        elif np.shares_memory(out, batch):
+            raise ConfigError("Augment: out must not overlap the input batch")
+        p = self.crop_padding
+        if b == 0 or (not self.flip and p == 0):
+            np.copyto(out, batch)
+            return out
+
+        flips = rng.random(b) < 0.5 if self.flip else np.zeros(b, dtype=bool)
+        if p:
+            dy, dx = rng.integers(-p, p + 1, size=(2, b))
+        else:
+            dy = dx = np.zeros(b, dtype=np.int64)
+        # Output pixel (y, x) of image i reads source row y + dy[i] and column
+        # x + dx[i] of the (possibly flipped) image; reads outside it are padding.
+        rows = np.arange(h) + dy[:, None]  # (B, H)
+        cols = np.arange(w) + dx[:, None]  # (B, W)
+        cols = np.where(flips[:, None], w - 1 - cols, cols)
+        inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]  # (B, H, W)
+        flat = (np.arange(b)[:, None, None] * h + np.clip(rows, 0, h - 1)[:, :, None]) * w + np.clip(cols, 0, w - 1)[:, None, :]
+        # One gather of whole pixels (C bytes each) for the batch; mode="clip" writes straight into out.
+        np.take(batch.reshape(b * h * w, c), flat, axis=0, out=out, mode="clip")
+        out[~inside] = 0
+        return out
+
+
+class BatchLoader:
+    """Iterate over (x float32 (B, D), y int64 (B,)) mini-batches of preprocessed (and optionally augmented) images.
+
+    Each pass covers every example (of `indices`, if given) exactly once, in an
+    order drawn afresh from `rng` when shuffle=True, so the same seed gives the
+    same sequence of orders. The uint8 gather buffer and the float32 output
+    buffers are allocated once: the arrays yielded are views of them, reused
+    and overwritten by the next batch, so copy them if you need to keep them.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        preprocessing,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        rng: np.random.Generator | None = None,
+        augment: Augment | None = None,
+        drop_last: bool = False,
+        indices: np.ndarray | None = None,
+    ) -> None:
+        images = np.asarray(images)
+        labels = np.asarray(labels)
+        if images.ndim != 4 or images.dtype != np.uint8:
+            raise DataError(f"BatchLoader: images must be uint8 (N, H, W, C), got {images.dtype} {images.shape}")
+        if labels.shape != (images.shape[0],) or labels.dtype.kind not in "iu":
+            raise DataError(f"BatchLoader: labels must be integers of shape ({images.shape[0]},), got {labels.dtype} {labels.shape}")
+        self.batch_size = _check_int(batch_size, "batch_size", 1)
+        if (shuffle or augment is not None) and rng is None:
+            raise ConfigError("BatchLoader: shuffle/augment need rng=np.random.default_rng(seed)")
+        if rng is not None:
+            _check_rng(rng, "BatchLoader")
+        if augment is not None and not callable(augment):
+            raise ConfigError(f"BatchLoader: augment must be callable like Augment, got {type(augment).__name__}")
+        if not hasattr(preprocessing, "transform") or not hasattr(preprocessing, "output_dim"):
+            raise ConfigError("BatchLoader: preprocessing must have transform(images, out=) and output_dim")
+
+        n = images.shape[0]
+        if indices is None:
+            indices = np.arange(n, dtype=np.int64)
+        else:
+            indices = np.asarray(indices)
+            if indices.ndim != 1 or (indices.size and indices.dtype.kind not in "iu"):
+                raise ConfigError(f"BatchLoader: indices must be a 1-D integer array, got {indices.dtype} {indices.shape}")
+            indices = indices.astype(np.int64)
+            # Checked here because the gathers below use mode="clip", which would hide bad indices.
+            if indices.size and (indices.min() < 0 or indices.max() >= n):
+                raise ConfigError(f"BatchLoader: indices must lie in [0, {n}), got range [{indices.min()}, {indices.max()}]")
+
+        self.images = images
+        self.labels = labels.astype(np.int64, copy=False)
+        self.preprocessing = preprocessing
+        self.shuffle = bool(shuffle)
+        self.rng = rng
+        self.augment = augment
+        self.drop_last = bool(drop_last)
+        self.indices = indices
+        self.n_examples = int(indices.size)
+
+        bs = self.batch_size
+        self._images_buf = np.empty((bs, *images.shape[1:]), dtype=np.uint8)
+        self._augment_buf = np.empty_like(self._images_buf) if augment is not None else None
+        self._x_buf = np.empty((bs, preprocessing.output_dim), dtype=np.float32)
+        self._y_buf = np.empty(bs, dtype=np.int64)
+
+    def __len__(self) -> int:
+        """Number of batches per pass."""
+        if self.drop_last:
+            return self.n_examples // self.batch_size
+        return math.ceil(self.n_examples / self.batch_size)
+
+    def __iter__(self):
+        """Yield (x (B, D) float32, y (B,) int64) views of reused buffers, one pass over the examples."""
+        order = self.rng.permutation(self.indices) if self.shuffle else self.indices
+        for k in range(len(self)):
+            idx = order[k * self.batch_size : (k + 1) * self.batch_size]
+            b = idx.size
+            batch = self._images_buf[:b]
+            np.take(self.images, idx, axis=0, out=batch, mode="clip")
+            if self.augment is not None:
+                batch = self.augment(batch, self.rng, out=self._augment_buf[:b])
+            x = self.preprocessing.transform(batch, out=self._x_buf[:b])
+            y = self._y_buf[:b]
+            np.take(self.labels, idx, out=y, mode="clip")
+            yield x, y

@@ -1,0 +1,445 @@
+"""Input preprocessing fitted on the training split: per-channel standardisation, mean image, PCA/ZCA whitening.
+
+Every transform takes uint8 images (N, H, W, 3) (CIFAR-10: (N, 32, 32, 3)) or
+already-flat rows (N, H*W*3) in HWC order, and returns float32 (N, D). For
+Standardize and MeanImage D = H*W*3 and the columns keep the HWC order, so
+`x.reshape(N, H, W, 3)` gives images back. A fitted transform is described by
+`state()` (NumPy arrays plus JSON-able parameters) so a model can be saved as
+.npz + JSON and rebuilt with `preprocessing_from_state`, never with pickle.
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+
+import numpy as np
+
+from numprop.errors import ConfigError, DataError
+
+__all__ = [
+    "Preprocessing",
+    "Standardize",
+    "MeanImage",
+    "PCAWhiten",
+    "ZCAWhiten",
+    "PREPROCESSING",
+    "make_preprocessing",
+    "preprocessing_from_state",
+]
+
+CHANNELS = 3
+_FIT_CHUNK = 1024  # images per block when fitting, to bound float64 temporaries (~25 MB for CIFAR-10)
+_TRANSFORM_CHUNK = 512  # rows per block in the whitening transforms
+
+
+def _as_rows(images: np.ndarray) -> np.ndarray:
+    """View images (N, H, W, 3) or rows (N, D) as rows (N, D), without copying when possible."""
+    if not isinstance(images, np.ndarray):
+        images = np.asarray(images)
+    if images.ndim == 4 and images.shape[-1] == CHANNELS:
+        return images.reshape(images.shape[0], -1)
+    if images.ndim == 2:
+        return images
+    raise DataError(f"expected images of shape (N, H, W, {CHANNELS}) or rows (N, D), got shape {images.shape}")
+
+
+def _row_blocks(rows: np.ndarray, size: int = _FIT_CHUNK):
+    """Yield consecutive blocks of rows as float64, for accurate statistics with bounded memory."""
+    for start in range(0, rows.shape[0], size):
+        yield rows[start : start + size].astype(np.float64)
+
+
+class Preprocessing:
+    """Base class: fit(images) on training data, then transform(images, out=None) -> float32 (N, output_dim)."""
+
+    name: str = ""
+
+    def __init__(self) -> None:
+        self.input_dim: int | None = None
+
+    # -- interface every subclass fills in
+    def fit(self, images: np.ndarray) -> "Preprocessing":  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def transform(self, images: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    @property
+    def output_dim(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], params: dict) -> "Preprocessing":  # pragma: no cover
+        raise NotImplementedError
+
+    # -- shared helpers
+    def fit_transform(self, images: np.ndarray) -> np.ndarray:
+        """Fit on `images` and return their transform, float32 (N, output_dim)."""
+        return self.fit(images).transform(images)
+
+    @property
+    def fitted(self) -> bool:
+        """Whether fit() (or from_state) has run."""
+        return self.input_dim is not None
+
+    def _fit_rows(self, images: np.ndarray) -> np.ndarray:
+        """Validate training images and return them as rows (N, D)."""
+        rows = _as_rows(images)
+        if rows.shape[0] < 2:
+            raise DataError(f"{self.name}: need at least 2 training images to fit, got {rows.shape[0]}")
+        return rows
+
+    def _prepare(self, images: np.ndarray, out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Check a transform call; return (rows (N, D), output float32 (N, output_dim))."""
+        if not self.fitted:
+            raise ConfigError(f"{self.name}: transform() called before fit()")
+        rows = _as_rows(images)
+        if rows.shape[1] != self.input_dim:
+            raise DataError(f"{self.name}: fitted on {self.input_dim} values per image, got {rows.shape[1]}")
+        shape = (rows.shape[0], self.output_dim)
+        if out is None:
+            return rows, np.empty(shape, dtype=np.float32)
+        if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != shape:
+            got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
+            raise ConfigError(f"{self.name}: out must be a float32 array of shape {shape}, got {got}")
+        if np.shares_memory(out, rows):
+            raise ConfigError(f"{self.name}: out must not overlap the input")
+        return rows, out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({'fitted' if self.fitted else 'unfitted'})"
+
+
+class _AffinePerValue(Preprocessing):
+    """Shared transform of Standardize and MeanImage: out = (x - shift) * scale, both float32 (D,)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shift: np.ndarray | None = None
+        self._scale: np.ndarray | None = None
+
+    @property
+    def output_dim(self) -> int:
+        if self.input_dim is None:
+            raise ConfigError(f"{self.name}: output_dim is known only after fit()")
+        return self.input_dim
+
+    def transform(self, images: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(x - shift) * scale as float32 (N, D), written into `out` when given."""
+        rows, out = self._prepare(images, out)
+        # The ufunc casts uint8 to float32 in small internal buffers: no (N, D) temporary.
+        np.subtract(rows, self._shift, out=out)
+        out *= self._scale
+        return out
+
+
+class Standardize(_AffinePerValue):
+    """Subtract the per-channel mean and divide by the per-channel std of the training pixels (the default)."""
+
+    name = "standardize"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mean: np.ndarray | None = None  # (3,) float64, per channel
+        self.std: np.ndarray | None = None  # (3,) float64, per channel
+
+    def fit(self, images: np.ndarray) -> "Standardize":
+        """Compute the per-channel mean and std over all training pixels; images (N, H, W, 3) or (N, D)."""
+        rows = self._fit_rows(images)
+        if rows.shape[1] % CHANNELS:
+            raise DataError(f"standardize: {rows.shape[1]} values per image is not a multiple of {CHANNELS} channels")
+        count = rows.shape[0] * rows.shape[1] // CHANNELS
+        # Two passes in float64 blocks: accurate, and never a full float64 copy of the data.
+        # Summing over images first (contiguous, fast) and folding positions into
+        # channels afterwards is much faster than reducing a (-1, 3) view.
+        total = np.zeros(rows.shape[1])
+        for block in _row_blocks(rows):
+            total += block.sum(axis=0)
+        mean = total.reshape(-1, CHANNELS).sum(axis=0) / count
+        mean_row = np.tile(mean, rows.shape[1] // CHANNELS)
+        sq = np.zeros(rows.shape[1])
+        for block in _row_blocks(rows):
+            block -= mean_row
+            block *= block
+            sq += block.sum(axis=0)
+        std = np.sqrt(sq.reshape(-1, CHANNELS).sum(axis=0) / count)
+        self._set(mean, std, rows.shape[1])
+        return self
+
+    def _set(self, mean: np.ndarray, std: np.ndarray, input_dim: int) -> None:
+        self.mean, self.std, self.input_dim = mean, std, input_dim
+        safe_std = np.where(std > 0, std, 1.0)  # a constant channel is only centred
+        # HWC rows cycle through the channels fastest, so tiling the (3,) vectors lines them up.
+        self._shift = np.tile(mean, input_dim // CHANNELS).astype(np.float32)
+        self._scale = np.tile(1.0 / safe_std, input_dim // CHANNELS).astype(np.float32)
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Arrays {'mean', 'std'} (3,) and params {'input_dim'}."""
+        if not self.fitted:
+            raise ConfigError("standardize: state() called before fit()")
+        return {"mean": self.mean.copy(), "std": self.std.copy()}, {"input_dim": int(self.input_dim)}
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], params: dict) -> "Standardize":
+        """Rebuild a fitted Standardize from state()."""
+        input_dim = _param_int(params, "input_dim", cls.name)
+        mean = _state_array(arrays, "mean", (CHANNELS,), cls.name)
+        std = _state_array(arrays, "std", (CHANNELS,), cls.name)
+        if input_dim % CHANNELS:
+            raise ConfigError(f"standardize state: input_dim {input_dim} is not a multiple of {CHANNELS}")
+        obj = cls()
+        obj._set(mean.astype(np.float64), std.astype(np.float64), input_dim)
+        return obj
+
+
+class MeanImage(_AffinePerValue):
+    """Subtract the training mean image, then divide by one global std.
+
+    The std is that of the centred training pixels taken all together,
+    sqrt(mean over images and positions of (x - mean_image)^2), so the output
+    has zero mean at every pixel and unit variance overall, while the relative
+    variance of the positions and channels is kept.
+    """
+
+    name = "mean_image"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mean: np.ndarray | None = None  # (D,) float64
+        self.std: float | None = None
+
+    def fit(self, images: np.ndarray) -> "MeanImage":
+        """Compute the mean image (D,) and the global std of the centred pixels; images (N, H, W, 3) or (N, D)."""
+        rows = self._fit_rows(images)
+        total = np.zeros(rows.shape[1])
+        for block in _row_blocks(rows):
+            total += block.sum(axis=0)
+        mean = total / rows.shape[0]
+        sq = 0.0
+        for block in _row_blocks(rows):
+            block -= mean
+            block *= block
+            sq += float(block.sum())
+        self._set(mean, float(np.sqrt(sq / rows.size)), rows.shape[1])
+        return self
+
+    def _set(self, mean: np.ndarray, std: float, input_dim: int) -> None:
+        self.mean, self.std, self.input_dim = mean, std, input_dim
+        self._shift = mean.astype(np.float32)
+        self._scale = np.float32(1.0 / std if std > 0 else 1.0)
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Arrays {'mean' (D,), 'std' ()} and params {'input_dim'}."""
+        if not self.fitted:
+            raise ConfigError("mean_image: state() called before fit()")
+        return {"mean": self.mean.copy(), "std": np.array(self.std)}, {"input_dim": int(self.input_dim)}
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], params: dict) -> "MeanImage":
+        """Rebuild a fitted MeanImage from state()."""
+        input_dim = _param_int(params, "input_dim", cls.name)
+        mean = _state_array(arrays, "mean", (input_dim,), cls.name)
+        std = _state_array(arrays, "std", (), cls.name)
+        obj = cls()
+        obj._set(mean.astype(np.float64), float(std), input_dim)
+        return obj
+
+
+class PCAWhiten(Preprocessing):
+    """PCA whitening (or ZCA with zca=True) of pixels scaled to [0, 1] and centred per pixel.
+
+    Fit: x = pixels / 255, centred by the training mean per pixel; covariance
+    C = U diag(lam) U^T over at most `max_fit_images` training images drawn
+    with `seed`. PCA outputs the top `n_components` coordinates
+    (x - mean) U_k diag(1 / sqrt(lam_k + eps)); ZCA rotates back,
+    (x - mean) U diag(1 / sqrt(lam + eps)) U^T, so its output keeps the
+    input's D values (3,072 for CIFAR-10) and still looks like an image.
+    `eps` damps the directions of tiny variance (mostly noise).
+    """
+
+    name = "pca"  # instances built with zca=True say "zca"
+
+    def __init__(
+        self,
+        n_components: int | None = None,
+        zca: bool = False,
+        eps: float = 1e-2,
+        max_fit_images: int = 10_000,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if n_components is not None and (isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)) or n_components < 1):
+            raise ConfigError(f"n_components must be a positive integer or None, got {n_components!r}")
+        if zca and n_components is not None:
+            raise ConfigError("zca keeps every dimension: n_components must be None with zca=True")
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
+            raise ConfigError(f"eps must be a positive number, got {eps!r}")
+        if not isinstance(max_fit_images, (int, np.integer)) or max_fit_images < 2:
+            raise ConfigError(f"max_fit_images must be an integer >= 2, got {max_fit_images!r}")
+        self.n_components = None if n_components is None else int(n_components)
+        self.zca = bool(zca)
+        self.eps = float(eps)
+        self.max_fit_images = int(max_fit_images)
+        self.seed = int(seed)
+        self.name = "zca" if self.zca else "pca"
+        self.mean: np.ndarray | None = None  # (D,) float32, of pixels / 255
+        self.components: np.ndarray | None = None  # (D, output_dim) float32 whitening matrix
+        self.eigenvalues: np.ndarray | None = None  # (D,) float64, descending
+
+    @property
+    def output_dim(self) -> int:
+        if self.components is None:
+            raise ConfigError(f"{self.name}: output_dim is known only after fit()")
+        return self.components.shape[1]
+
+    def fit(self, images: np.ndarray) -> "PCAWhiten":
+        """Estimate the mean and whitening matrix from (a seeded sample of) the training images."""
+        rows = self._fit_rows(images)
+        n, d = rows.shape
+        if self.n_components is not None and self.n_components > d:
+            raise ConfigError(f"{self.name}: n_components={self.n_components} exceeds the {d} input values")
+        if n > self.max_fit_images:
+            # The covariance converges long before 50,000 images; a sample keeps fit() to seconds.
+            rng = np.random.default_rng(self.seed)
+            rows = rows[np.sort(rng.choice(n, size=self.max_fit_images, replace=False))]
+            n = rows.shape[0]
+        mean = np.zeros(d)
+        for block in _row_blocks(rows):
+            mean += block.sum(axis=0)
+        mean /= n * 255.0
+        cov = np.zeros((d, d))
+        for block in _row_blocks(rows):
+            block /= 255.0
+            block -= mean
+            cov += block.T @ block
+        cov /= n
+        lam, u = np.linalg.eigh(cov)
+        lam, u = np.clip(lam[::-1], 0.0, None), u[:, ::-1]  # descending; clip round-off negatives
+        scale = 1.0 / np.sqrt(lam + self.eps)
+        if self.zca:
+            w = (u * scale) @ u.T
+        else:
+            k = d if self.n_components is None else self.n_components
+            w = u[:, :k] * scale[:k]
+        self.input_dim = d
+        self.mean = mean.astype(np.float32)
+        self.components = np.ascontiguousarray(w, dtype=np.float32)
+        self.eigenvalues = lam
+        return self
+
+    def transform(self, images: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """((x / 255) - mean) @ components as float32 (N, output_dim), written into `out` when given."""
+        rows, out = self._prepare(images, out)
+        # Work in blocks of rows so the only temporary is one small float32 block.
+        block = np.empty((min(_TRANSFORM_CHUNK, rows.shape[0]), self.input_dim), dtype=np.float32)
+        for start in range(0, rows.shape[0], _TRANSFORM_CHUNK):
+            stop = min(start + _TRANSFORM_CHUNK, rows.shape[0])
+            b = block[: stop - start]
+            np.multiply(rows[start:stop], np.float32(1 / 255), out=b)
+            b -= self.mean
+            np.matmul(b, self.components, out=out[start:stop])
+        return out
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Arrays {'mean' (D,), 'components' (D, K), 'eigenvalues' (D,)} and the constructor's params."""
+        if not self.fitted:
+            raise ConfigError(f"{self.name}: state() called before fit()")
+        arrays = {"mean": self.mean.copy(), "components": self.components.copy(), "eigenvalues": self.eigenvalues.copy()}
+        params = {
+            "n_components": self.n_components,
+            "zca": self.zca,
+            "eps": self.eps,
+            "max_fit_images": self.max_fit_images,
+            "seed": self.seed,
+        }
+        return arrays, params
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], params: dict) -> "PCAWhiten":
+        """Rebuild a fitted PCAWhiten/ZCAWhiten from state()."""
+        try:
+            obj = PCAWhiten(**params)
+        except TypeError as exc:
+            raise ConfigError(f"{cls.name} state: bad parameters: {exc}") from exc
+        mean = np.asarray(arrays.get("mean")) if "mean" in arrays else None
+        if mean is None or mean.ndim != 1:
+            raise ConfigError(f"{obj.name} state: 'mean' missing or not a vector")
+        d = mean.shape[0]
+        k = d if obj.zca or obj.n_components is None else obj.n_components
+        components = _state_array(arrays, "components", (d, k), obj.name)
+        eigenvalues = _state_array(arrays, "eigenvalues", (d,), obj.name)
+        obj.input_dim = d
+        obj.mean = mean.astype(np.float32)
+        obj.components = np.ascontiguousarray(components, dtype=np.float32)
+        obj.eigenvalues = eigenvalues.astype(np.float64)
+        return obj
+
+
+class ZCAWhiten(PCAWhiten):
+    """ZCA whitening: PCAWhiten(zca=True); output keeps the input's shape."""
+
+    name = "zca"
+
+    def __init__(self, eps: float = 1e-2, max_fit_images: int = 10_000, seed: int = 0) -> None:
+        super().__init__(n_components=None, zca=True, eps=eps, max_fit_images=max_fit_images, seed=seed)
+
+
+PREPROCESSING: dict[str, type[Preprocessing]] = {
+    "standardize": Standardize,
+    "mean_image": MeanImage,
+    "pca": PCAWhiten,
+    "zca": ZCAWhiten,
+}
+
+
+def _lookup(name: str) -> type[Preprocessing]:
+    try:
+        return PREPROCESSING[name]
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"unknown preprocessing {name!r}; choose one of: {', '.join(PREPROCESSING)}"
+        ) from None
+
+
+def make_preprocessing(name: str, **kw) -> Preprocessing:
+    """Build an unfitted preprocessing by name ('standardize', 'mean_image', 'pca', 'zca') with options `kw`."""
+    cls = _lookup(name)
+    try:
+        inspect.signature(cls).bind(**kw)
+    except TypeError as exc:
+        raise ConfigError(f"preprocessing {name!r}: {exc}") from None
+    return cls(**kw)
+
+
+def preprocessing_from_state(name: str, arrays: dict[str, np.ndarray], params: dict) -> Preprocessing:
+    """Rebuild a fitted preprocessing from its name and state() (arrays, params)."""
+    cls = _lookup(name)
+    if not isinstance(params, dict) or not hasattr(arrays, "__getitem__"):
+        raise ConfigError(f"{name} state: expected a dict of arrays and a dict of parameters")
+    if name == "zca":
+        params = {**params, "zca": True}
+    obj = cls.from_state(arrays, params)
+    if obj.name != name:
+        raise ConfigError(f"state is for {obj.name!r}, not {name!r}")
+    return obj
+
+
+def _param_int(params: dict, key: str, who: str) -> int:
+    value = params.get(key) if isinstance(params, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{who} state: parameter {key!r} missing or not a positive integer")
+    return int(value)
+
+
+def _state_array(arrays, key: str, shape: tuple[int, ...], who: str) -> np.ndarray:
+    try:
+        value = np.asarray(arrays[key])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"{who} state: array {key!r} missing") from None
+    if value.shape != shape or value.dtype.kind != "f":
+        raise ConfigError(f"{who} state: array {key!r} is {value.dtype} {value.shape}, expected float {shape}")
+    return value
