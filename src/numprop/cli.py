@@ -1,0 +1,312 @@
+"""The `numprop` command: train, evaluate, predict, plot, gradcheck.
+
+``main(argv)`` parses arguments, builds a configuration and calls the library;
+tests call it directly. Bad input ends with one line on stderr and exit code 2,
+a diverging run with exit code 1; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, NumpropError, TrainingError
+
+EXIT_BAD_INPUT, EXIT_TRAINING_FAILED = 2, 1
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    value = _positive_int(text) if text.strip() != "0" else 0
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not np.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .experiment import TrainConfig
+    from .models import ACTIVATIONS
+    from .optim import OPTIMIZERS
+    from .preprocess import PREPROCESSING
+    from .schedules import SCHEDULES
+
+    d = TrainConfig()
+    parser = argparse.ArgumentParser(
+        prog="numprop", description="Neural networks from scratch in NumPy, on CIFAR-10.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a network on CIFAR-10 and report test accuracy",
+                       description="Train a multi-layer perceptron on CIFAR-10. Defaults: the "
+                       "two-layer network (one hidden ReLU layer of 1000 units, softmax output).",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    arch = t.add_argument_group("architecture")
+    arch.add_argument("--hidden", type=_positive_int, nargs="+", default=d.hidden,
+                      metavar="UNITS", help="hidden layer sizes, e.g. --hidden 1024 512")
+    arch.add_argument("--activation", choices=ACTIVATIONS, default=d.activation)
+    arch.add_argument("--dropout", type=_float, default=d.dropout, help="dropout probability")
+    arch.add_argument("--batchnorm", action="store_true", help="BatchNorm after each hidden Linear")
+    opt = t.add_argument_group("optimization")
+    opt.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=d.optimizer)
+    opt.add_argument("--lr", type=_float, default=d.lr, help="peak learning rate")
+    opt.add_argument("--momentum", type=_float, default=d.momentum, help="SGD momentum")
+    opt.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
+    opt.add_argument("--weight-decay", type=_float, default=d.weight_decay)
+    opt.add_argument("--schedule", choices=sorted(SCHEDULES), default=d.schedule)
+    opt.add_argument("--warmup", type=_float, default=d.warmup,
+                     help="warm-up epochs of the cosine schedule")
+    opt.add_argument("--epochs", type=_positive_int, default=d.epochs)
+    opt.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
+    opt.add_argument("--label-smoothing", type=_float, default=d.label_smoothing)
+    opt.add_argument("--patience", type=_nonneg_int, default=d.patience,
+                     help="early stopping after this many epochs without improvement (0: off)")
+    data = t.add_argument_group("data")
+    data.add_argument("--data-dir", default=None,
+                      help="folder holding cifar-10-batches-bin/ (default: $NUMPROP_DATA_DIR, "
+                      "else ~/.cache/numprop, downloaded if missing)")
+    data.add_argument("--no-download", dest="download", action="store_false",
+                      help="fail instead of downloading CIFAR-10")
+    data.add_argument("--preprocessing", choices=sorted(PREPROCESSING), default=d.preprocessing)
+    data.add_argument("--no-flip", dest="flip", action="store_false",
+                      help="no random horizontal flips")
+    data.add_argument("--crop", type=_nonneg_int, default=d.crop, metavar="PAD",
+                      help="random crops after zero-padding by PAD pixels (0: off)")
+    data.add_argument("--val-size", type=_nonneg_int, default=d.val_size,
+                      help="validation images held out of the training set (0: none)")
+    data.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+                      help="train on a stratified subset of N images (quick runs)")
+    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--out", type=Path, default=None,
+                   help="run folder (default: runs/<timestamp>)")
+    t.add_argument("--no-plots", dest="plots", action="store_false")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("evaluate", help="test accuracy, per-class precision/recall, confusion matrix")
+    e.add_argument("model", type=Path, help="a model .npz (or a run folder)")
+    e.add_argument("--data-dir", default=None)
+    e.add_argument("--no-download", dest="download", action="store_false")
+
+    p = sub.add_parser("predict", help="top-3 classes for PNG or JPEG images")
+    p.add_argument("model", type=Path, help="a model .npz (or a run folder)")
+    p.add_argument("images", type=Path, nargs="+")
+    p.add_argument("--top", type=_positive_int, default=3)
+
+    pl = sub.add_parser("plot", help="figures of a run: curves, confusion matrix, weights, mistakes")
+    pl.add_argument("run", type=Path, help="a run folder written by `numprop train`")
+    pl.add_argument("--data-dir", default=None)
+    pl.add_argument("--no-download", dest="download", action="store_false")
+
+    g = sub.add_parser("gradcheck", help="check gradients of a model configuration or your own Module",
+                       description="Finite-difference check (float64) of a small network with "
+                       "the given architecture, or of the Module classes defined in FILE.")
+    g.add_argument("file", nargs="?", type=Path,
+                   help="a Python file defining Module subclasses (constructible with no "
+                   "arguments or via a make_module() function) to check")
+    g.add_argument("--hidden", type=_positive_int, nargs="+", default=[7])
+    g.add_argument("--activation", choices=ACTIVATIONS, default="relu")
+    g.add_argument("--dropout", type=_float, default=0.0)
+    g.add_argument("--batchnorm", action="store_true")
+    g.add_argument("--inputs", type=_positive_int, default=9, help="input features of the test net")
+    g.add_argument("--classes", type=_positive_int, default=4)
+    g.add_argument("--batch", type=_positive_int, default=6)
+    g.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except TrainingError as exc:
+        print(f"numprop: {exc}", file=sys.stderr)
+        return EXIT_TRAINING_FAILED
+    except NumpropError as exc:
+        print(f"numprop {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("numprop: interrupted", file=sys.stderr)
+        return 130
+
+
+# -- commands ------------------------------------------------------------------------
+
+def cmd_train(args) -> int:
+    from .experiment import TrainConfig, train_cifar10
+    names = {f.name for f in fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    result = train_cifar10(config, out, progress=not args.quiet)
+    if args.plots:
+        written = make_plots(out, data_dir=config.data_dir, download=False)
+        print(f"plots: {', '.join(p.name for p in written)}")
+    print(f"saved the model to {result.model_path} and the run to {out}/")
+    return 0
+
+
+def _model_path(path: Path) -> Path:
+    if path.is_dir():
+        path = path / "model.npz"
+    if not path.is_file():
+        raise ConfigError(f"no model at {path}")
+    return path
+
+
+def _test_predictions(saved, data_dir, download):
+    from .data import load_cifar10
+    data = load_cifar10(data_dir, download=download)
+    probs = saved.predict_proba(data.test_images)
+    return data, probs
+
+
+def cmd_evaluate(args) -> int:
+    from .io import load
+    from .metrics import accuracy, classification_report, confusion_matrix
+    saved = load(_model_path(args.model))
+    data, probs = _test_predictions(saved, args.data_dir, args.download)
+    pred = probs.argmax(axis=1)
+    cm = confusion_matrix(data.test_labels, pred, len(data.class_names))
+    print(f"test accuracy {100 * accuracy(data.test_labels, pred):.2f}% on "
+          f"{len(pred):,} images")
+    print(classification_report(cm, data.class_names))
+    print("confusion matrix (rows: true class, columns: predicted)")
+    width = max(len(n) for n in data.class_names)
+    print(" " * (width + 1) + " ".join(f"{n[:5]:>5}" for n in data.class_names))
+    for name, row in zip(data.class_names, cm):
+        print(f"{name:>{width}} " + " ".join(f"{v:>5}" for v in row))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .images import read_images
+    from .io import load
+    saved = load(_model_path(args.model))
+    probs = saved.predict_proba(read_images(args.images))
+    names = saved.class_names or [str(i) for i in range(probs.shape[1])]
+    for path, p in zip(args.images, probs):
+        top = np.argsort(p)[::-1][:args.top]
+        print(f"{path}: " + ", ".join(f"{names[i]} {100 * p[i]:.1f}%" for i in top))
+    return 0
+
+
+def make_plots(run: Path, data_dir=None, download=True) -> list[Path]:
+    """Write the figures of a run folder; returns the paths written."""
+    from .errors import ConfigError as _ConfigError
+    from .io import load
+    from .metrics import confusion_matrix
+    from .plots import plot_confusion, plot_first_layer, plot_history, plot_misclassified
+    saved = load(_model_path(run))
+    run = run if run.is_dir() else run.parent
+    written = [plot_history(saved.history, run / "curves.png")]
+    data, probs = _test_predictions(saved, data_dir if data_dir is not None
+                                    else saved.config.get("data_dir"), download)
+    pred = probs.argmax(axis=1)
+    cm = confusion_matrix(data.test_labels, pred, len(data.class_names))
+    written.append(plot_confusion(cm, data.class_names, run / "confusion.png"))
+    try:
+        written.append(plot_first_layer(saved.model[0].weight.data, run / "weights.png"))
+    except _ConfigError:
+        pass  # first-layer weights are not images (e.g. after PCA): nothing to show
+    written.append(plot_misclassified(data.test_images, data.test_labels, pred,
+                                      data.class_names, run / "mistakes.png", probs=probs))
+    return written
+
+
+def cmd_plot(args) -> int:
+    if not args.run.is_dir():
+        raise ConfigError(f"{args.run} is not a run folder")
+    for path in make_plots(args.run, args.data_dir, args.download):
+        print(path)
+    return 0
+
+
+def cmd_gradcheck(args) -> int:
+    from . import models
+    from .gradcheck import gradcheck
+    from .losses import SoftmaxCrossEntropy
+    rng = np.random.default_rng(args.seed)
+    if args.file is not None:
+        return _gradcheck_file(args.file, rng)
+    model = models.mlp([args.inputs, *args.hidden, args.classes], activation=args.activation,
+                       dropout=args.dropout, batchnorm=args.batchnorm, rng=rng,
+                       dtype=np.float64)
+    x = rng.standard_normal((args.batch, args.inputs))
+    y = rng.integers(0, args.classes, args.batch)
+    report = gradcheck(model, x, y, loss=SoftmaxCrossEntropy())
+    print(report)
+    return 0 if report.ok else EXIT_TRAINING_FAILED
+
+
+def _gradcheck_file(path: Path, rng) -> int:
+    """Check every Module defined in a user's file (or the one make_module() returns)."""
+    import importlib.util
+
+    from .gradcheck import gradcheck
+    from .module import Module
+    if not path.is_file():
+        raise ConfigError(f"no such file: {path}")
+    spec = importlib.util.spec_from_file_location(f"user_module_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the user's code: report it in one line, whatever it raised
+        raise ConfigError(f"could not run {path}: {type(exc).__name__}: {exc}") from None
+    if hasattr(module, "make_module"):
+        candidates = {"make_module()": module.make_module}
+    else:
+        candidates = {name: obj for name, obj in vars(module).items()
+                      if isinstance(obj, type) and issubclass(obj, Module)
+                      and obj.__module__ == module.__name__}
+    if not candidates:
+        raise ConfigError(f"{path} defines no Module subclass and no make_module() function")
+    all_ok = True
+    for name, factory in candidates.items():
+        try:
+            layer = factory()
+        except TypeError as exc:
+            raise ConfigError(f"cannot construct {name} with no arguments ({exc}); "
+                              f"define make_module() in {path}") from None
+        features = getattr(layer, "in_features", None) or getattr(module, "INPUT_FEATURES", 5)
+        x = rng.standard_normal((4, features))
+        try:
+            report = gradcheck(layer, x)
+        except NumpropError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"{name} failed on an input of shape {x.shape}: "
+                              f"{type(exc).__name__}: {exc}") from None
+        print(f"== {name}")
+        print(report)
+        all_ok &= report.ok
+    return 0 if all_ok else EXIT_TRAINING_FAILED
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+            "plot": cmd_plot, "gradcheck": cmd_gradcheck}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Train and evaluate a network on CIFAR-10 from one configuration: what `numprop train` runs.
+
+The CLI turns arguments into a ``TrainConfig``; this module turns names into
+objects (the one place that does) and runs data -> model -> Trainer -> saved run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import models
+from .batches import Augment, BatchLoader, stratified_split
+from .data import load_cifar10
+from .errors import ConfigError
+from .io import save
+from .losses import SoftmaxCrossEntropy
+from .optim import OPTIMIZERS, SGD, Optimizer
+from .preprocess import make_preprocessing
+from .schedules import SCHEDULES, Schedule
+from .train import (Callback, EarlyStopping, EpochSummary, HistoryLogger, ModelCheckpoint,
+                    NaNGuard, ProgressBar, Trainer, atomic_write_text)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved with the model as JSON."""
+
+    hidden: list[int] = field(default_factory=lambda: [1000])
+    activation: str = "relu"
+    dropout: float = 0.0
+    batchnorm: bool = False
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup: float = 1.0
+    epochs: int = 20
+    batch_size: int = 128
+    label_smoothing: float = 0.0
+    flip: bool = True
+    crop: int = 0
+    preprocessing: str = "standardize"
+    val_size: int = 5000
+    patience: int = 0
+    seed: int = 0
+    limit: int | None = None
+    data_dir: str | None = None
+    download: bool = True
+
+    def validate(self) -> None:
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise ConfigError(f"hidden sizes must be positive, got {self.hidden}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of "
+                              f"{', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of "
+                              f"{', '.join(SCHEDULES)}")
+        for name, value, low in (("epochs", self.epochs, 1), ("batch size", self.batch_size, 1),
+                                 ("validation size", self.val_size, 0), ("crop", self.crop, 0),
+                                 ("patience", self.patience, 0)):
+            if value < low:
+                raise ConfigError(f"{name} must be at least {low}, got {value}")
+        if self.limit is not None and self.limit < 10:
+            raise ConfigError(f"--limit must be at least 10 examples, got {self.limit}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not self.lr > 0:
+            raise ConfigError(f"learning rate must be positive, got {self.lr}")
+
+
+def make_optimizer(config: TrainConfig, model) -> Optimizer:
+    """The optimizer named in the config, over the model's named parameters."""
+    cls = OPTIMIZERS[config.optimizer]
+    params = model.named_parameters()
+    if cls is SGD:
+        return SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+                   weight_decay=config.weight_decay)
+    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_schedule(config: TrainConfig) -> Schedule:
+    cls = SCHEDULES[config.schedule]
+    if config.schedule == "cosine":
+        return cls(warmup=min(config.warmup, config.epochs / 2))
+    return cls()
+
+
+def subset(images, labels, n: int, rng: np.random.Generator):
+    """A stratified random subset of n examples."""
+    _, idx = stratified_split(labels, n, rng) if n < len(labels) else (None, np.arange(len(labels)))
+    return images[idx], labels[idx]
+
+
+@dataclass
+class RunResult:
+    """What a training run produced."""
+
+    out_dir: Path
+    model_path: Path
+    test_loss: float
+    test_acc: float
+    seconds: float
+    history: list[dict]
+
+
+def train_cifar10(config: TrainConfig, out_dir: str | Path, *, progress: bool = True,
+                  print_fn=print, callbacks: list[Callback] | None = None) -> RunResult:
+    """Load CIFAR-10, train the configured network, evaluate on the test set, save the run."""
+    config.validate()
+    started = time.perf_counter()
+    rng = np.random.default_rng(config.seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    data = load_cifar10(config.data_dir, download=config.download, progress=progress)
+    train_x, train_y = data.train_images, data.train_labels
+    test_x, test_y = data.test_images, data.test_labels
+    if config.limit is not None:
+        train_x, train_y = subset(train_x, train_y, config.limit, rng)
+        test_x, test_y = subset(test_x, test_y, max(10, config.limit // 5), rng)
+    n_val = min(config.val_size, len(train_y) // 5) if config.val_size else 0
+    train_idx, val_idx = stratified_split(train_y, n_val, rng)
+
+    # Fitted on the training split only: validation and test stay unseen.
+    pre = make_preprocessing(config.preprocessing).fit(train_x[train_idx])
+    augment = Augment(flip=config.flip, crop_padding=config.crop) if (
+        config.flip or config.crop) else None
+    train = BatchLoader(train_x, train_y, pre, config.batch_size, shuffle=True, rng=rng,
+                        augment=augment, indices=train_idx)
+    val = (BatchLoader(train_x, train_y, pre, 1000, shuffle=False, indices=val_idx)
+           if n_val else None)
+    test = BatchLoader(test_x, test_y, pre, 1000, shuffle=False)
+
+    model = models.mlp([pre.output_dim, *config.hidden, len(data.class_names)],
+                       activation=config.activation, dropout=config.dropout,
+                       batchnorm=config.batchnorm, rng=rng)
+    loss = SoftmaxCrossEntropy(config.label_smoothing)
+    optimizer = make_optimizer(config, model)
+    meta = {"preprocessing": pre, "config": asdict(config), "class_names": data.class_names}
+    monitor = "val_acc" if val is not None else None
+    cbs: list[Callback] = [NaNGuard(), EpochSummary(print_fn), HistoryLogger(out_dir),
+                           ModelCheckpoint(out_dir / "best.npz", monitor=monitor, **meta)]
+    if progress:
+        cbs.insert(0, ProgressBar())
+    if config.patience:
+        cbs.append(EarlyStopping("val_loss" if val is not None else "train_loss",
+                                 patience=config.patience))
+    cbs += callbacks or []
+
+    print_fn(f"training {model_summary(model)} on {len(train_idx):,} images "
+             f"({n_val:,} held out for validation), {config.epochs} epochs of batch "
+             f"{config.batch_size}, {config.optimizer} lr {config.lr:g}")
+    trainer = Trainer(model, loss, optimizer, make_schedule(config), cbs)
+    history = trainer.fit(train, val, config.epochs)
+    if history.stop_reason:
+        print_fn(history.stop_reason)
+    test_loss, test_acc = trainer.evaluate(test)
+    seconds = time.perf_counter() - started
+    model_path = save(out_dir / "model.npz", model, history=history.to_list(), **meta)
+    summary = {"test_loss": test_loss, "test_acc": test_acc, "seconds": seconds,
+               "train_images": len(train_idx), "config": asdict(config)}
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
+    print_fn(f"test accuracy {100 * test_acc:.2f}%  (test loss {test_loss:.4f}, "
+             f"{seconds:.0f} s in all)")
+    return RunResult(out_dir, model_path, test_loss, test_acc, seconds, history.to_list())
+
+
+def model_summary(model) -> str:
+    """'3072-1000-10 (3,083,010 parameters)' for a plain MLP."""
+    from .layers import Linear
+    sizes = [m.in_features for m in model if isinstance(m, Linear)]
+    sizes.append([m.out_features for m in model if isinstance(m, Linear)][-1])
+    n = sum(p.data.size for p in model.parameters())
+    return f"{'-'.join(map(str, sizes))} MLP ({n:,} parameters)"

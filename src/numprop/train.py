@@ -1,0 +1,315 @@
+"""The training loop and its callbacks.
+
+The Trainer only computes. Everything with a side effect (printing, progress
+bars, checkpoints, logs, early stopping, the NaN guard) is a Callback, so a
+test or a notebook can run the same loop silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, TrainingError
+from .losses import SoftmaxCrossEntropy
+from .module import Module
+from .optim import Optimizer
+from .schedules import Schedule
+
+Batches = Iterable[tuple[np.ndarray, np.ndarray]]
+FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+
+
+class History:
+    """Per-epoch records: epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds."""
+
+    def __init__(self, records: Sequence[dict] = ()):
+        self.records = [dict(r) for r in records]
+        self.stop_reason = ""
+
+    def append(self, record: dict) -> None:
+        self.records.append(record)
+
+    def __getitem__(self, key: str) -> list:
+        return [r[key] for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def to_list(self) -> list[dict]:
+        return [dict(r) for r in self.records]
+
+
+class Callback:
+    """Hooks called by ``Trainer.fit``; override the ones you need."""
+
+    def on_train_begin(self, trainer: Trainer) -> None: ...
+    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None: ...
+    def on_batch_end(self, trainer: Trainer, batch: int, loss: float, size: int) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, record: dict) -> None: ...
+    def on_train_end(self, trainer: Trainer) -> None: ...
+
+
+class Trainer:
+    """Minibatch training of ``model`` with ``loss`` and ``optimizer``.
+
+    ``fit(train, val, epochs)`` iterates ``train`` once per epoch: any
+    re-iterable of (x (B, D) float, y (B,) int) batches with a ``len``, such
+    as ``numprop.batches.BatchLoader``. ``fused=True`` lets the optimizer take
+    gradients straight from the backward pass (same numbers, less memory traffic).
+    """
+
+    def __init__(self, model: Module, loss: SoftmaxCrossEntropy, optimizer: Optimizer,
+                 schedule: Schedule | None = None, callbacks: Iterable[Callback] = (),
+                 fused: bool = True):
+        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.schedule = schedule or Schedule()
+        self.callbacks = list(callbacks)
+        self.fused = fused
+        self.history = History()
+        self.stop_training = False
+        self.epochs = self.steps_per_epoch = 0
+
+    def _call(self, hook: str, *args) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+        """One optimizer step on a batch; returns (mean loss, number correct)."""
+        logits = self.model.forward(x)
+        value = self.loss.forward(logits, y)
+        correct = int(np.count_nonzero(logits.argmax(axis=1) == y))
+        dlogits = self.loss.backward()
+        self.optimizer.zero_grad()
+        if self.fused:
+            with self.optimizer.fused_backward():
+                self.model.backward_params(dlogits)
+        else:
+            self.model.backward_params(dlogits)
+        self.optimizer.step()
+        return value, correct
+
+    def evaluate(self, batches: Batches) -> tuple[float, float]:
+        """(mean loss, accuracy) over batches, in eval mode."""
+        self.model.eval()
+        total = correct = 0
+        loss_sum = 0.0
+        try:
+            for x, y in batches:
+                logits = self.model.forward(x)
+                loss_sum += self.loss.forward(logits, y) * len(y)
+                correct += int(np.count_nonzero(logits.argmax(axis=1) == y))
+                total += len(y)
+        finally:
+            self.model.train()
+        if total == 0:
+            raise ConfigError("nothing to evaluate: no batches")
+        return loss_sum / total, correct / total
+
+    def fit(self, train: Batches, val: Batches | None = None, epochs: int = 1) -> History:
+        if epochs < 1:
+            raise ConfigError(f"epochs must be at least 1, got {epochs}")
+        steps = len(train)
+        if steps == 0:
+            raise ConfigError("the training set gives no batches")
+        self.epochs, self.stop_training, self.steps_per_epoch = epochs, False, steps
+        base_lr = self.optimizer.lr
+        self.base_lr = base_lr
+        start_epoch = len(self.history)
+        self.model.train()
+        self._call("on_train_begin")
+        for epoch in range(start_epoch, epochs):
+            self._call("on_epoch_begin", epoch)
+            started = time.perf_counter()
+            loss_sum, correct, seen = 0.0, 0, 0
+            for i, (x, y) in enumerate(train):
+                self.optimizer.lr = self.schedule.lr(base_lr, epoch + i / steps, epochs)
+                value, right = self.train_step(x, y)
+                loss_sum += value * len(y)
+                correct += right
+                seen += len(y)
+                self._call("on_batch_end", i, value, len(y))
+                if self.stop_training:
+                    break
+            record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+                      "train_acc": correct / max(seen, 1), "val_loss": None, "val_acc": None,
+                      "lr": self.optimizer.lr}
+            if val is not None and not self.stop_training:
+                record["val_loss"], record["val_acc"] = self.evaluate(val)
+            record["seconds"] = time.perf_counter() - started
+            self.history.append(record)
+            metric = record["val_loss"] if record["val_loss"] is not None else record["train_loss"]
+            self.schedule.epoch_end(metric)
+            self._call("on_epoch_end", record)
+            if self.stop_training:
+                break
+        self.optimizer.lr = base_lr
+        self._call("on_train_end")
+        return self.history
+
+
+# -- callbacks ---------------------------------------------------------------------
+
+class ProgressBar(Callback):
+    """A tqdm bar per epoch: batches, running loss, images per second, time left."""
+
+    def __init__(self, file=None):
+        self.file = file or sys.stderr
+        self.bar = None
+
+    def on_epoch_begin(self, trainer, epoch):
+        from tqdm import tqdm
+        self.bar = tqdm(total=trainer.steps_per_epoch, desc=f"epoch {epoch + 1}/{trainer.epochs}", unit="batch",
+                        leave=False, file=self.file, dynamic_ncols=True)
+        self.loss_sum, self.seen, self.started = 0.0, 0, time.perf_counter()
+
+    def on_batch_end(self, trainer, batch, loss, size):
+        self.loss_sum += loss * size
+        self.seen += size
+        self.bar.update(1)
+        if batch % 10 == 0:
+            rate = self.seen / max(time.perf_counter() - self.started, 1e-9)
+            self.bar.set_postfix_str(f"loss {self.loss_sum / self.seen:.4f}, {rate:,.0f} img/s",
+                                     refresh=False)
+
+    def on_epoch_end(self, trainer, record):
+        if self.bar is not None:
+            self.bar.close()
+
+    def on_train_end(self, trainer):
+        self.on_epoch_end(trainer, {})
+
+
+def format_record(record: dict, epochs: int) -> str:
+    """One line: epoch, losses, accuracies, learning rate, seconds."""
+    width = len(str(epochs))
+    parts = [f"epoch {record['epoch']:>{width}}/{epochs}",
+             f"train loss {record['train_loss']:.4f} acc {100 * record['train_acc']:5.2f}%"]
+    if record.get("val_loss") is not None:
+        parts.append(f"val loss {record['val_loss']:.4f} acc {100 * record['val_acc']:5.2f}%")
+    parts += [f"lr {record['lr']:.3g}", f"{record['seconds']:.1f} s"]
+    return "  ".join(parts)
+
+
+class EpochSummary(Callback):
+    """Prints one line per epoch."""
+
+    def __init__(self, print_fn=print):
+        self.print_fn = print_fn
+
+    def on_epoch_end(self, trainer, record):
+        self.print_fn(format_record(record, trainer.epochs))
+
+
+def _better(mode: str, value: float, best: float, min_delta: float) -> bool:
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+def _monitored(record: dict, monitor: str) -> float:
+    value = record.get(monitor)
+    if value is None:
+        raise ConfigError(f"cannot monitor '{monitor}': it is not recorded "
+                          f"(no validation set?); choose one of {', '.join(FIELDS[1:5])}")
+    return value
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved for ``patience`` epochs; restore the best weights."""
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 3, min_delta: float = 0.0,
+                 restore_best: bool = True):
+        self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
+        self.mode = "min" if monitor.endswith("loss") else "max"
+        self.restore_best = restore_best
+        self.best, self.best_state, self.best_epoch, self.wait = None, None, None, 0
+
+    def on_epoch_end(self, trainer, record):
+        value = _monitored(record, self.monitor)
+        if self.best is None or _better(self.mode, value, self.best, self.min_delta):
+            self.best, self.best_epoch, self.wait = value, record["epoch"], 0
+            self.best_state = trainer.model.state_dict()
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                trainer.stop_training = True
+                trainer.history.stop_reason = (
+                    f"early stopping: {self.monitor} has not improved for {self.patience} "
+                    f"epochs (best {self.best:.4f} at epoch {self.best_epoch})")
+
+    def on_train_end(self, trainer):
+        if self.restore_best and self.best_state is not None:
+            trainer.model.load_state_dict(self.best_state)
+
+
+class NaNGuard(Callback):
+    """Stop at once when the loss becomes NaN/inf or grows past ``factor`` times its first value."""
+
+    def __init__(self, factor: float = 10.0):
+        self.factor = factor
+        self.first = None
+
+    def on_batch_end(self, trainer, batch, loss, size):
+        if self.first is None and math.isfinite(loss):
+            self.first = loss
+        diverged = self.first is not None and loss > self.factor * max(self.first, 1e-3)
+        if not math.isfinite(loss) or diverged:
+            what = "is not a number" if math.isnan(loss) else (
+                "is infinite" if not math.isfinite(loss) else
+                f"grew from {self.first:.4g} to {loss:.4g}")
+            epoch = len(trainer.history) + 1
+            raise TrainingError(
+                f"training diverged: the loss {what} at epoch {epoch}, batch {batch + 1} "
+                f"(learning rate {trainer.optimizer.lr:.3g}). Try a lower learning rate "
+                f"(for example {trainer.base_lr / 10:.3g}), a warm-up, or BatchNorm.")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file so that readers see the old or the new content, never half of it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class HistoryLogger(Callback):
+    """Rewrites ``history.csv`` and ``history.json`` in ``folder`` after every epoch."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    def on_epoch_end(self, trainer, record):
+        rows = trainer.history.to_list()
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.folder / "history.csv", buf.getvalue())
+        atomic_write_text(self.folder / "history.json", json.dumps(rows, indent=1))
+
+
+class ModelCheckpoint(Callback):
+    """Saves the model with ``numprop.save`` after each epoch that improves ``monitor``
+    (every epoch when ``monitor`` is None). ``metadata`` is passed to ``save``."""
+
+    def __init__(self, path: str | Path, monitor: str | None = "val_acc", **metadata):
+        self.path, self.monitor, self.metadata = Path(path), monitor, metadata
+        self.mode = "min" if (monitor or "").endswith("loss") else "max"
+        self.best = None
+
+    def on_epoch_end(self, trainer, record):
+        if self.monitor is not None:
+            value = _monitored(record, self.monitor)
+            if self.best is not None and not _better(self.mode, value, self.best, 0.0):
+                return
+            self.best = value
+        from .io import save
+        save(self.path, trainer.model, history=trainer.history.to_list(), **self.metadata)
