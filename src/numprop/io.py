@@ -43,8 +43,14 @@ class SavedModel:
     def predict_proba(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Class probabilities (N, C) for uint8 images (N, 32, 32, 3), preprocessed as in training."""
         from .losses import softmax
-        x = self.preprocessing.transform(images) if self.preprocessing is not None else images
-        return softmax(self.model.predict(np.asarray(x, self.model.dtype), batch_size))
+        self.model.eval()
+        chunks = []
+        # Preprocess batch by batch: the whole test set as float32 would be 120 MB.
+        for i in range(0, len(images), batch_size):
+            batch = images[i:i + batch_size]
+            x = self.preprocessing.transform(batch) if self.preprocessing is not None else batch
+            chunks.append(softmax(self.model.forward(np.asarray(x, self.model.dtype))))
+        return np.concatenate(chunks) if chunks else np.empty((0, len(self.class_names)))
 
 
 def save(path: str | os.PathLike, model: Sequential, preprocessing=None, config: dict | None = None,
