@@ -121,3 +121,30 @@ def test_train_evaluate_predict_plot_end_to_end(tmp_path, capsys):
         png.unlink()
     assert main(["plot", str(run)]) == 0
     assert len(list(run.glob("*.png"))) == 4
+
+
+@needs_cifar
+def test_interrupted_run_resumes_to_the_same_model(tmp_path, capsys):
+    from numprop.experiment import TrainConfig, train_cifar10
+    from numprop.io import load
+    from numprop.train import Callback
+
+    class Crash(Callback):
+        def on_epoch_end(self, trainer, record):
+            if record["epoch"] == 2:
+                raise KeyboardInterrupt
+
+    args = ["--limit", "600", "--epochs", "3", "--hidden", "32", "--dropout", "0.1",
+            "--val-size", "100", "--quiet", "--no-plots"]
+    assert main(["train", *args, "--out", str(tmp_path / "full")]) == 0
+    config = TrainConfig(hidden=[32], dropout=0.1, epochs=3, limit=600, val_size=100)
+    with pytest.raises(KeyboardInterrupt):
+        train_cifar10(config, tmp_path / "cut", progress=False, print_fn=lambda *a: None,
+                      callbacks=[Crash()])
+    assert not (tmp_path / "cut" / "model.npz").exists()
+    assert main(["train", "--resume", str(tmp_path / "cut"), "--quiet", "--no-plots"]) == 0
+    assert "resuming after epoch 2 of 3" in capsys.readouterr().out
+    full, cut = load(tmp_path / "full" / "model.npz"), load(tmp_path / "cut" / "model.npz")
+    for name, value in full.model.state_dict().items():
+        np.testing.assert_array_equal(cut.model.state_dict()[name], value, err_msg=name)
+    assert main(["train", "--resume", str(tmp_path / "nothing-here"), "--quiet"]) == 2

@@ -9,6 +9,7 @@ import numprop as npp
 from numprop.batches import BatchLoader
 from numprop.io import load, save
 from numprop.preprocess import Standardize
+import numprop.train
 from numprop.train import (Callback, EarlyStopping, HistoryLogger, ModelCheckpoint, NaNGuard,
                            Trainer)
 
@@ -128,3 +129,45 @@ def test_load_rejects_bad_files(tmp_path):
 def test_adam_trains_too():
     _, history, _, _ = make_run(make_opt=lambda ps: npp.Adam(ps, lr=1e-2))
     assert history["val_acc"][-1] > 0.8
+
+
+class Interrupt(Callback):
+    """Simulates a crash (Ctrl-C) at the end of a given epoch."""
+
+    def __init__(self, after_epoch):
+        self.after_epoch = after_epoch
+
+    def on_epoch_end(self, trainer, record):
+        if record["epoch"] == self.after_epoch:
+            raise KeyboardInterrupt
+
+
+def resumable_run(tmp_path, epochs, extra=(), restore=None):
+    """A run whose batches, dropout masks and init share one generator, checkpointed each epoch."""
+    x, y = toy_data()
+    pre = Standardize().fit(x[:240])
+    rng = np.random.default_rng(11)
+    train = BatchLoader(x, y, pre, 32, rng=rng, indices=np.arange(240))
+    model = npp.models.mlp([192, 16, 3], dropout=0.2, rng=rng)
+    opt = npp.SGD(model.named_parameters(), lr=0.05, momentum=0.9)
+    trainer = Trainer(model, npp.SoftmaxCrossEntropy(), opt, npp.WarmupCosine(warmup=1),
+                      [npp.train.Checkpoint(tmp_path / "last.npz", rng), *extra])
+    if restore is not None:
+        model.load_state_dict(restore.model.state_dict())
+        trainer.load_state(*restore.training)
+        rng.bit_generator.state = restore.training[1]["rng"]
+    return trainer, trainer.fit(train, None, epochs)
+
+
+def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    full, full_history = resumable_run(tmp_path / "a", 4)
+    with pytest.raises(KeyboardInterrupt):
+        resumable_run(tmp_path / "b", 4, extra=[Interrupt(after_epoch=2)])
+    saved = load(tmp_path / "b" / "last.npz")
+    assert len(saved.history) == 2 and saved.training is not None
+    resumed, history = resumable_run(tmp_path / "b", 4, restore=saved)
+    assert strip_time(history) == strip_time(full_history)
+    for name, value in full.model.state_dict().items():
+        np.testing.assert_array_equal(resumed.model.state_dict()[name], value, err_msg=name)

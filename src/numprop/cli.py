@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--out", type=Path, default=None,
                    help="run folder (default: runs/<timestamp>)")
+    t.add_argument("--resume", type=Path, default=None, metavar="RUN",
+                   help="continue an interrupted run from its last.npz, with its own settings")
     t.add_argument("--no-plots", dest="plots", action="store_false")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -156,10 +158,13 @@ def cmd_train(args) -> int:
     from .experiment import TrainConfig, train_cifar10
     names = {f.name for f in fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
-    out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    if args.resume is not None and args.out is not None and args.out != args.resume:
+        raise ConfigError("--resume continues in the run's own folder; leave out --out")
+    out = args.resume or args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
-    result = train_cifar10(config, out, progress=not args.quiet)
+    result = train_cifar10(config, out, resume=args.resume is not None,
+                           progress=not args.quiet)
     if args.plots:
         written = make_plots(out, data_dir=config.data_dir, download=False)
         print(f"plots: {', '.join(p.name for p in written)}")

@@ -17,13 +17,13 @@ from . import models
 from .batches import Augment, BatchLoader, stratified_split
 from .data import load_cifar10
 from .errors import ConfigError
-from .io import save
+from .io import load, save
 from .losses import SoftmaxCrossEntropy
 from .optim import OPTIMIZERS, SGD, Optimizer
 from .preprocess import make_preprocessing
 from .schedules import SCHEDULES, Schedule
-from .train import (Callback, EarlyStopping, EpochSummary, HistoryLogger, ModelCheckpoint,
-                    NaNGuard, ProgressBar, Trainer, atomic_write_text)
+from .train import (Callback, Checkpoint, EarlyStopping, EpochSummary, HistoryLogger,
+                    ModelCheckpoint, NaNGuard, ProgressBar, Trainer, atomic_write_text)
 
 
 @dataclass
@@ -111,13 +111,32 @@ class RunResult:
     history: list[dict]
 
 
-def train_cifar10(config: TrainConfig, out_dir: str | Path, *, progress: bool = True,
-                  print_fn=print, callbacks: list[Callback] | None = None) -> RunResult:
-    """Load CIFAR-10, train the configured network, evaluate on the test set, save the run."""
+def train_cifar10(config: TrainConfig | None, out_dir: str | Path, *, resume: bool = False,
+                  progress: bool = True, print_fn=print,
+                  callbacks: list[Callback] | None = None) -> RunResult:
+    """Load CIFAR-10, train the configured network, evaluate on the test set, save the run.
+
+    After every epoch the run folder gets ``last.npz``, a checkpoint with
+    everything needed to go on: ``resume=True`` continues an interrupted run
+    from it, with the run's own configuration, and ends with the same weights
+    as an uninterrupted run.
+    """
+    out_dir = Path(out_dir)
+    last = out_dir / "last.npz"
+    checkpoint = None
+    if resume:
+        if not last.is_file():
+            raise ConfigError(f"nothing to resume in {out_dir}: no last.npz checkpoint")
+        checkpoint = load(last)
+        if checkpoint.training is None:
+            raise ConfigError(f"{last} holds no training state to resume from")
+        saved_config = dict(checkpoint.config)
+        if config is not None and config.data_dir is not None:
+            saved_config["data_dir"] = config.data_dir  # the data may have moved
+        config = TrainConfig(**saved_config)
     config.validate()
     started = time.perf_counter()
     rng = np.random.default_rng(config.seed)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     data = load_cifar10(config.data_dir, download=config.download, progress=progress)
@@ -147,7 +166,8 @@ def train_cifar10(config: TrainConfig, out_dir: str | Path, *, progress: bool = 
     meta = {"preprocessing": pre, "config": asdict(config), "class_names": data.class_names}
     monitor = "val_acc" if val is not None else None
     cbs: list[Callback] = [NaNGuard(), EpochSummary(print_fn), HistoryLogger(out_dir),
-                           ModelCheckpoint(out_dir / "best.npz", monitor=monitor, **meta)]
+                           ModelCheckpoint(out_dir / "best.npz", monitor=monitor, **meta),
+                           Checkpoint(last, rng, **meta)]
     if progress:
         cbs.insert(0, ProgressBar())
     if config.patience:
@@ -159,6 +179,11 @@ def train_cifar10(config: TrainConfig, out_dir: str | Path, *, progress: bool = 
              f"({n_val:,} held out for validation), {config.epochs} epochs of batch "
              f"{config.batch_size}, {config.optimizer} lr {config.lr:g}")
     trainer = Trainer(model, loss, optimizer, make_schedule(config), cbs)
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint.model.state_dict())
+        trainer.load_state(*checkpoint.training)
+        rng.bit_generator.state = checkpoint.training[1]["rng"]
+        print_fn(f"resuming after epoch {len(trainer.history)} of {config.epochs}")
     history = trainer.fit(train, val, config.epochs)
     if history.stop_reason:
         print_fn(history.stop_reason)

@@ -4,6 +4,7 @@ Layout of a saved model (``numprop.save``):
 
 * ``param/<name>``: every parameter and buffer of the model (``0.weight``, ...);
 * ``pre/<name>``: the arrays of the preprocessing (e.g. per-channel mean and std);
+* ``train/<name>``: optimizer buffers, in checkpoints saved to resume training;
 * ``meta.json``: a uint8 array holding UTF-8 JSON: format name and version, the
   architecture, dtype, preprocessing name and parameters, class names, the
   training configuration and history.
@@ -39,6 +40,7 @@ class SavedModel:
     class_names: list[str] = field(default_factory=list)
     config: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
+    training: tuple[dict, dict] | None = None   # (arrays, meta) to resume training, if saved
 
     def predict_proba(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Class probabilities (N, C) for uint8 images (N, 32, 32, 3), preprocessed as in training."""
@@ -54,8 +56,12 @@ class SavedModel:
 
 
 def save(path: str | os.PathLike, model: Sequential, preprocessing=None, config: dict | None = None,
-         history: list[dict] | None = None, class_names: list[str] | None = None) -> Path:
-    """Write the model (and what it needs to predict) to ``path`` atomically."""
+         history: list[dict] | None = None, class_names: list[str] | None = None,
+         training: tuple[dict, dict] | None = None) -> Path:
+    """Write the model (and what it needs to predict) to ``path`` atomically.
+
+    ``training``: (arrays, JSON-able dict) from ``Trainer.state()``, for resuming.
+    """
     path = Path(path)
     if path.suffix != ".npz":
         raise ConfigError(f"model files end in .npz, got {path.name}")
@@ -68,6 +74,9 @@ def save(path: str | os.PathLike, model: Sequential, preprocessing=None, config:
         pre_arrays, pre_params = preprocessing.state()
         meta["preprocessing"] = {"name": preprocessing.name, "params": pre_params}
         arrays.update({f"pre/{k}": v for k, v in pre_arrays.items()})
+    if training is not None:
+        train_arrays, meta["training"] = training
+        arrays.update({f"train/{k}": v for k, v in train_arrays.items()})
     arrays["meta.json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write beside the target, then rename: a crash never leaves a half-written model.
@@ -111,5 +120,9 @@ def load(path: str | os.PathLike) -> SavedModel:
         preprocessing = preprocessing_from_state(
             pre["name"], {k[len("pre/"):]: v for k, v in arrays.items() if k.startswith("pre/")},
             pre["params"])
+    training = None
+    if meta.get("training") is not None:
+        training = ({k[len("train/"):]: v for k, v in arrays.items() if k.startswith("train/")},
+                    meta["training"])
     return SavedModel(model, preprocessing, meta.get("class_names", []), meta.get("config", {}),
-                      meta.get("history", []))
+                      meta.get("history", []), training)

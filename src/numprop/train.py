@@ -79,6 +79,25 @@ class Trainer:
         self.stop_training = False
         self.epochs = self.steps_per_epoch = 0
 
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Everything needed to resume training: (arrays, JSON-able values).
+
+        The model's weights are saved separately (``numprop.save``); this holds
+        the optimizer's buffers, the schedule, the history and the epoch count.
+        """
+        opt = self.optimizer.state_dict()
+        meta = {"optimizer": {k: v for k, v in opt.items() if k != "arrays"},
+                "schedule": self.schedule.state(), "history": self.history.to_list(),
+                "base_lr": getattr(self, "base_lr", self.optimizer.lr)}
+        return opt["arrays"], meta
+
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """Restore what ``state()`` returned (the model's weights are loaded by the caller)."""
+        self.optimizer.load_state_dict({**meta["optimizer"], "arrays": arrays})
+        self.optimizer.lr = meta["base_lr"]
+        self.schedule.load_state(meta["schedule"])
+        self.history = History(meta["history"])
+
     def _call(self, hook: str, *args) -> None:
         for cb in self.callbacks:
             getattr(cb, hook)(self, *args)
@@ -296,6 +315,22 @@ class HistoryLogger(Callback):
         atomic_write_text(self.folder / "history.json", json.dumps(rows, indent=1))
 
 
+class Checkpoint(Callback):
+    """Saves everything needed to resume after each epoch: weights, optimizer
+    state, schedule, history and the state of ``rng`` (the generator that
+    shuffles batches and draws dropout masks). See ``numprop.io.load_checkpoint``."""
+
+    def __init__(self, path: str | Path, rng: np.random.Generator, **metadata):
+        self.path, self.rng, self.metadata = Path(path), rng, metadata
+
+    def on_epoch_end(self, trainer, record):
+        from .io import save
+        arrays, meta = trainer.state()
+        meta["rng"] = self.rng.bit_generator.state
+        save(self.path, trainer.model, history=trainer.history.to_list(),
+             training=(arrays, meta), **self.metadata)
+
+
 class ModelCheckpoint(Callback):
     """Saves the model with ``numprop.save`` after each epoch that improves ``monitor``
     (every epoch when ``monitor`` is None). ``metadata`` is passed to ``save``."""
@@ -304,6 +339,13 @@ class ModelCheckpoint(Callback):
         self.path, self.monitor, self.metadata = Path(path), monitor, metadata
         self.mode = "min" if (monitor or "").endswith("loss") else "max"
         self.best = None
+
+    def on_train_begin(self, trainer):
+        if self.monitor is not None and self.best is None:  # resumed: best so far
+            seen = [r[self.monitor] for r in trainer.history.records
+                    if r.get(self.monitor) is not None]
+            if seen:
+                self.best = min(seen) if self.mode == "min" else max(seen)
 
     def on_epoch_end(self, trainer, record):
         if self.monitor is not None:
