@@ -120,10 +120,21 @@ def test_blas_functions_match_numpy():
         c[...] = np.nan
         _blas.gemm(a.T, b, c, beta=0.0)  # beta 0 ignores what was there, even NaN
         np.testing.assert_allclose(c, a.T @ b, rtol=1e-5)
-        y, x = rng.standard_normal(50).astype(dtype), rng.standard_normal(50).astype(dtype)
-        expected = 2 * x - 3 * y
-        _blas.axpby(2.0, x, -3.0, y)
-        np.testing.assert_allclose(y, expected, rtol=1e-5)
+        for n in (50, 3 * _blas._THREADED_FROM):  # single-threaded axpby, and scal + axpy
+            for beta in (0.0, 1.0, -3.0):
+                y, x = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+                expected = 2 * x + beta * y
+                _blas.axpby(2.0, x, beta, y)
+                np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_blas_prefers_numpys_own_openblas():
+    """SciPy maps a second (32-bit-integer) OpenBLAS; NumPy's bundled one must come first."""
+    candidates = _blas._openblas_candidates()
+    bundled = [c for c in candidates if os.sep + "numpy.libs" + os.sep in c]
+    if bundled:  # wheels of NumPy bundle their OpenBLAS in numpy.libs
+        assert candidates[0] == bundled[0]
+        assert _blas.available()
 
 
 def test_pure_numpy_fallback_gives_the_same_training(tmp_path):

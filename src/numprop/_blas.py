@@ -23,10 +23,15 @@ import numpy as np
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 
-def _find_openblas() -> ctypes.CDLL | None:
-    """The OpenBLAS library NumPy loaded, or None."""
-    candidates = []
-    try:  # libraries already mapped into this process (Linux)
+def _openblas_candidates() -> list[str]:
+    """Paths of OpenBLAS libraries, NumPy's own first.
+
+    NumPy's bundled copy comes first: SciPy (imported by scikit-learn, say)
+    maps a second, 32-bit-integer OpenBLAS into the process, which we must not use.
+    """
+    libs_dir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    candidates = sorted(glob.glob(os.path.join(libs_dir, "*openblas*")))
+    try:  # libraries already mapped into this process (Linux), e.g. a system NumPy's
         with open("/proc/self/maps") as maps:
             for line in maps:
                 path = line.split()[-1]
@@ -34,14 +39,7 @@ def _find_openblas() -> ctypes.CDLL | None:
                     candidates.append(path)
     except OSError:
         pass
-    libs_dir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
-    candidates += sorted(glob.glob(os.path.join(libs_dir, "*openblas*")))
-    for path in candidates:
-        try:
-            return ctypes.CDLL(path)
-        except OSError:
-            continue
-    return None
+    return candidates
 
 
 class _Blas:
@@ -57,35 +55,37 @@ class _Blas:
             raise OSError("no 64-bit-integer cblas symbols")
         i64, i32, f32, f64, ptr = (ctypes.c_int64, ctypes.c_int, ctypes.c_float,
                                    ctypes.c_double, ctypes.c_void_p)
-        self.gemm, self.axpby = {}, {}
+        self.gemm, self.axpby, self.axpy, self.scal = {}, {}, {}, {}
         for letter, dtype, real in (("s", np.float32, f32), ("d", np.float64, f64)):
-            gemm = getattr(lib, f"{prefix}{letter}gemm64_")
-            gemm.argtypes = [i32, i32, i32, i64, i64, i64, real, ptr, i64, ptr, i64, real, ptr, i64]
-            gemm.restype = None
-            axpby = getattr(lib, f"{prefix}{letter}axpby64_")
-            axpby.argtypes = [i64, real, ptr, i64, real, ptr, i64]
-            axpby.restype = None
-            self.gemm[np.dtype(dtype)] = gemm
-            self.axpby[np.dtype(dtype)] = axpby
+            signatures = {
+                "gemm": [i32, i32, i32, i64, i64, i64, real, ptr, i64, ptr, i64, real, ptr, i64],
+                "axpby": [i64, real, ptr, i64, real, ptr, i64],
+                "axpy": [i64, real, ptr, i64, ptr, i64],
+                "scal": [i64, real, ptr, i64],
+            }
+            for name, argtypes in signatures.items():
+                fn = getattr(lib, f"{prefix}{letter}{name}64_")
+                fn.argtypes, fn.restype = argtypes, None
+                getattr(self, name)[np.dtype(dtype)] = fn
 
 
 def _load() -> _Blas | None:
     if os.environ.get("NUMPROP_BLAS", "").lower() == "numpy":
         return None
-    lib = _find_openblas()
-    if lib is None:
-        return None
-    try:
-        blas = _Blas(lib)
-    except (OSError, AttributeError):
-        return None
-    # Never trust a binding we have not seen compute the right answer.
-    rng = np.random.default_rng(0)
-    a, b = rng.random((3, 4)), rng.random((5, 4))
-    c = rng.random((3, 5))
-    expected = 2.0 * a @ b.T + 0.5 * c
-    _gemm_blas(blas, a, b.T, c, 2.0, 0.5)
-    return blas if np.allclose(c, expected) else None
+    for path in _openblas_candidates():
+        try:
+            blas = _Blas(ctypes.CDLL(path))
+        except (OSError, AttributeError):
+            continue
+        # Never trust a binding we have not seen compute the right answer.
+        rng = np.random.default_rng(0)
+        a, b = rng.random((3, 4)), rng.random((5, 4))
+        c = rng.random((3, 5))
+        expected = 2.0 * a @ b.T + 0.5 * c
+        _gemm_blas(blas, a, b.T, c, 2.0, 0.5)
+        if np.allclose(c, expected):
+            return blas
+    return None
 
 
 def _operand(m: np.ndarray) -> tuple[int, int] | None:
@@ -141,11 +141,24 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, *, alpha: float = 1.0,
     return out
 
 
+# From this size on, scal + axpy (which OpenBLAS runs on all cores) beat one
+# single-threaded axpby pass.
+_THREADED_FROM = 1 << 16
+
+
 def axpby(alpha: float, x: np.ndarray, beta: float, y: np.ndarray) -> np.ndarray:
     """``y = alpha * x + beta * y`` in place (x and y contiguous, same dtype)."""
     if (_BLAS is not None and y.dtype in _BLAS.axpby and x.dtype == y.dtype
             and x.flags.c_contiguous and y.flags.c_contiguous and x.size == y.size):
-        _BLAS.axpby[y.dtype](y.size, alpha, x.ctypes.data, 1, beta, y.ctypes.data, 1)
+        n, dt = y.size, y.dtype
+        if beta == 1.0:
+            _BLAS.axpy[dt](n, alpha, x.ctypes.data, 1, y.ctypes.data, 1)
+        elif beta != 0.0 and n >= _THREADED_FROM:
+            # (scal with 0 would keep NaNs in y on recent OpenBLAS: hence beta != 0.)
+            _BLAS.scal[dt](n, beta, y.ctypes.data, 1)
+            _BLAS.axpy[dt](n, alpha, x.ctypes.data, 1, y.ctypes.data, 1)
+        else:
+            _BLAS.axpby[dt](n, alpha, x.ctypes.data, 1, beta, y.ctypes.data, 1)
         return y
     if beta != 1.0:
         y *= beta

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _blas
 from .errors import ConfigError
 from .module import Module, Parameter
 
@@ -56,9 +57,8 @@ class Linear(Module):
         _check_input(x, self.in_features, "Linear")
         self.x = x                                                     # (N, D)
         out = self._buf("out", (x.shape[0], self.out_features), self.weight.data.dtype)
-        np.matmul(x, self.weight.data, out=out)                        # (N, H)
-        out += self.bias.data
-        return out
+        np.copyto(out, self.bias.data)                                 # (N, H): b in every row
+        return _blas.gemm(x, self.weight.data, out, beta=1.0)          # out += x @ W
 
     def backward_params(self, dout):
         x = self.x
@@ -81,13 +81,14 @@ class ReLU(Module):
     """``max(x, 0)`` elementwise; the gradient flows where x > 0."""
 
     def forward(self, x):
-        self.mask = self._buf("mask", x.shape, np.bool_)
-        np.greater(x, 0, out=self.mask)
-        return np.maximum(x, 0, out=self._buf("out", x.shape, x.dtype))
+        self.y = np.maximum(x, 0, out=self._buf("out", x.shape, x.dtype))
+        return self.y
 
     def backward(self, dout):
-        # Multiplying by the mask is an order of magnitude faster than np.where.
-        return np.multiply(dout, self.mask, out=self._buf("dx", dout.shape, dout.dtype))
+        # The mask is made here, not in forward, so inference never pays for it;
+        # multiplying by it is an order of magnitude faster than np.where.
+        mask = np.greater(self.y, 0, out=self._buf("mask", dout.shape, np.bool_))
+        return np.multiply(dout, mask, out=self._buf("dx", dout.shape, dout.dtype))
 
 
 class LeakyReLU(Module):
@@ -149,6 +150,9 @@ class Dropout(Module):
 
     Identity in eval mode, so no rescaling is needed at test time.
     ``fix_mask = True`` reuses the last mask (for gradient checking).
+    Masks come from 16-bit random integers (faster than random floats), so the
+    drop probability is ``p`` rounded to a multiple of 1/65536, and the scale
+    is exactly 1/(1 - that probability): the layer stays unbiased.
     """
 
     def __init__(self, p: float = 0.5, *, rng: Seed = None):
@@ -158,16 +162,18 @@ class Dropout(Module):
         self.rng = as_rng(rng)
         self.fix_mask = False
         self.mask = None
+        self._threshold = min(round(p * 65536), 65535)     # drop where bits < threshold
+        self._scale = 65536 / (65536 - self._threshold)
 
     def forward(self, x):
         if not self.training or self.p == 0.0:
             self.mask = None
             return x
         if not (self.fix_mask and self.mask is not None and self.mask.shape == x.shape):
+            bits = self.rng.integers(0, 1 << 16, size=x.shape, dtype=np.uint16)
             mask = self._buf("mask", x.shape, x.dtype)                 # (N, H): 0 or 1/(1-p)
-            self.rng.random(dtype=mask.dtype, out=mask)
-            np.greater_equal(mask, self.p, out=mask)
-            mask *= 1.0 / (1.0 - self.p)
+            np.greater_equal(bits, self._threshold, out=mask)
+            mask *= self._scale
             self.mask = mask
         return np.multiply(x, self.mask, out=self._buf("out", x.shape, x.dtype))
 
@@ -201,41 +207,42 @@ class BatchNorm1d(Module):
     def forward(self, x):
         _check_input(x, self.num_features, "BatchNorm1d")
         n = x.shape[0]
-        xhat = self._buf("xhat", x.shape, x.dtype)
+        xc = self._buf("xc", x.shape, x.dtype)                         # x - mean, (N, H)
         if self.training:
             if n < 2:
                 raise ConfigError("BatchNorm1d needs at least 2 examples per batch in training")
             mean = x.mean(axis=0)                                      # (H,)
-            np.subtract(x, mean, out=xhat)
-            var = np.einsum("nh,nh->h", xhat, xhat) / n                # (H,) biased
+            np.subtract(x, mean, out=xc)
+            var = np.einsum("nh,nh->h", xc, xc) / n                    # (H,) biased
             m = self.momentum
             self.running_mean *= 1 - m
             self.running_mean += m * mean
             self.running_var *= 1 - m
             self.running_var += (m * n / (n - 1)) * var
         else:
-            np.subtract(x, self.running_mean, out=xhat)
+            np.subtract(x, self.running_mean, out=xc)
             var = self.running_var
         self.inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)  # (H,)
-        xhat *= self.inv_std
-        self.xhat = xhat
-        out = np.multiply(xhat, self.gamma.data, out=self._buf("out", x.shape, x.dtype))
+        self.xc = xc
+        # out = gamma * xhat + beta with xhat = xc * inv_std, in two passes
+        out = np.multiply(xc, self.gamma.data * self.inv_std,
+                          out=self._buf("out", x.shape, x.dtype))
         out += self.beta.data
         return out
 
     def backward(self, dout):
         n = dout.shape[0]
-        xhat = self.xhat
+        xc, inv_std = self.xc, self.inv_std
         dbeta = dout.sum(axis=0)                                       # (H,)
-        dgamma = np.einsum("nh,nh->h", dout, xhat)                     # (H,)
+        dgamma = np.einsum("nh,nh->h", dout, xc) * inv_std             # (H,) = sum dout * xhat
         self.gamma.accumulate(dgamma)
         self.beta.accumulate(dbeta)
-        scale = self.gamma.data * self.inv_std                         # (H,)
+        scale = self.gamma.data * inv_std                              # (H,)
         dx = self._buf("dx", dout.shape, dout.dtype)
         if not self.training:  # running statistics are constants
             return np.multiply(dout, scale, out=dx)
         # dx = gamma/std * (dout - mean(dout) - xhat * mean(dout * xhat))
-        np.multiply(xhat, dgamma / n, out=dx)
+        np.multiply(xc, inv_std * dgamma / n, out=dx)
         np.subtract(dout, dx, out=dx)
         dx -= dbeta / n
         dx *= scale

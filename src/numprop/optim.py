@@ -197,12 +197,13 @@ class Adam(Optimizer):
         _blas.axpby(1.0 - b1, g, b1, m)                 # m = b1 m + (1 - b1) g
         np.multiply(g, g, out=tmp)
         _blas.axpby(1.0 - b2, tmp, b2, v)               # v = b2 v + (1 - b2) g^2
+        # W -= lr m_hat / (sqrt(v_hat) + eps), with the bias corrections folded
+        # into two scalars: lr sqrt(bc2)/bc1 * m / (sqrt(v) + eps sqrt(bc2)).
         bc1, bc2 = 1.0 - b1 ** self.steps, 1.0 - b2 ** self.steps
         np.sqrt(v, out=tmp)
-        tmp *= 1.0 / np.sqrt(bc2)
-        tmp += self.eps
+        tmp += self.eps * np.sqrt(bc2)
         np.divide(m, tmp, out=tmp)
-        _blas.axpby(-self.lr / bc1, tmp, 1.0, p.data)   # W -= lr m_hat / (sqrt(v_hat) + eps)
+        _blas.axpby(-self.lr * np.sqrt(bc2) / bc1, tmp, 1.0, p.data)
 
 
 class AdamW(Adam):
