@@ -36,6 +36,7 @@ def test_bad_arguments_exit_2_without_traceback(argv, message, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    assert err.count("\n") == 1  # one line
 
 
 def test_missing_files_exit_2_with_one_line(tmp_path, capsys):

@@ -45,6 +45,13 @@ def _float(text: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit code 2)."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .experiment import TrainConfig
     from .models import ACTIVATIONS
@@ -53,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .schedules import SCHEDULES
 
     d = TrainConfig()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="numprop", description="Neural networks from scratch in NumPy, on CIFAR-10.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
