@@ -183,7 +183,34 @@ def pools() -> list[dict]:
     return [{k: p.get(k) for k in keep} for p in threadpool_info()]
 
 
-class NumpropSide:
+class _TrainingSide:
+    """What numprop's and PyTorch's sides share: an epoch is their own step over the batches,
+    and the loss check runs one step with dropout off, then puts everything back."""
+
+    def epoch(self, k):
+        model, loss, opt, step = self.model, self.loss, self.opt, self.step
+        last = None
+        for xb, yb in self.data.batches(k, self.cfg["batch"]):
+            last = step(model, loss, opt, xb, yb)
+        return last
+
+    def check(self, xb, yb):
+        """Loss before and after one step on (xb, yb), dropout off; then back to the start."""
+        model, initial = self.model, self.snapshot()
+        dropouts = self.dropouts()
+        ps = [m.p for m in dropouts]
+        for m in dropouts:
+            m.p = 0.0
+        first = self.step(model, self.loss, self.opt, xb, yb)
+        second = self.loss_value(xb, yb)
+        for m, p in zip(dropouts, ps):
+            m.p = p
+        model.load_state_dict(initial)
+        self.opt = self.optimizer(model)
+        return [first, second]
+
+
+class NumpropSide(_TrainingSide):
     name = "numprop"
 
     def __init__(self, cfg, data):
@@ -219,27 +246,14 @@ class NumpropSide:
         opt.step()
         return value
 
-    def check(self, xb, yb):
-        """Loss before and after one step on (xb, yb), dropout off; then back to the start."""
-        model, initial = self.model, self.model.state_dict()
-        dropouts = [m for m in model.modules() if isinstance(m, self.npp.Dropout)]
-        ps = [m.p for m in dropouts]
-        for m in dropouts:
-            m.p = 0.0
-        first = self.step(model, self.loss, self.opt, xb, yb)
-        second = self.loss.forward(model.forward(xb), yb)
-        for m, p in zip(dropouts, ps):
-            m.p = p
-        model.load_state_dict(initial)
-        self.opt = self.optimizer(model)
-        return [first, second]
+    def snapshot(self):
+        return self.model.state_dict()
 
-    def epoch(self, k):
-        model, loss, opt, step = self.model, self.loss, self.opt, self.step
-        last = None
-        for xb, yb in self.data.batches(k, self.cfg["batch"]):
-            last = step(model, loss, opt, xb, yb)
-        return last
+    def dropouts(self):
+        return [m for m in self.model.modules() if isinstance(m, self.npp.Dropout)]
+
+    def loss_value(self, xb, yb):
+        return self.loss.forward(self.model.forward(xb), yb)
 
     def infer(self, x):
         model = self.model
@@ -282,7 +296,7 @@ class NumpropSide:
         return out
 
 
-class TorchSide:
+class TorchSide(_TrainingSide):
     name = "torch"
 
     def __init__(self, cfg, data):
@@ -338,29 +352,17 @@ class TorchSide:
         opt.step()
         return value.item()
 
-    def check(self, xb, yb):
+    def snapshot(self):
         import copy
-        model = self.model
-        initial = copy.deepcopy(model.state_dict())
-        dropouts = [m for m in model.modules() if isinstance(m, self.nn.Dropout)]
-        ps = [m.p for m in dropouts]
-        for m in dropouts:
-            m.p = 0.0
-        first = self.step(model, self.loss, self.opt, xb, yb)
-        with self.torch.no_grad():
-            second = self.loss(model(self.torch.from_numpy(xb)), self.torch.from_numpy(yb)).item()
-        for m, p in zip(dropouts, ps):
-            m.p = p
-        model.load_state_dict(initial)
-        self.opt = self.optimizer(model)
-        return [first, second]
+        return copy.deepcopy(self.model.state_dict())
 
-    def epoch(self, k):
-        model, loss, opt, step = self.model, self.loss, self.opt, self.step
-        last = None
-        for xb, yb in self.data.batches(k, self.cfg["batch"]):
-            last = step(model, loss, opt, xb, yb)
-        return last
+    def dropouts(self):
+        return [m for m in self.model.modules() if isinstance(m, self.nn.Dropout)]
+
+    def loss_value(self, xb, yb):
+        with self.torch.no_grad():
+            return self.loss(self.model(self.torch.from_numpy(xb)),
+                             self.torch.from_numpy(yb)).item()
 
     def infer(self, x):
         torch, model = self.torch, self.model

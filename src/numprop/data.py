@@ -130,19 +130,25 @@ def _locate(root: Path) -> tuple[Path | None, str | None]:
 # --------------------------------------------------------------------------- binary layout
 
 
-def _load_binary(folder: Path, records_per_batch: int) -> Cifar10:
-    """Read the official binary layout from `folder` into a Cifar10."""
-    class_names = _read_meta_txt(folder / "batches.meta.txt")
-    n = records_per_batch
-    # Fill preallocated arrays batch by batch, so peak memory is the final size plus one batch.
+def _load_batches(folder: Path, n: int, read_batch, suffix: str, class_names: list[str]) -> Cifar10:
+    """Read the five training batches and the test batch with `read_batch` into a Cifar10.
+
+    Fills preallocated arrays batch by batch, so peak memory is the final size plus one batch.
+    """
     train_images = np.empty((len(TRAIN_BATCHES) * n, *IMAGE_SHAPE), dtype=np.uint8)
     train_labels = np.empty(len(TRAIN_BATCHES) * n, dtype=np.int64)
     for i, name in enumerate(TRAIN_BATCHES):
-        _read_bin_batch(folder / f"{name}.bin", n, train_images[i * n : (i + 1) * n], train_labels[i * n : (i + 1) * n])
+        read_batch(folder / f"{name}{suffix}", n, train_images[i * n : (i + 1) * n], train_labels[i * n : (i + 1) * n])
     test_images = np.empty((n, *IMAGE_SHAPE), dtype=np.uint8)
     test_labels = np.empty(n, dtype=np.int64)
-    _read_bin_batch(folder / f"{TEST_BATCH}.bin", n, test_images, test_labels)
+    read_batch(folder / f"{TEST_BATCH}{suffix}", n, test_images, test_labels)
     return Cifar10(train_images, train_labels, test_images, test_labels, class_names)
+
+
+def _load_binary(folder: Path, records_per_batch: int) -> Cifar10:
+    """Read the official binary layout from `folder` into a Cifar10."""
+    class_names = _read_meta_txt(folder / "batches.meta.txt")
+    return _load_batches(folder, records_per_batch, _read_bin_batch, ".bin", class_names)
 
 
 def _read_bin_batch(path: Path, n_records: int, images_out: np.ndarray, labels_out: np.ndarray) -> None:
@@ -263,15 +269,7 @@ def _field(d: dict, key: str):
 def _load_python(folder: Path, records_per_batch: int) -> Cifar10:
     """Read the official python (pickle) layout from `folder` into a Cifar10."""
     class_names = _read_meta_pickle(folder / "batches.meta")
-    n = records_per_batch
-    train_images = np.empty((len(TRAIN_BATCHES) * n, *IMAGE_SHAPE), dtype=np.uint8)
-    train_labels = np.empty(len(TRAIN_BATCHES) * n, dtype=np.int64)
-    for i, name in enumerate(TRAIN_BATCHES):
-        _read_py_batch(folder / name, n, train_images[i * n : (i + 1) * n], train_labels[i * n : (i + 1) * n])
-    test_images = np.empty((n, *IMAGE_SHAPE), dtype=np.uint8)
-    test_labels = np.empty(n, dtype=np.int64)
-    _read_py_batch(folder / TEST_BATCH, n, test_images, test_labels)
-    return Cifar10(train_images, train_labels, test_images, test_labels, class_names)
+    return _load_batches(folder, records_per_batch, _read_py_batch, "", class_names)
 
 
 def _read_py_batch(path: Path, n_records: int, images_out: np.ndarray, labels_out: np.ndarray) -> None:
