@@ -19,6 +19,7 @@ def layer_cases():
         ("sigmoid", npp.Sigmoid),
         ("dropout", lambda: npp.Dropout(0.4, rng=3)),
         ("batchnorm", lambda: npp.BatchNorm1d(7)),
+        ("flatten", npp.Flatten),
     ]
 
 
@@ -27,6 +28,8 @@ def layer_cases():
 def test_layer_gradients(name, make, mode):
     x = np.random.default_rng(10).standard_normal((6, 7))
     layer = make()
+    if name == "flatten":
+        x = x[:, :6].reshape(6, 2, 3)  # images-like input, flattened to (6, 6)
     if mode == "eval":
         layer.train()
         layer.forward(x * 2 + 1)  # gives BatchNorm non-trivial running statistics

@@ -81,3 +81,21 @@ def test_bad_targets_are_clear_errors():
         loss.forward(z, np.ones((3, 4)))
     with pytest.raises(npp.ConfigError, match=r"\(N, C\)"):
         loss.forward(np.zeros(4), np.array([1]))
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_integer_label_loss_gradient_check(eps):
+    rng = np.random.default_rng(3)
+    z, y = rng.standard_normal((7, 5)) * 3, rng.integers(0, 5, 7)
+    loss = npp.SoftmaxCrossEntropy(label_smoothing=eps)
+
+    def forward(z):
+        return loss.forward(z, y)
+
+    def backward(d):
+        loss.forward(z, y)  # backward belongs to the unperturbed logits
+        return d * loss.backward()
+
+    report = npp.gradcheck(forward, z, backward=backward)
+    assert report.ok, str(report)
+    assert report.results[0].max_rel_error < 1e-6
