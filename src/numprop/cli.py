@@ -20,19 +20,20 @@ from .errors import ConfigError, NumpropError, TrainingError
 EXIT_BAD_INPUT, EXIT_TRAINING_FAILED = 2, 1
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            word = "a positive number" if low == 1 else f"a number >= {low}"
+            raise argparse.ArgumentTypeError(f"expected {word}, got {value}")
+        return value
+    return parse
 
 
-def _nonneg_int(text: str) -> int:
-    value = _positive_int(text) if text.strip() != "0" else 0
-    return value
+_positive_int, _nonneg_int = _int_at_least(1), _int_at_least(0)
 
 
 def _float(text: str) -> float:
@@ -226,7 +227,6 @@ def cmd_predict(args) -> int:
 
 def make_plots(run: Path, data_dir=None, download=True) -> list[Path]:
     """Write the figures of a run folder; returns the paths written."""
-    from .errors import ConfigError as _ConfigError
     from .io import load
     from .metrics import confusion_matrix
     from .plots import plot_confusion, plot_first_layer, plot_history, plot_misclassified
@@ -240,7 +240,7 @@ def make_plots(run: Path, data_dir=None, download=True) -> list[Path]:
     written.append(plot_confusion(cm, data.class_names, run / "confusion.png"))
     try:
         written.append(plot_first_layer(saved.model[0].weight.data, run / "weights.png"))
-    except _ConfigError:
+    except ConfigError:
         pass  # first-layer weights are not images (e.g. after PCA): nothing to show
     written.append(plot_misclassified(data.test_images, data.test_labels, pred,
                                       data.class_names, run / "mistakes.png", probs=probs))
