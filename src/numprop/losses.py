@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import ConfigError
+from .module import work_buffer
 
 
 def log_softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -41,12 +42,6 @@ class SoftmaxCrossEntropy:
         self.label_smoothing = label_smoothing
         self._work: dict[str, np.ndarray] = {}
 
-    def _buf(self, key, shape, dtype):
-        buf = self._work.get(key)
-        if buf is None or buf.shape != shape or buf.dtype != dtype:
-            buf = self._work[key] = np.empty(shape, dtype)
-        return buf
-
     def forward(self, logits: np.ndarray, target: np.ndarray) -> float:
         logits = np.asarray(logits)
         if logits.ndim != 2 or logits.shape[0] == 0:
@@ -55,14 +50,11 @@ class SoftmaxCrossEntropy:
         target = np.asarray(target)
         dtype = logits.dtype if logits.dtype in (np.float32, np.float64) else np.float64
 
-        # p holds the probabilities; logp = z - max - log(sum exp(z - max)).
-        p = self._buf("p", (n, c), dtype)
-        np.subtract(logits, logits.max(axis=1, keepdims=True), out=p)   # (N, C), max 0
-        logp_base = p.copy() if target.ndim == 2 else None
-        np.exp(p, out=p)
-        sums = p.sum(axis=1, keepdims=True)                              # (N, 1), >= 1
-        p /= sums
-        log_sums = np.log(sums, dtype=np.float64)[:, 0]                  # (N,)
+        # p first holds the shifted logits z - max (every row's largest entry is 0,
+        # so exp cannot overflow); what the loss needs of them is read off before
+        # exp turns p into probabilities in place.
+        p = work_buffer(self._work, "p", (n, c), dtype)
+        np.subtract(logits, logits.max(axis=1, keepdims=True), out=p)   # (N, C)
         eps = self.label_smoothing
 
         if target.ndim == 1:
@@ -72,14 +64,9 @@ class SoftmaxCrossEntropy:
             if target.size and (target.min() < 0 or target.max() >= c):
                 raise ConfigError(f"labels must be in [0, {c}), got values from "
                                   f"{target.min()} to {target.max()}")
-            self.labels = target
-            shifted_true = (logits[np.arange(n), target] - logits.max(axis=1)).astype(np.float64)
-            nll = log_sums - shifted_true                                # (N,)
-            if eps:
-                mean_shifted = (logits - logits.max(axis=1, keepdims=True)).mean(
-                    axis=1, dtype=np.float64)
-                nll = (1 - eps) * nll + eps * (log_sums - mean_shifted)
-            loss = float(nll.mean())
+            self.labels, self.target = target, None
+            shifted_true = p[np.arange(n), target].astype(np.float64)     # (N,)
+            mean_shifted = p.mean(axis=1, dtype=np.float64) if eps else 0.0
         elif target.ndim == 2:
             if target.shape != (n, c):
                 raise ConfigError(f"targets must have shape ({n}, {c}), got {target.shape}")
@@ -89,13 +76,23 @@ class SoftmaxCrossEntropy:
             t = target.astype(dtype)
             if eps:
                 t = (1 - eps) * t + eps / c
-            self.labels = None
-            self.target = t
-            loss = float(np.mean(log_sums - np.einsum("nc,nc->n", t, logp_base,
-                                                      dtype=np.float64)))
+            self.labels, self.target = None, t
+            target_dot_shifted = np.einsum("nc,nc->n", t, p, dtype=np.float64)  # (N,)
         else:
             raise ConfigError(f"target must be labels (N,) or probabilities (N, C), "
                               f"got shape {target.shape}")
+
+        np.exp(p, out=p)
+        sums = p.sum(axis=1, keepdims=True)                              # (N, 1), >= 1
+        p /= sums
+        log_sums = np.log(sums, dtype=np.float64)[:, 0]                  # (N,)
+        if self.labels is not None:
+            nll = log_sums - shifted_true                                # (N,)
+            if eps:
+                nll = (1 - eps) * nll + eps * (log_sums - mean_shifted)
+            loss = float(nll.mean())
+        else:
+            loss = float(np.mean(log_sums - target_dot_shifted))
         self.probs = p
         return loss
 
@@ -103,7 +100,7 @@ class SoftmaxCrossEntropy:
         """dL/dlogits (N, C) for the last forward call."""
         p = self.probs
         n, c = p.shape
-        grad = self._buf("grad", p.shape, p.dtype)
+        grad = work_buffer(self._work, "grad", p.shape, p.dtype)
         eps = self.label_smoothing
         if self.labels is not None:
             np.copyto(grad, p)

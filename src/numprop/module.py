@@ -21,6 +21,14 @@ from . import _blas
 from .errors import ConfigError
 
 
+def work_buffer(store: dict, key: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An array kept in ``store`` under ``key``, reused while shape and dtype stay the same."""
+    buf = store.get(key)
+    if buf is None or buf.shape != shape or buf.dtype != dtype:
+        buf = store[key] = np.empty(shape, dtype)
+    return buf
+
+
 class Parameter:
     """A trainable array and its gradient.
 
@@ -206,11 +214,7 @@ class Module:
     # -- helpers for subclasses ------------------------------------------
     def _buf(self, key: str, shape: tuple[int, ...], dtype) -> np.ndarray:
         """A work array owned by this module, reused while shape and dtype stay the same."""
-        work = self.__dict__.setdefault("_work", {})
-        buf = work.get(key)
-        if buf is None or buf.shape != shape or buf.dtype != dtype:
-            buf = work[key] = np.empty(shape, dtype)
-        return buf
+        return work_buffer(self.__dict__.setdefault("_work", {}), key, shape, dtype)
 
     def config(self) -> dict:
         """The constructor arguments that rebuild this module (for saving)."""

@@ -118,7 +118,7 @@ class SGD(Optimizer):
         self.state_names = ("velocity",) if momentum else ()
         self.momentum, self.nesterov = momentum, nesterov
         super().__init__(params, lr, weight_decay, decay_all)
-        self._fused: dict[int, tuple[Parameter, bool]] = {}
+        self._fused: dict[int, bool] = {}   # id(p) -> a gradient arrived in fused_backward
 
     @contextmanager
     def fused_backward(self):
@@ -127,15 +127,14 @@ class SGD(Optimizer):
         if not self.momentum or self.nesterov:
             yield
             return
-        ps = [(name, p) for name, p in self.params]
-        for name, p in ps:
+        for name, p in self.params:
             p._sink, p._sink_beta = self.state[name]["velocity"], self.momentum
         try:
             yield
         finally:
-            for name, p in ps:
+            for _, p in self.params:
                 # _sink_beta is reset to 1 once a gradient has arrived.
-                self._fused[id(p)] = (p, p._sink_beta == 1.0)
+                self._fused[id(p)] = p._sink_beta == 1.0
                 p._sink, p._sink_beta = None, 1.0
 
     def _update(self, p, state):
@@ -146,9 +145,9 @@ class SGD(Optimizer):
             _blas.axpby(-self.lr, p.grad, 1.0, p.data)
             return
         v = state["velocity"]
-        fused = self._fused.pop(id(p), None)
-        if fused is not None:          # v = m v + g already, unless no gradient came
-            if not fused[1]:
+        arrived = self._fused.pop(id(p), None)
+        if arrived is not None:        # fused: v = m v + g already, unless no gradient came
+            if not arrived:
                 v *= self.momentum
         else:
             _blas.axpby(1.0, p.grad, self.momentum, v)
@@ -156,7 +155,7 @@ class SGD(Optimizer):
             _blas.axpby(wd, p.data, 1.0, v)
         if self.nesterov:              # W -= lr (g + wd W + m v)
             g = self._tmp(p)
-            np.multiply(p.data, wd, out=g) if wd else g.fill(0)
+            np.multiply(p.data, wd, out=g)
             g += p.grad
             _blas.axpby(self.momentum, v, 1.0, g)
             _blas.axpby(-self.lr, g, 1.0, p.data)
