@@ -174,7 +174,7 @@ def cmd_train(args) -> int:
     result = train_cifar10(config, out, resume=args.resume is not None,
                            progress=not args.quiet)
     if args.plots:
-        written = make_plots(out, data_dir=config.data_dir, download=False)
+        written = make_plots(out, data=result.data)
         print(f"plots: {', '.join(p.name for p in written)}")
     print(f"saved the model to {result.model_path} and the run to {out}/")
     return 0
@@ -188,9 +188,10 @@ def _model_path(path: Path) -> Path:
     return path
 
 
-def _test_predictions(saved, data_dir, download):
+def _test_predictions(saved, data_dir, download, data=None):
     from .data import load_cifar10
-    data = load_cifar10(data_dir, download=download)
+    if data is None:
+        data = load_cifar10(data_dir, download=download)
     probs = saved.predict_proba(data.test_images)
     return data, probs
 
@@ -225,8 +226,12 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def make_plots(run: Path, data_dir=None, download=True) -> list[Path]:
-    """Write the figures of a run folder; returns the paths written."""
+def make_plots(run: Path, data_dir=None, download=True, data=None) -> list[Path]:
+    """Write the figures of a run folder; returns the paths written.
+
+    ``data``: CIFAR-10 already in memory; otherwise it is loaded from ``data_dir``
+    (by default the run's own).
+    """
     from .io import load
     from .metrics import confusion_matrix
     from .plots import plot_confusion, plot_first_layer, plot_history, plot_misclassified
@@ -234,7 +239,7 @@ def make_plots(run: Path, data_dir=None, download=True) -> list[Path]:
     run = run if run.is_dir() else run.parent
     written = [plot_history(saved.history, run / "curves.png")]
     data, probs = _test_predictions(saved, data_dir if data_dir is not None
-                                    else saved.config.get("data_dir"), download)
+                                    else saved.config.get("data_dir"), download, data)
     pred = probs.argmax(axis=1)
     cm = confusion_matrix(data.test_labels, pred, len(data.class_names))
     written.append(plot_confusion(cm, data.class_names, run / "confusion.png"))

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import models
 from .batches import Augment, BatchLoader, stratified_split
-from .data import load_cifar10
+from .data import Cifar10, load_cifar10
 from .errors import ConfigError
 from .io import load, save
 from .losses import SoftmaxCrossEntropy
@@ -109,6 +109,7 @@ class RunResult:
     test_acc: float
     seconds: float
     history: list[dict]
+    data: Cifar10          # the data set as loaded, so callers need not read it again
 
 
 def train_cifar10(config: TrainConfig | None, out_dir: str | Path, *, resume: bool = False,
@@ -195,7 +196,7 @@ def train_cifar10(config: TrainConfig | None, out_dir: str | Path, *, resume: bo
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
     print_fn(f"test accuracy {100 * test_acc:.2f}%  (test loss {test_loss:.4f}, "
              f"{seconds:.0f} s in all)")
-    return RunResult(out_dir, model_path, test_loss, test_acc, seconds, history.to_list())
+    return RunResult(out_dir, model_path, test_loss, test_acc, seconds, history.to_list(), data)
 
 
 def model_summary(model) -> str:
