@@ -94,8 +94,10 @@ def make_schedule(config: TrainConfig) -> Schedule:
 
 
 def subset(images, labels, n: int, rng: np.random.Generator):
-    """A stratified random subset of n examples."""
-    _, idx = stratified_split(labels, n, rng) if n < len(labels) else (None, np.arange(len(labels)))
+    """A stratified random subset of n examples (all of them when n is not smaller)."""
+    if n >= len(labels):
+        return images, labels
+    _, idx = stratified_split(labels, n, rng)
     return images[idx], labels[idx]
 
 

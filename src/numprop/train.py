@@ -78,6 +78,7 @@ class Trainer:
         self.history = History()
         self.stop_training = False
         self.epochs = self.steps_per_epoch = 0
+        self.base_lr = optimizer.lr   # the schedule's peak; optimizer.lr moves during fit
 
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
         """Everything needed to resume training: (arrays, JSON-able values).
@@ -88,7 +89,7 @@ class Trainer:
         opt = self.optimizer.state_dict()
         meta = {"optimizer": {k: v for k, v in opt.items() if k != "arrays"},
                 "schedule": self.schedule.state(), "history": self.history.to_list(),
-                "base_lr": getattr(self, "base_lr", self.optimizer.lr)}
+                "base_lr": self.base_lr}
         return opt["arrays"], meta
 
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
@@ -141,8 +142,7 @@ class Trainer:
         if steps == 0:
             raise ConfigError("the training set gives no batches")
         self.epochs, self.stop_training, self.steps_per_epoch = epochs, False, steps
-        base_lr = self.optimizer.lr
-        self.base_lr = base_lr
+        base_lr = self.base_lr = self.optimizer.lr
         start_epoch = len(self.history)
         self.model.train()
         self._call("on_train_begin")
