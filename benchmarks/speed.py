@@ -121,11 +121,34 @@ class Data:
         self.prep_seconds = 0.0
 
     def standardise(self, x_u8, out=None):
-        np = self.np
-        out = np.empty(x_u8.shape, np.float32) if out is None else out
-        np.subtract(x_u8, self.mean, out=out, dtype=np.float32)
-        out *= self.inv_std
+        """(x - mean) * inv_std as float32, with the side's own tools (``self.convert``)."""
+        out = self.np.empty(x_u8.shape, self.np.float32) if out is None else out
+        self.convert(x_u8, out)
         return out
+
+    def convert(self, x_u8, out):
+        """Plain NumPy, one core (sklearn's side, and the default)."""
+        self.np.subtract(x_u8, self.mean, out=out, dtype=self.np.float32)
+        out *= self.inv_std
+
+    def convert_with_numprop(self):
+        """The same NumPy calls on row blocks, on all cores, through numprop's parallel_for."""
+        from numprop._blas import parallel_for
+        plain = self.convert
+
+        def convert(x_u8, out):
+            parallel_for(len(x_u8), lambda lo, hi: plain(x_u8[lo:hi], out[lo:hi]), grain=32)
+        self.convert = convert
+
+    def convert_with_torch(self, torch):
+        """The same arithmetic in torch ops (its own 2 threads)."""
+        mean, inv_std = torch.from_numpy(self.mean), torch.from_numpy(self.inv_std)
+
+        def convert(x_u8, out):
+            result = torch.from_numpy(out)
+            torch.sub(torch.from_numpy(x_u8), mean, out=result)
+            result.mul_(inv_std)
+        self.convert = convert
 
     def permutation(self, epoch: int):
         return self.np.random.default_rng(1000 + epoch).permutation(self.n)
@@ -218,7 +241,8 @@ class NumpropSide(_TrainingSide):
         import numprop as npp
         from numprop import _blas
         self.np, self.npp, self.cfg, self.data = np, npp, cfg, data
-        self.info = {"fast_blas": _blas.available()}
+        self.info = {"fast_blas": _blas.available(), "parallel_elementwise": _blas.parallel_available()}
+        data.convert_with_numprop()
 
     def setup(self):
         self.model = self.build()
@@ -307,6 +331,7 @@ class TorchSide(_TrainingSide):
         self.np, self.torch, self.nn, self.cfg, self.data = np, torch, nn, cfg, data
         self.info = {"torch": torch.__version__, "threads": torch.get_num_threads(),
                      "mkldnn": torch.backends.mkldnn.is_available()}
+        data.convert_with_torch(torch)
         self.loss = nn.CrossEntropyLoss()
 
     def setup(self):

@@ -10,6 +10,9 @@ We call the OpenBLAS that NumPy itself loaded, through ctypes, so no second
 BLAS library or thread pool is brought in (two pools fight for the cores).
 If that library cannot be found, or ``NUMPROP_BLAS=numpy`` is set, every
 function falls back to NumPy expressions that give the same numbers.
+
+``parallel_for`` runs NumPy elementwise work on OpenBLAS's threads too: see
+the comment above it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import threading
+from collections.abc import Callable
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -46,6 +52,7 @@ class _Blas:
     """ctypes bindings to ILP64 OpenBLAS (``scipy_openblas64_`` as shipped with NumPy)."""
 
     def __init__(self, lib: ctypes.CDLL):
+        self.lib = lib
         prefix = None
         for candidate in ("scipy_cblas_", "cblas_"):
             if hasattr(lib, candidate + "sgemm64_"):
@@ -67,6 +74,13 @@ class _Blas:
                 fn = getattr(lib, f"{prefix}{letter}{name}64_")
                 fn.argtypes, fn.restype = argtypes, None
                 getattr(self, name)[np.dtype(dtype)] = fn
+        self.get_num_threads = None
+        for name in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
+                     "openblas_get_num_threads"):
+            if hasattr(lib, name):
+                self.get_num_threads = getattr(lib, name)
+                self.get_num_threads.argtypes, self.get_num_threads.restype = [], ctypes.c_int
+                break
 
 
 def _load() -> _Blas | None:
@@ -167,3 +181,159 @@ def axpby(alpha: float, x: np.ndarray, beta: float, y: np.ndarray) -> np.ndarray
     else:
         y += alpha * x
     return y
+
+
+def axpby_1thread(alpha: float, x: np.ndarray, beta: float, y: np.ndarray) -> np.ndarray:
+    """``y = alpha * x + beta * y`` on the calling thread only: safe inside ``parallel_for``.
+
+    OpenBLAS runs ?axpby without threads (unlike ?axpy and ?scal), so a piece
+    running on an OpenBLAS worker never waits on the pool it runs in.
+    """
+    if (_BLAS is not None and y.dtype in _BLAS.axpby and x.dtype == y.dtype
+            and x.flags.c_contiguous and y.flags.c_contiguous and x.size == y.size):
+        _BLAS.axpby[y.dtype](y.size, alpha, x.ctypes.data, 1, beta, y.ctypes.data, 1)
+        return y
+    if beta != 1.0:
+        y *= beta
+    y += alpha * x
+    return y
+
+
+# --- NumPy elementwise work on OpenBLAS's threads --------------------------------
+#
+# NumPy's elementwise functions use one core. Between two matrix products,
+# OpenBLAS's worker threads spin, waiting for the next product, so a thread pool
+# of our own finds the other cores busy (measured: no gain at all). Instead we
+# hand the work to those spinning workers. OpenBLAS's internal
+# ``blas_level1_thread`` splits a range of n items among its threads and calls a
+# C function on each piece; ours is a ctypes callback that runs a Python
+# ``piece(lo, hi)``, whose NumPy calls release the GIL. Measured on 2 cores, the
+# Adam update of a 3072x1000 weight goes from 10.5 to 4.8 ms.
+#
+# Pieces must only do elementwise work, or reductions along axes that are not
+# split, so that the numbers do not depend on how the range was cut (tests
+# compare against one serial piece bit for bit). Pieces must not call threaded
+# BLAS routines (gemm, axpy, scal): they run on the pool those would wait for.
+
+_PIECE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_long, ctypes.c_long, ctypes.c_long,
+                          ctypes.c_float, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p,
+                          ctypes.c_long, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p)
+_BLAS_SINGLE_REAL = 2   # OpenBLAS's mode bits for float32 (pieces' pointers move 4 bytes per item)
+
+
+class _Pool:
+    """Runs ``piece(lo, hi)`` over a split of range(n) on OpenBLAS's worker threads."""
+
+    def __init__(self, blas: _Blas):
+        split = blas.lib.blas_level1_thread      # AttributeError: no pool, stay serial
+        split.argtypes = [ctypes.c_int, ctypes.c_long, ctypes.c_long, ctypes.c_long,
+                          ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p,
+                          ctypes.c_long, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p,
+                          ctypes.c_int]
+        split.restype = ctypes.c_int
+        self._split, self._threads = split, blas.get_num_threads
+        self._callback = _PIECE(self._run_piece)          # keep it alive as long as the pool
+        self._alpha = ctypes.c_float(1.0)
+        self._lock = threading.Lock()
+        self._piece: Callable[[int, int], None] | None = None
+        self._error: BaseException | None = None
+        self._pinned: set[int] = set()
+        self.checked = False                               # the split was seen to be right
+        os.register_at_fork(after_in_child=self._pinned.clear)
+
+    def _run_piece(self, m, n, k, alpha, a, lda, b, ldb, c, ldc, sb):
+        try:
+            ident = threading.get_ident()
+            if ident not in self._pinned:
+                # ctypes makes and drops a Python thread state around every callback
+                # from a foreign thread; holding one per worker saves ~50 us a call.
+                self._pinned.add(ident)
+                ctypes.pythonapi.PyGILState_Ensure()
+            lo = (a or 0) // 4                             # we pass a = NULL, lda = 1
+            self._piece(lo, lo + m)
+        except BaseException as exc:                       # re-raised in the caller
+            self._error = exc
+        return 0
+
+    def _call(self, n: int, piece, threads: int) -> None:
+        self._piece, self._error = piece, None
+        try:
+            self._split(_BLAS_SINGLE_REAL, n, 0, 0, ctypes.byref(self._alpha), None, 1,
+                        None, 1, None, 0, self._callback, threads)
+        finally:
+            self._piece = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _check(self, threads: int) -> bool:
+        """Do the pieces of a test range cover it exactly once, on more than one thread?"""
+        seen, idents = [], set()
+
+        def piece(lo, hi):
+            seen.append((lo, hi))
+            idents.add(threading.get_ident())
+
+        self._call(1000, piece, threads)
+        covered = sorted(i for lo, hi in seen for i in range(lo, hi))
+        return covered == list(range(1000)) and len(idents) > 1
+
+    def run(self, n: int, piece, grain: int) -> None:
+        threads = min(self._threads() if self._threads else 1, max(1, n // grain))
+        if threads < 2 or not self._lock.acquire(blocking=False):
+            piece(0, n)               # small, single-threaded BLAS, or already inside a piece
+            return
+        try:
+            if not self.checked:
+                self.checked = self._check(threads)
+                if not self.checked:
+                    global _POOL
+                    _POOL = None
+                    piece(0, n)
+                    return
+            self._call(n, piece, threads)
+        finally:
+            self._lock.release()
+
+
+def _make_pool() -> _Pool | None:
+    if _BLAS is None or _BLAS.get_num_threads is None:
+        return None
+    try:
+        return _Pool(_BLAS)
+    except AttributeError:
+        return None
+
+
+_POOL = _make_pool()
+_serial = threading.local()
+
+
+def parallel_for(n: int, piece: Callable[[int, int], None], grain: int = 1 << 16) -> None:
+    """Call ``piece(lo, hi)`` on pieces that cover range(n), on all of BLAS's threads.
+
+    Pieces are at least ``grain`` items (smaller ranges run as one call here).
+    Without the pool (NumPy fallback, one BLAS thread, inside ``serial()``) this
+    is just ``piece(0, n)``. Exceptions in a piece are raised here.
+    """
+    pool = _POOL
+    if pool is None or n < 2 * grain or getattr(_serial, "on", False):
+        piece(0, n)
+    else:
+        pool.run(n, piece, grain)
+
+
+def parallel_available() -> bool:
+    """True when ``parallel_for`` can use more than one thread."""
+    return _POOL is not None and bool(_POOL._threads and _POOL._threads() > 1)
+
+
+@contextmanager
+def serial():
+    """Run every ``parallel_for`` in this thread as one piece (tests compare both paths)."""
+    before = getattr(_serial, "on", False)
+    _serial.on = True
+    try:
+        yield
+    finally:
+        _serial.on = before

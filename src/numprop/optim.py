@@ -184,25 +184,35 @@ class Adam(Optimizer):
 
     def _update(self, p, state):
         b1, b2 = self.betas
-        m, v, tmp = state["m"], state["v"], self._tmp(p)
         wd = self._decay(p)
-        g = p.grad
-        if wd and self.decoupled:
-            p.data *= 1.0 - self.lr * wd
-        elif wd:                                        # L2: g + wd W
-            g = self._l2.setdefault(id(p), np.empty_like(g))
-            np.multiply(p.data, wd, out=g)
-            g += p.grad
-        _blas.axpby(1.0 - b1, g, b1, m)                 # m = b1 m + (1 - b1) g
-        np.multiply(g, g, out=tmp)
-        _blas.axpby(1.0 - b2, tmp, b2, v)               # v = b2 v + (1 - b2) g^2
+        decay = 1.0 - self.lr * wd if (wd and self.decoupled) else 1.0   # AdamW: W *= 1 - lr wd
+        l2 = wd if (wd and not self.decoupled) else 0.0                    # Adam: g + wd W
         # W -= lr m_hat / (sqrt(v_hat) + eps), with the bias corrections folded
         # into two scalars: lr sqrt(bc2)/bc1 * m / (sqrt(v) + eps sqrt(bc2)).
         bc1, bc2 = 1.0 - b1 ** self.steps, 1.0 - b2 ** self.steps
-        np.sqrt(v, out=tmp)
-        tmp += self.eps * np.sqrt(bc2)
-        np.divide(m, tmp, out=tmp)
-        _blas.axpby(-self.lr * np.sqrt(bc2) / bc1, tmp, 1.0, p.data)
+        step, eps = -self.lr * np.sqrt(bc2) / bc1, self.eps * np.sqrt(bc2)
+        W, G, M, V = (a.reshape(-1) for a in (p.data, p.grad, state["m"], state["v"]))
+        T = self._tmp(p).reshape(-1)
+        if l2 and id(p) not in self._l2:
+            self._l2[id(p)] = np.empty_like(G)
+        L2 = self._l2.get(id(p))
+
+        def piece(lo, hi):  # one pass of each line over [lo, hi), on all cores
+            w, g, m, v, t = W[lo:hi], G[lo:hi], M[lo:hi], V[lo:hi], T[lo:hi]
+            if decay != 1.0:
+                w *= decay
+            if l2:
+                g = np.multiply(w, l2, out=L2[lo:hi])
+                g += G[lo:hi]
+            _blas.axpby_1thread(1.0 - b1, g, b1, m)     # m = b1 m + (1 - b1) g
+            np.multiply(g, g, out=t)
+            _blas.axpby_1thread(1.0 - b2, t, b2, v)     # v = b2 v + (1 - b2) g^2
+            np.sqrt(v, out=t)
+            t += eps
+            np.divide(m, t, out=t)
+            _blas.axpby_1thread(step, t, 1.0, w)
+
+        _blas.parallel_for(W.size, piece, grain=1 << 15)
 
 
 class AdamW(Adam):

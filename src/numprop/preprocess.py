@@ -15,6 +15,7 @@ import numbers
 
 import numpy as np
 
+from numprop import _blas
 from numprop.errors import ConfigError, DataError
 
 __all__ = [
@@ -131,9 +132,13 @@ class _AffinePerValue(Preprocessing):
     def transform(self, images: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(x - shift) * scale as float32 (N, D), written into `out` when given."""
         rows, out = self._prepare(images, out)
-        # The ufunc casts uint8 to float32 in small internal buffers: no (N, D) temporary.
-        np.subtract(rows, self._shift, out=out)
-        out *= self._scale
+
+        def piece(lo, hi):
+            # The ufunc casts uint8 to float32 in small internal buffers: no (N, D) temporary.
+            np.subtract(rows[lo:hi], self._shift, out=out[lo:hi])
+            out[lo:hi] *= self._scale
+
+        _blas.parallel_for(rows.shape[0], piece, grain=max(1, (1 << 17) // max(1, rows.shape[1])))
         return out
 
 

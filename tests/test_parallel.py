@@ -1,0 +1,133 @@
+"""parallel_for: NumPy elementwise work on OpenBLAS's threads gives the same bits as one piece."""
+
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import numprop as npp
+from numprop import _blas
+from numprop.preprocess import Standardize
+
+
+def test_pool_is_used_where_it_can_be():
+    # Wheels of NumPy ship a threaded OpenBLAS; on a multi-core machine the pool must be on.
+    if _blas.available() and (os.cpu_count() or 1) > 1 and _blas._BLAS.get_num_threads() > 1:
+        assert _blas.parallel_available()
+
+
+def test_pieces_cover_the_range_once():
+    for n, grain in [(10, 100), (1000, 1), (100_003, 1000), (1 << 20, 1 << 16)]:
+        hits = np.zeros(n, np.int64)
+        threads = set()
+
+        def piece(lo, hi):
+            hits[lo:hi] += 1
+            threads.add(threading.get_ident())
+
+        _blas.parallel_for(n, piece, grain)
+        assert (hits == 1).all()
+        if _blas.parallel_available() and n >= 2 * grain:
+            assert len(threads) > 1, "the range was not split across threads"
+        with _blas.serial():
+            calls = []
+            _blas.parallel_for(n, lambda lo, hi: calls.append((lo, hi)), grain)
+        assert calls == [(0, n)]
+
+
+def test_an_exception_in_a_piece_is_raised_in_the_caller():
+    def piece(lo, hi):
+        if lo > 0:
+            raise ValueError("bad piece")
+
+    with pytest.raises(ValueError, match="bad piece"):
+        _blas.parallel_for(1 << 20, piece, 1 << 10)
+    with pytest.raises(ZeroDivisionError):
+        _blas.parallel_for(1 << 20, lambda lo, hi: 1 / 0, 1 << 10)
+    # ...and the pool still works afterwards
+    x = np.arange(1 << 20, dtype=np.float32)
+    _blas.parallel_for(x.size, lambda lo, hi: np.multiply(x[lo:hi], 2, out=x[lo:hi]), 1 << 10)
+    np.testing.assert_array_equal(x, 2 * np.arange(1 << 20, dtype=np.float32))
+
+
+def test_nested_parallel_for_runs_inline():
+    outer_hits = np.zeros(1 << 16, np.int64)
+
+    def inner_piece(lo, hi):
+        outer_hits[lo:hi] += 1
+
+    def piece(lo, hi):
+        _blas.parallel_for(hi - lo, lambda a, b: inner_piece(lo + a, lo + b), 16)
+
+    _blas.parallel_for(outer_hits.size, piece, 1 << 10)
+    assert (outer_hits == 1).all()
+
+
+def _both_paths(fn, monkeypatch):
+    """fn() run serially and in parallel; also checks every parallel_for got a splittable range."""
+    ranges = []
+    real = _blas.parallel_for
+
+    def spy(n, piece, grain=1 << 16):
+        ranges.append((n, grain))
+        real(n, piece, grain)
+
+    monkeypatch.setattr(_blas, "parallel_for", spy)
+    parallel = fn()
+    assert ranges and all(n >= 2 * grain for n, grain in ranges), ranges
+    with _blas.serial():
+        serial = fn()
+    return parallel, serial
+
+
+def _assert_same(a, b):
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("make", [npp.ReLU, lambda: npp.Dropout(0.3, rng=5), lambda: npp.BatchNorm1d(1024)],
+                         ids=["relu", "dropout", "batchnorm"])
+@pytest.mark.parametrize("training", [True, False])
+def test_layers_give_the_same_bits_in_parallel(make, training, monkeypatch):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((600, 1024)).astype(np.float32)
+    dout = rng.standard_normal((600, 1024)).astype(np.float32)
+    if isinstance(make(), npp.Dropout) and not training:
+        return  # identity in eval mode: nothing runs in parallel (covered by test_layers)
+
+    def run():
+        layer = make()
+        layer.train(training)
+        outs = []
+        for _ in range(2):  # the second round uses updated running statistics / a new mask
+            outs += [layer.forward(x).copy(), layer.backward(dout).copy()]
+            outs += [p.grad.copy() for p in layer.parameters() if p.grad is not None]
+        return outs + [v.copy() for v in layer.state_dict().values()]
+
+    _assert_same(*_both_paths(run, monkeypatch))
+
+
+@pytest.mark.parametrize("make_opt", [
+    lambda ps: npp.Adam(ps, lr=1e-3),
+    lambda ps: npp.Adam(ps, lr=1e-3, weight_decay=0.1),
+    lambda ps: npp.AdamW(ps, lr=1e-3, weight_decay=0.1),
+], ids=["adam", "adam-l2", "adamw"])
+def test_adam_gives_the_same_bits_in_parallel(make_opt, monkeypatch):
+    def run():
+        rng = np.random.default_rng(1)
+        p = npp.Parameter(rng.standard_normal((300, 700)).astype(np.float32))
+        opt = make_opt([p])
+        for _ in range(3):
+            p.grad = rng.standard_normal(p.data.shape).astype(np.float32)
+            opt.step()
+        return [p.data.copy()] + [v for v in opt.state_dict()["arrays"].values()]
+
+    _assert_same(*_both_paths(run, monkeypatch))
+
+
+def test_standardize_gives_the_same_bits_in_parallel(monkeypatch):
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (500, 3072), dtype=np.uint8)
+    prep = Standardize().fit(images)
+    _assert_same(*_both_paths(lambda: [prep.transform(images)], monkeypatch))
