@@ -121,34 +121,47 @@ class Data:
         self.prep_seconds = 0.0
 
     def standardise(self, x_u8, out=None):
-        """(x - mean) * inv_std as float32, with the side's own tools (``self.convert``)."""
+        """(x - mean) * inv_std as float32 (N, 3072), with the side's own tools."""
         out = self.np.empty(x_u8.shape, self.np.float32) if out is None else out
-        self.convert(x_u8, out)
+        self.make(None, x_u8, None, out)
         return out
 
-    def convert(self, x_u8, out):
-        """Plain NumPy, one core (sklearn's side, and the default)."""
-        self.np.subtract(x_u8, self.mean, out=out, dtype=self.np.float32)
+    def make(self, idx, source, u8, out):
+        """out = (source[idx] - mean) * inv_std, gathering into u8 (idx None: all rows).
+
+        Plain NumPy on one core; the sides replace it with their own parallel tools."""
+        np = self.np
+        if idx is not None:
+            np.take(source, idx, axis=0, out=u8, mode="clip")
+            source = u8
+        np.subtract(source, self.mean, out=out, dtype=np.float32)
         out *= self.inv_std
 
-    def convert_with_numprop(self):
-        """The same NumPy calls on row blocks, on all cores, through numprop's parallel_for."""
+    def make_with_numprop(self):
+        """The same NumPy calls on blocks of rows, on all cores, through numprop's parallel_for."""
         from numprop._blas import parallel_for
-        plain = self.convert
+        plain = self.make
 
-        def convert(x_u8, out):
-            parallel_for(len(x_u8), lambda lo, hi: plain(x_u8[lo:hi], out[lo:hi]), grain=32)
-        self.convert = convert
+        def make(idx, source, u8, out):
+            if idx is None:
+                piece = lambda lo, hi: plain(None, source[lo:hi], None, out[lo:hi])  # noqa: E731
+            else:
+                piece = lambda lo, hi: plain(idx[lo:hi], source, u8[lo:hi], out[lo:hi])  # noqa: E731
+            parallel_for(len(out), piece, grain=32)
+        self.make = make
 
-    def convert_with_torch(self, torch):
-        """The same arithmetic in torch ops (its own 2 threads)."""
+    def make_with_torch(self, torch):
+        """The same arithmetic in torch ops (on torch's own threads)."""
         mean, inv_std = torch.from_numpy(self.mean), torch.from_numpy(self.inv_std)
 
-        def convert(x_u8, out):
+        def make(idx, source, u8, out):
+            rows = torch.from_numpy(source)
+            if idx is not None:
+                rows = torch.index_select(rows, 0, torch.from_numpy(idx), out=torch.from_numpy(u8))
             result = torch.from_numpy(out)
-            torch.sub(torch.from_numpy(x_u8), mean, out=result)
+            torch.sub(rows, mean, out=result)
             result.mul_(inv_std)
-        self.convert = convert
+        self.make = make
 
     def permutation(self, epoch: int):
         return self.np.random.default_rng(1000 + epoch).permutation(self.n)
@@ -156,9 +169,9 @@ class Data:
     def batch(self, idx):
         """(float32 (B, 3072), int64 (B,)); the float array is overwritten by the next call."""
         n = len(idx)
-        u8 = self._u8[:n]
-        self.np.take(self.x, idx, axis=0, out=u8)
-        return self.standardise(u8, self._f32[:n]), self.y[idx]
+        out = self._f32[:n]
+        self.make(idx, self.x, self._u8[:n], out)
+        return out, self.y[idx]
 
     def batches(self, epoch: int, batch: int):
         """One epoch of batches; the seconds spent making them add up in ``prep_seconds``."""
@@ -242,7 +255,7 @@ class NumpropSide(_TrainingSide):
         from numprop import _blas
         self.np, self.npp, self.cfg, self.data = np, npp, cfg, data
         self.info = {"fast_blas": _blas.available(), "parallel_elementwise": _blas.parallel_available()}
-        data.convert_with_numprop()
+        data.make_with_numprop()
 
     def setup(self):
         self.model = self.build()
@@ -331,7 +344,7 @@ class TorchSide(_TrainingSide):
         self.np, self.torch, self.nn, self.cfg, self.data = np, torch, nn, cfg, data
         self.info = {"torch": torch.__version__, "threads": torch.get_num_threads(),
                      "mkldnn": torch.backends.mkldnn.is_available()}
-        data.convert_with_torch(torch)
+        data.make_with_torch(torch)
         self.loss = nn.CrossEntropyLoss()
 
     def setup(self):

@@ -1,13 +1,16 @@
 """parallel_for: NumPy elementwise work on OpenBLAS's threads gives the same bits as one piece."""
 
+import importlib.util
 import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
 import pytest
 
 import numprop as npp
-from numprop import _blas
+from numprop import _blas, _kernels
 from numprop.preprocess import Standardize
 
 
@@ -113,7 +116,7 @@ def test_layers_give_the_same_bits_in_parallel(make, training, monkeypatch):
     lambda ps: npp.Adam(ps, lr=1e-3, weight_decay=0.1),
     lambda ps: npp.AdamW(ps, lr=1e-3, weight_decay=0.1),
 ], ids=["adam", "adam-l2", "adamw"])
-def test_adam_gives_the_same_bits_in_parallel(make_opt, monkeypatch):
+def test_adam_gives_the_same_bits_in_parallel(make_opt, monkeypatch, numpy_only):
     def run():
         rng = np.random.default_rng(1)
         p = npp.Parameter(rng.standard_normal((300, 700)).astype(np.float32))
@@ -131,3 +134,61 @@ def test_standardize_gives_the_same_bits_in_parallel(monkeypatch):
     images = rng.integers(0, 256, (500, 3072), dtype=np.uint8)
     prep = Standardize().fit(images)
     _assert_same(*_both_paths(lambda: [prep.transform(images)], monkeypatch))
+
+
+# --- compiled kernels (numba, the `fast` extra; the test extra installs it) ----------
+
+def test_numba_kernels_are_in_use_in_the_test_install():
+    assert importlib.util.find_spec("numba") is not None, "pip install -e '.[test]' brings numba"
+    assert _kernels.get("adam", np.float32) is not None
+    assert _kernels.get("adam", np.float64) is not None
+
+
+@pytest.fixture
+def numpy_only(monkeypatch):
+    """Turn the compiled kernels off, as NUMPROP_KERNELS=numpy does."""
+    monkeypatch.setattr(_kernels, "get", lambda name, dtype: None)
+
+
+def _adam_run(make_opt, dtype=np.float32, shape=(300, 700), steps=3):
+    rng = np.random.default_rng(1)
+    p = npp.Parameter(rng.standard_normal(shape).astype(dtype))
+    opt = make_opt([p])
+    for _ in range(steps):
+        p.grad = rng.standard_normal(shape).astype(dtype)
+        opt.step()
+    return [p.data.copy()] + [v for v in opt.state_dict()["arrays"].values()]
+
+
+ADAMS = [lambda ps: npp.Adam(ps, lr=1e-3), lambda ps: npp.Adam(ps, lr=1e-3, weight_decay=0.1),
+         lambda ps: npp.AdamW(ps, lr=1e-3, weight_decay=0.1)]
+
+
+@pytest.mark.parametrize("make_opt", ADAMS, ids=["adam", "adam-l2", "adamw"])
+def test_adam_kernel_matches_the_numpy_path(make_opt, monkeypatch):
+    compiled = _adam_run(make_opt)
+    exact = _adam_run(make_opt, np.float64)                 # both within float32 rounding of this
+    with monkeypatch.context() as m:
+        m.setattr(_kernels, "get", lambda name, dtype: None)
+        plain = _adam_run(make_opt)
+        plain64 = _adam_run(make_opt, np.float64)
+    for c, p, e in zip(compiled, plain, exact, strict=True):
+        np.testing.assert_allclose(c, p, rtol=2e-6, atol=1e-6)
+        np.testing.assert_allclose(c, e, rtol=2e-6, atol=1e-6)
+    for c, p in zip(_adam_run(make_opt, np.float64), plain64, strict=True):
+        np.testing.assert_allclose(c, p, rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("make_opt", ADAMS, ids=["adam", "adam-l2", "adamw"])
+def test_adam_kernel_gives_the_same_bits_in_parallel(make_opt):
+    parallel = _adam_run(make_opt)
+    with _blas.serial():
+        serial = _adam_run(make_opt)
+    _assert_same(parallel, serial)
+
+
+def test_kernels_can_be_turned_off(tmp_path):
+    script = "from numprop import _kernels; import numpy as np; print(_kernels.get('adam', np.float32))"
+    env = dict(os.environ, NUMPROP_KERNELS="numpy")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "None"

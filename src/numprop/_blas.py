@@ -278,22 +278,49 @@ class _Pool:
         covered = sorted(i for lo, hi in seen for i in range(lo, hi))
         return covered == list(range(1000)) and len(idents) > 1
 
+    def _ready(self, threads: int) -> bool:
+        """Check the split on first use; if it is wrong, drop the pool for good."""
+        global _POOL
+        if not self.checked:
+            self.checked = self._check(threads)
+            if not self.checked:
+                _POOL = None
+        return self.checked
+
+    def _threads_for(self, n: int, grain: int) -> int:
+        return min(self._threads() if self._threads else 1, max(1, n // grain))
+
     def run(self, n: int, piece, grain: int) -> None:
-        threads = min(self._threads() if self._threads else 1, max(1, n // grain))
+        threads = self._threads_for(n, grain)
         if threads < 2 or not self._lock.acquire(blocking=False):
             piece(0, n)               # small, single-threaded BLAS, or already inside a piece
             return
         try:
-            if not self.checked:
-                self.checked = self._check(threads)
-                if not self.checked:
-                    global _POOL
-                    _POOL = None
-                    piece(0, n)
-                    return
-            self._call(n, piece, threads)
+            if self._ready(threads):
+                self._call(n, piece, threads)
+            else:
+                piece(0, n)
         finally:
             self._lock.release()
+
+    def run_kernel(self, n: int, kernel: int, args: tuple, grain: int) -> None:
+        threads = self._threads_for(n, grain)
+        if threads < 2 or not self._lock.acquire(blocking=False):
+            _run_kernel_here(n, kernel, args)
+            return
+        try:
+            if self._ready(threads):
+                self._split(_BLAS_SINGLE_REAL, n, 0, 0, ctypes.byref(self._alpha), None, 1,
+                            *args, kernel, threads)
+            else:
+                _run_kernel_here(n, kernel, args)
+        finally:
+            self._lock.release()
+
+
+def _run_kernel_here(n: int, kernel: int, args: tuple) -> None:
+    """One piece over range(n) on this thread (ctypes releases the GIL meanwhile)."""
+    _PIECE(kernel)(n, 0, 0, 1.0, None, 1, *args, None)
 
 
 def _make_pool() -> _Pool | None:
@@ -321,6 +348,22 @@ def parallel_for(n: int, piece: Callable[[int, int], None], grain: int = 1 << 16
         piece(0, n)
     else:
         pool.run(n, piece, grain)
+
+
+def parallel_for_kernel(n: int, kernel: int, scalars: np.ndarray, addresses: np.ndarray,
+                        grain: int = 1 << 16) -> None:
+    """Run a compiled piece (see ``_kernels``) over range(n) on all of BLAS's threads.
+
+    ``kernel`` is the address of a C function with OpenBLAS's piece signature;
+    it gets ``b = scalars`` (float64) and ``c = addresses`` (int64) unchanged,
+    and ``a = 4 * lo``. No Python runs in the pieces.
+    """
+    args = (scalars.ctypes.data, 0, addresses.ctypes.data, 0)
+    pool = _POOL
+    if pool is None or n < 2 * grain or getattr(_serial, "on", False):
+        _run_kernel_here(n, kernel, args)
+    else:
+        pool.run_kernel(n, kernel, args, grain)
 
 
 def parallel_available() -> bool:

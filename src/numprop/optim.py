@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import _blas
+from . import _blas, _kernels
 from .errors import ConfigError
 from .module import Parameter
 
@@ -191,8 +191,16 @@ class Adam(Optimizer):
         # into two scalars: lr sqrt(bc2)/bc1 * m / (sqrt(v) + eps sqrt(bc2)).
         bc1, bc2 = 1.0 - b1 ** self.steps, 1.0 - b2 ** self.steps
         step, eps = -self.lr * np.sqrt(bc2) / bc1, self.eps * np.sqrt(bc2)
-        W, G, M, V = (a.reshape(-1) for a in (p.data, p.grad, state["m"], state["v"]))
-        T = self._tmp(p).reshape(-1)
+        arrays = (p.data, p.grad, state["m"], state["v"], self._tmp(p))
+        if all(a.flags.c_contiguous and a.dtype == p.data.dtype for a in arrays):
+            kernel = _kernels.get("adam", p.data.dtype)
+            if kernel is not None:             # one fused, compiled pass (numba installed)
+                scalars = np.array([b1, b2, eps, step, decay, l2])
+                addresses = np.array([a.ctypes.data for a in arrays[:4]], np.int64)
+                _blas.parallel_for_kernel(p.data.size, kernel, scalars, addresses, grain=1 << 15)
+                return
+            arrays = tuple(a.reshape(-1) for a in arrays)   # flat views: pieces of any size
+        W, G, M, V, T = arrays                              # (else pieces are row blocks)
         if l2 and id(p) not in self._l2:
             self._l2[id(p)] = np.empty_like(G)
         L2 = self._l2.get(id(p))
@@ -212,7 +220,7 @@ class Adam(Optimizer):
             np.divide(m, t, out=t)
             _blas.axpby_1thread(step, t, 1.0, w)
 
-        _blas.parallel_for(W.size, piece, grain=1 << 15)
+        _blas.parallel_for(len(W), piece, grain=1 << 15)
 
 
 class AdamW(Adam):
