@@ -66,29 +66,29 @@ def get(name: str, dtype) -> int | None:
 
 
 def _adam(numba, pointer, signature, real):
-    """Adam / AdamW for one parameter: scalars (b1, b2, eps, step, decay, l2),
-    addresses (W, G, M, V); see ``optim.Adam._update`` for the formula."""
+    """Adam / AdamW for one parameter: scalars (b1, 1 - b1, b2, 1 - b2, eps, step,
+    decay, l2), addresses (W, G, M, V). The same arithmetic in the same order as
+    the NumPy piece in ``optim.Adam._update``, so both give the same bits."""
     carray = numba.carray
 
     # Arrays, not raw pointers, so that numba tells LLVM they do not overlap:
     # only then is the loop vectorised (measured: 3.4 times faster).
     @numba.njit(error_model="numpy", cache=True)
-    def loop(w, g, m, v, b1, b2, eps, step, decay, l2):
-        c1, c2 = real(1) - b1, real(1) - b2
+    def loop(w, g, m, v, b1, c1, b2, c2, eps, step, decay, l2):
         for i in range(w.size):
             gi = g[i] + l2 * w[i]                          # Adam's L2 term (0 for AdamW)
-            mi = b1 * m[i] + c1 * gi
-            vi = b2 * v[i] + c2 * (gi * gi)
+            mi = m[i] * b1 + gi * c1
+            vi = v[i] * b2 + (gi * gi) * c2
             m[i], v[i] = mi, vi
-            w[i] = w[i] * decay + step * (mi / (np.sqrt(vi) + eps))   # decay: AdamW's (1 for Adam)
+            w[i] = w[i] * decay + (mi / (np.sqrt(vi) + eps)) * step   # decay: AdamW's (1 for Adam)
 
     @numba.cfunc(signature, nopython=True, cache=True, error_model="numpy")
     def kernel(width, n, k, alpha, a, lda, scalars, ldb, addresses, ldc, sb):
         lo = a // 4
-        s = carray(scalars, 6)
+        s = carray(scalars, 8)
         arrays = [carray(pointer(addresses[j], real), lo + width)[lo:] for j in range(4)]
         loop(arrays[0], arrays[1], arrays[2], arrays[3], real(s[0]), real(s[1]), real(s[2]),
-             real(s[3]), real(s[4]), real(s[5]))
+             real(s[3]), real(s[4]), real(s[5]), real(s[6]), real(s[7]))
         return 0
 
     return kernel

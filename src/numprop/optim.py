@@ -7,6 +7,7 @@ step after the first. Weight decay applies to parameters with ``decay=True``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from contextlib import contextmanager
 
@@ -190,12 +191,13 @@ class Adam(Optimizer):
         # W -= lr m_hat / (sqrt(v_hat) + eps), with the bias corrections folded
         # into two scalars: lr sqrt(bc2)/bc1 * m / (sqrt(v) + eps sqrt(bc2)).
         bc1, bc2 = 1.0 - b1 ** self.steps, 1.0 - b2 ** self.steps
-        step, eps = -self.lr * np.sqrt(bc2) / bc1, self.eps * np.sqrt(bc2)
+        # Python floats: NumPy then computes in the parameters' dtype, as the kernel does.
+        step, eps = -self.lr * math.sqrt(bc2) / bc1, self.eps * math.sqrt(bc2)
         arrays = (p.data, p.grad, state["m"], state["v"], self._tmp(p))
         if all(a.flags.c_contiguous and a.dtype == p.data.dtype for a in arrays):
             kernel = _kernels.get("adam", p.data.dtype)
             if kernel is not None:             # one fused, compiled pass (numba installed)
-                scalars = np.array([b1, b2, eps, step, decay, l2])
+                scalars = np.array([b1, 1.0 - b1, b2, 1.0 - b2, eps, step, decay, l2])
                 addresses = np.array([a.ctypes.data for a in arrays[:4]], np.int64)
                 _blas.parallel_for_kernel(p.data.size, kernel, scalars, addresses, grain=1 << 15)
                 return
@@ -205,20 +207,25 @@ class Adam(Optimizer):
             self._l2[id(p)] = np.empty_like(G)
         L2 = self._l2.get(id(p))
 
-        def piece(lo, hi):  # one pass of each line over [lo, hi), on all cores
+        def piece(lo, hi):  # the kernel's arithmetic, in the same order, on [lo, hi)
             w, g, m, v, t = W[lo:hi], G[lo:hi], M[lo:hi], V[lo:hi], T[lo:hi]
-            if decay != 1.0:
-                w *= decay
-            if l2:
+            if l2:                                      # g + l2 W
                 g = np.multiply(w, l2, out=L2[lo:hi])
                 g += G[lo:hi]
-            _blas.axpby_1thread(1.0 - b1, g, b1, m)     # m = b1 m + (1 - b1) g
-            np.multiply(g, g, out=t)
-            _blas.axpby_1thread(1.0 - b2, t, b2, v)     # v = b2 v + (1 - b2) g^2
-            np.sqrt(v, out=t)
+            m *= b1                                     # m = b1 m + (1 - b1) g
+            np.multiply(g, 1.0 - b1, out=t)
+            m += t
+            np.multiply(g, g, out=t)                    # v = b2 v + (1 - b2) g^2
+            t *= 1.0 - b2
+            v *= b2
+            v += t
+            np.sqrt(v, out=t)                           # W = decay W + step m / (sqrt(v) + eps)
             t += eps
             np.divide(m, t, out=t)
-            _blas.axpby_1thread(step, t, 1.0, w)
+            t *= step
+            if decay != 1.0:
+                w *= decay
+            w += t
 
         _blas.parallel_for(len(W), piece, grain=1 << 15)
 
