@@ -89,26 +89,26 @@ def _assert_same(a, b):
         np.testing.assert_array_equal(x, y)
 
 
-@pytest.mark.parametrize("make", [npp.ReLU, lambda: npp.Dropout(0.3, rng=5), lambda: npp.BatchNorm1d(1024)],
-                         ids=["relu", "dropout", "batchnorm"])
-@pytest.mark.parametrize("training", [True, False])
-def test_layers_give_the_same_bits_in_parallel(make, training, monkeypatch):
+@pytest.mark.parametrize("make,training", [
+    (npp.ReLU, True), (npp.ReLU, False), (lambda: npp.Dropout(0.3, rng=5), True),
+    (lambda: npp.BatchNorm1d(1024), True),   # (eval mode: plain NumPy, covered by test_layers)
+], ids=["relu-train", "relu-eval", "dropout-train", "batchnorm-train"])
+def test_layers_give_the_same_bits_in_parallel(make, training, monkeypatch, numpy_only):
+    _assert_same(*_both_paths(lambda: _layer_run(make, training), monkeypatch))
+
+
+def _layer_run(make, training, shape=(600, 1024)):
+    """Outputs, input gradients, parameter gradients and state of two rounds of a layer."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((600, 1024)).astype(np.float32)
-    dout = rng.standard_normal((600, 1024)).astype(np.float32)
-    if isinstance(make(), npp.Dropout) and not training:
-        return  # identity in eval mode: nothing runs in parallel (covered by test_layers)
-
-    def run():
-        layer = make()
-        layer.train(training)
-        outs = []
-        for _ in range(2):  # the second round uses updated running statistics / a new mask
-            outs += [layer.forward(x).copy(), layer.backward(dout).copy()]
-            outs += [p.grad.copy() for p in layer.parameters() if p.grad is not None]
-        return outs + [v.copy() for v in layer.state_dict().values()]
-
-    _assert_same(*_both_paths(run, monkeypatch))
+    x = rng.standard_normal(shape).astype(np.float32)
+    dout = rng.standard_normal(shape).astype(np.float32)
+    layer = make()
+    layer.train(training)
+    outs = []
+    for _ in range(2):  # the second round uses updated running statistics / a new mask
+        outs += [layer.forward(x).copy(), layer.backward(dout).copy()]
+        outs += [p.grad.copy() for p in layer.parameters() if p.grad is not None]
+    return outs + [v.copy() for v in layer.state_dict().values()]
 
 
 @pytest.mark.parametrize("make_opt", [
@@ -185,3 +185,26 @@ def test_kernels_can_be_turned_off(tmp_path):
     env = dict(os.environ, NUMPROP_KERNELS="numpy")
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "None"
+
+
+LAYERS = [npp.ReLU, lambda: npp.Dropout(0.3, rng=5), lambda: npp.BatchNorm1d(1024)]
+
+
+@pytest.mark.parametrize("make", LAYERS, ids=["relu", "dropout", "batchnorm"])
+@pytest.mark.parametrize("shape", [(600, 1024), (37, 1024)])   # split across cores, and not
+def test_layer_kernels_match_the_numpy_path_bit_for_bit(make, shape, monkeypatch):
+    used = []
+    real_run = _kernels.run
+
+    def spy(name, *args, **kwargs):
+        ran = real_run(name, *args, **kwargs)
+        used.append(name if ran else None)
+        return ran
+
+    monkeypatch.setattr(_kernels, "run", spy)
+    compiled = _layer_run(make, True, shape=shape)
+    assert used and None not in used, used                  # every call took the kernel
+    with _blas.serial():
+        _assert_same(compiled, _layer_run(make, True, shape=shape))
+    monkeypatch.setattr(_kernels, "get", lambda name, dtype: None)
+    _assert_same(compiled, _layer_run(make, True, shape=shape))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _blas
+from . import _blas, _kernels
 from .errors import ConfigError
 from .module import Module, Parameter
 
@@ -82,9 +82,10 @@ class ReLU(Module):
 
     def forward(self, x):
         y = self._buf("out", x.shape, x.dtype)
-        X, Y = x.reshape(-1), y.reshape(-1)
-        _blas.parallel_for(X.size, lambda lo, hi: np.maximum(X[lo:hi], 0, out=Y[lo:hi]),
-                           grain=1 << 18)
+        if not _kernels.run("relu", x.size, (x, y), grain=1 << 16):
+            X, Y = x.reshape(-1), y.reshape(-1)
+            _blas.parallel_for(X.size, lambda lo, hi: np.maximum(X[lo:hi], 0, out=Y[lo:hi]),
+                               grain=1 << 18)
         self.y = y
         return y
 
@@ -92,6 +93,8 @@ class ReLU(Module):
         # The mask is made here, not in forward, so inference never pays for it;
         # multiplying by it is an order of magnitude faster than np.where.
         dx = self._buf("dx", dout.shape, dout.dtype)
+        if _kernels.run("relu_backward", dout.size, (self.y, dout, dx), grain=1 << 16):
+            return dx
         Y, D, DX = self.y.reshape(-1), dout.reshape(-1), dx.reshape(-1)
         M = self._buf("mask", dout.shape, np.bool_).reshape(-1)
 
@@ -157,14 +160,38 @@ class Sigmoid(Module):
         return np.multiply(dx, dout, out=dx)
 
 
+_GOLDEN, _MIX1, _MIX2 = (np.uint64(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9,
+                                                   0x94D049BB133111EB))
+
+
+def dropout_bits(key: int, n: int) -> np.ndarray:
+    """(n,) uint16 random bits for a Dropout mask, from one 63-bit key.
+
+    Element e gets bits 16*(e % 4) .. 16*(e % 4) + 15 of ``mix64(key + e // 4)``,
+    with SplitMix64's output function as mix64. Counter-based: any block of
+    elements can be made on its own (on any core) and comes out the same, so
+    the compiled kernel and this NumPy code agree bit for bit.
+    """
+    z = np.arange(-(-n // 4), dtype=np.uint64)                         # (ceil(n / 4),)
+    z += np.uint64(key)
+    z *= _GOLDEN
+    z ^= z >> np.uint64(30)
+    z *= _MIX1
+    z ^= z >> np.uint64(27)
+    z *= _MIX2
+    z ^= z >> np.uint64(31)
+    return z.astype("<u8", copy=False).view("<u2")[:n]                 # lane 0 = low bits
+
+
 class Dropout(Module):
     """Inverted dropout: zero each unit with probability ``p``, scale the rest by 1/(1-p).
 
     Identity in eval mode, so no rescaling is needed at test time.
     ``fix_mask = True`` reuses the last mask (for gradient checking).
-    Masks come from 16-bit random integers (faster than random floats), so the
-    drop probability is ``p`` rounded to a multiple of 1/65536, and the scale
-    is exactly 1/(1 - that probability): the layer stays unbiased.
+    Masks come from 16-bit random integers (``dropout_bits``, keyed by one draw
+    from ``rng`` per mask), so the drop probability is ``p`` rounded to a
+    multiple of 1/65536, and the scale is exactly 1/(1 - that probability):
+    the layer stays unbiased.
     """
 
     def __init__(self, p: float = 0.5, *, rng: Seed = None):
@@ -188,9 +215,13 @@ class Dropout(Module):
             _blas.parallel_for(X.size, lambda lo, hi: np.multiply(X[lo:hi], M[lo:hi], out=O[lo:hi]),
                                grain=1 << 17)
             return out
-        # Raw 64-bit draws cut into 16-bit pieces: half the cost of rng.integers.
-        bits = self.rng.bit_generator.random_raw(-(-x.size // 4)).view(np.uint16)
+        key = int(self.rng.integers(0, 1 << 63))                       # one draw per mask
         mask = self._buf("mask", x.shape, x.dtype)                     # (N, H): 0 or 1/(1-p)
+        self.mask = mask
+        if _kernels.run("dropout", -(-x.size // 4), (x, mask, out), sizes=(x.size, key),
+                        scalars=(self._threshold, self._scale), grain=1 << 14):
+            return out
+        bits = dropout_bits(key, x.size)
         M = mask.reshape(-1)
 
         def piece(lo, hi):
@@ -199,13 +230,14 @@ class Dropout(Module):
             np.multiply(X[lo:hi], M[lo:hi], out=O[lo:hi])
 
         _blas.parallel_for(X.size, piece, grain=1 << 16)
-        self.mask = mask
         return out
 
     def backward(self, dout):
         if self.mask is None:
             return dout
         dx = self._buf("dx", dout.shape, dout.dtype)
+        if _kernels.run("multiply", dout.size, (dout, self.mask, dx), grain=1 << 16):
+            return dx
         D, M, DX = dout.reshape(-1), self.mask.reshape(-1), dx.reshape(-1)
         _blas.parallel_for(D.size, lambda lo, hi: np.multiply(D[lo:hi], M[lo:hi], out=DX[lo:hi]),
                            grain=1 << 17)
@@ -233,8 +265,10 @@ class BatchNorm1d(Module):
         self.running_mean = np.zeros(num_features, dtype)
         self.running_var = np.ones(num_features, dtype)
 
-    # Per-column statistics are reduced over the whole batch on one core; the
-    # elementwise passes run on row blocks [lo, hi) on all cores (parallel_for).
+    # The compiled kernels (numba) work on column blocks on all cores. The NumPy
+    # code reduces per-column statistics over the batch on one core, with the
+    # same arithmetic in the same order, and runs the elementwise passes on row
+    # blocks on all cores (parallel_for).
 
     def forward(self, x):
         _check_input(x, self.num_features, "BatchNorm1d")
@@ -243,52 +277,65 @@ class BatchNorm1d(Module):
             raise ConfigError("BatchNorm1d needs at least 2 examples per batch in training")
         xc = self._buf("xc", x.shape, x.dtype)                         # x - mean, (N, H)
         out = self._buf("out", x.shape, x.dtype)
-        grain = max(1, (1 << 17) // h)
-        if self.training:
-            mean = np.add.reduce(x, axis=0) / n                        # (H,)
-            _blas.parallel_for(n, lambda lo, hi: np.subtract(x[lo:hi], mean, out=xc[lo:hi]), grain)
-            var = np.einsum("nh,nh->h", xc, xc) / n                    # (H,) biased
-            m = self.momentum
-            self.running_mean *= 1 - m
-            self.running_mean += m * mean
-            self.running_var *= 1 - m
-            self.running_var += (m * n / (n - 1)) * var
-        else:
-            np.subtract(x, self.running_mean, out=xc)
-            var = self.running_var
-        self.inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)  # (H,)
         self.xc = xc
-        scale, beta = self.gamma.data * self.inv_std, self.beta.data    # (H,)
+        if not self.training:
+            np.subtract(x, self.running_mean, out=xc)
+            self.inv_std = (1.0 / np.sqrt(self.running_var + self.eps)).astype(x.dtype)
+            np.multiply(xc, self.gamma.data * self.inv_std, out=out)
+            out += self.beta.data
+            return out
+        mean, var = self._buf("mean", (h,), x.dtype), self._buf("var", (h,), x.dtype)
+        inv_std = self.inv_std = self._buf("inv_std", (h,), x.dtype)
+        arrays = (x, xc, out, mean, var, inv_std, self.gamma.data, self.beta.data)
+        if not _kernels.run("batchnorm", h, arrays, scalars=(self.eps,), sizes=(n, h),
+                            grain=max(8, (1 << 15) // n)):
+            grain = max(1, (1 << 17) // h)
+            np.divide(np.add.reduce(x, axis=0), n, out=mean)           # (H,)
+            _blas.parallel_for(n, lambda lo, hi: np.subtract(x[lo:hi], mean, out=xc[lo:hi]), grain)
+            np.divide(np.add.reduce(np.multiply(xc, xc, out=out), axis=0), n, out=var)  # biased
+            np.divide(1.0, np.sqrt(var + self.eps), out=inv_std)
+            scale, beta = self.gamma.data * inv_std, self.beta.data    # (H,)
 
-        def piece(lo, hi):  # out = gamma * xhat + beta with xhat = xc * inv_std
-            np.multiply(xc[lo:hi], scale, out=out[lo:hi])
-            out[lo:hi] += beta
+            def piece(lo, hi):  # out = gamma * xhat + beta with xhat = xc * inv_std
+                np.multiply(xc[lo:hi], scale, out=out[lo:hi])
+                out[lo:hi] += beta
 
-        _blas.parallel_for(n, piece, grain)
+            _blas.parallel_for(n, piece, grain)
+        m = self.momentum
+        self.running_mean *= 1 - m
+        self.running_mean += m * mean
+        self.running_var *= 1 - m
+        self.running_var += (m * n / (n - 1)) * var
         return out
 
     def backward(self, dout):
         n, h = dout.shape
         xc, inv_std = self.xc, self.inv_std
-        dbeta = np.add.reduce(dout, axis=0)                            # (H,)
-        dgamma = np.einsum("nh,nh->h", dout, xc) * inv_std             # (H,) = sum dout * xhat
-        self.gamma.accumulate(dgamma)
-        self.beta.accumulate(dbeta)
-        scale = self.gamma.data * inv_std                              # (H,)
         dx = self._buf("dx", dout.shape, dout.dtype)
         if not self.training:  # running statistics are constants
-            return np.multiply(dout, scale, out=dx)
-        # dx = gamma/std * (dout - mean(dout) - xhat * mean(dout * xhat))
-        a, b = inv_std * dgamma / n, dbeta / n                        # (H,)
+            self.gamma.accumulate(np.einsum("nh,nh->h", dout, xc) * inv_std)
+            self.beta.accumulate(dout.sum(axis=0))
+            return np.multiply(dout, self.gamma.data * inv_std, out=dx)
+        dgamma, dbeta = self._buf("dgamma", (h,), dout.dtype), self._buf("dbeta", (h,), dout.dtype)
+        arrays = (dout, xc, dx, inv_std, self.gamma.data, dgamma, dbeta)
+        if not _kernels.run("batchnorm_backward", h, arrays, sizes=(n, h),
+                            grain=max(8, (1 << 15) // n)):
+            np.add.reduce(dout, axis=0, out=dbeta)                     # (H,)
+            np.add.reduce(np.multiply(dout, xc, out=dx), axis=0, out=dgamma)
+            dgamma *= inv_std                                          # (H,) = sum dout * xhat
+            # dx = gamma/std * (dout - mean(dout) - xhat * mean(dout * xhat))
+            a, b, scale = inv_std * dgamma / n, dbeta / n, self.gamma.data * inv_std  # (H,)
 
-        def piece(lo, hi):
-            d = dx[lo:hi]
-            np.multiply(xc[lo:hi], a, out=d)
-            np.subtract(dout[lo:hi], d, out=d)
-            d -= b
-            d *= scale
+            def piece(lo, hi):
+                d = dx[lo:hi]
+                np.multiply(xc[lo:hi], a, out=d)
+                np.subtract(dout[lo:hi], d, out=d)
+                d -= b
+                d *= scale
 
-        _blas.parallel_for(n, piece, max(1, (1 << 17) // h))
+            _blas.parallel_for(n, piece, max(1, (1 << 17) // h))
+        self.gamma.accumulate(dgamma)
+        self.beta.accumulate(dbeta)
         return dx
 
     def config(self):

@@ -195,11 +195,8 @@ class Adam(Optimizer):
         step, eps = -self.lr * math.sqrt(bc2) / bc1, self.eps * math.sqrt(bc2)
         arrays = (p.data, p.grad, state["m"], state["v"], self._tmp(p))
         if all(a.flags.c_contiguous and a.dtype == p.data.dtype for a in arrays):
-            kernel = _kernels.get("adam", p.data.dtype)
-            if kernel is not None:             # one fused, compiled pass (numba installed)
-                scalars = np.array([b1, 1.0 - b1, b2, 1.0 - b2, eps, step, decay, l2])
-                addresses = np.array([a.ctypes.data for a in arrays[:4]], np.int64)
-                _blas.parallel_for_kernel(p.data.size, kernel, scalars, addresses, grain=1 << 15)
+            if _kernels.run("adam", p.data.size, arrays[:4], grain=1 << 15,   # numba installed
+                            scalars=(b1, 1.0 - b1, b2, 1.0 - b2, eps, step, decay, l2)):
                 return
             arrays = tuple(a.reshape(-1) for a in arrays)   # flat views: pieces of any size
         W, G, M, V, T = arrays                              # (else pieces are row blocks)
