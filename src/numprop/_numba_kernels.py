@@ -1,0 +1,312 @@
+"""The compiled kernels behind ``numprop._kernels`` (imported only when numba is).
+
+Every kernel is a C function with the signature OpenBLAS calls a piece with,
+``(width, n, k, alpha, a, lda, b, ldb, c, ldc, sb)``, and covers the items
+``[lo, lo + width)`` with ``lo = a // 4``. ``b`` holds float64 scalars; ``c``
+holds int64s: the item size (4 or 8, which picks float32 or float64), then
+the sizes and data addresses the kernel's docstring lists.
+
+Each kernel does the same arithmetic in the same order as the NumPy code it
+replaces (see the callers), so the two paths give the same bits. Loops that
+LLVM must vectorise take 1-D contiguous arrays, count from 0 and are never
+inlined: only then does numba tell LLVM that the arrays do not overlap.
+Everything here is module-level, so numba's disk cache can hold it.
+"""
+
+import numba
+import numpy as np
+from numba import carray, types
+from numba.extending import intrinsic
+
+SIGNATURE = types.intc(types.int64, types.int64, types.int64, types.float32, types.int64,
+                       types.int64, types.CPointer(types.float64), types.int64,
+                       types.CPointer(types.int64), types.int64, types.voidptr)
+
+jit = numba.njit(error_model="numpy", cache=True)
+loop = numba.njit(error_model="numpy", cache=True, inline="never")
+kernel = numba.cfunc(SIGNATURE, nopython=True, error_model="numpy", cache=True)
+
+
+@intrinsic
+def _pointer(typingctx, address, dtype):
+    """An int64 address as a pointer to `dtype` (numba has no cast for it)."""
+    target = dtype.dtype
+    sig = types.CPointer(target)(types.int64, dtype)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(types.CPointer(target)))
+
+    return sig, codegen
+
+
+@jit
+def _array(ints, j, dtype, size):
+    """The 1-D array of `size` items of `dtype` at address ints[j]."""
+    return carray(_pointer(ints[j], dtype), size)
+
+
+# --- Adam / AdamW: scalars (b1, 1-b1, b2, 1-b2, eps, step, decay, l2), ints (W, G, M, V) ---
+
+@loop
+def _adam_loop(w, g, m, v, b1, c1, b2, c2, eps, step, decay, l2):
+    for i in range(w.size):
+        gi = g[i] + l2 * w[i]                                  # Adam's L2 term (0 for AdamW)
+        mi = m[i] * b1 + gi * c1
+        vi = v[i] * b2 + (gi * gi) * c2
+        m[i], v[i] = mi, vi
+        w[i] = w[i] * decay + (mi / (np.sqrt(vi) + eps)) * step   # decay: AdamW's (1 for Adam)
+
+
+@jit
+def _adam_piece(lo, hi, s, ints, dtype):
+    w, g, m, v = (_array(ints, 1, dtype, hi)[lo:], _array(ints, 2, dtype, hi)[lo:],
+                  _array(ints, 3, dtype, hi)[lo:], _array(ints, 4, dtype, hi)[lo:])
+    _adam_loop(w, g, m, v, dtype(s[0]), dtype(s[1]), dtype(s[2]), dtype(s[3]), dtype(s[4]),
+               dtype(s[5]), dtype(s[6]), dtype(s[7]))
+
+
+@kernel
+def adam(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    if ints[0] == 4:
+        _adam_piece(a // 4, a // 4 + width, s, ints, np.float32)
+    else:
+        _adam_piece(a // 4, a // 4 + width, s, ints, np.float64)
+    return 0
+
+
+# --- ReLU: ints (x, y), y = max(x, 0) (NaN stays NaN, as with np.maximum) ---------------
+
+@loop
+def _relu_loop(x, y):
+    for i in range(x.size):
+        y[i] = 0 if x[i] < 0 else x[i]
+
+
+@jit
+def _relu_piece(lo, hi, ints, dtype):
+    _relu_loop(_array(ints, 1, dtype, hi)[lo:], _array(ints, 2, dtype, hi)[lo:])
+
+
+@kernel
+def relu(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    if ints[0] == 4:
+        _relu_piece(a // 4, a // 4 + width, ints, np.float32)
+    else:
+        _relu_piece(a // 4, a // 4 + width, ints, np.float64)
+    return 0
+
+
+# --- ReLU backward: ints (y, dout, dx), dx = dout * (y > 0) -----------------------------
+
+@loop
+def _relu_backward_loop(y, dout, dx, one, zero):
+    for i in range(y.size):
+        dx[i] = dout[i] * (one if y[i] > 0 else zero)
+
+
+@jit
+def _relu_backward_piece(lo, hi, ints, dtype):
+    _relu_backward_loop(_array(ints, 1, dtype, hi)[lo:], _array(ints, 2, dtype, hi)[lo:],
+                        _array(ints, 3, dtype, hi)[lo:], dtype(1), dtype(0))
+
+
+@kernel
+def relu_backward(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    if ints[0] == 4:
+        _relu_backward_piece(a // 4, a // 4 + width, ints, np.float32)
+    else:
+        _relu_backward_piece(a // 4, a // 4 + width, ints, np.float64)
+    return 0
+
+
+# --- Elementwise product: ints (x, y, out), out = x * y (Dropout's backward) ------------
+
+@loop
+def _multiply_loop(x, y, out):
+    for i in range(x.size):
+        out[i] = x[i] * y[i]
+
+
+@jit
+def _multiply_piece(lo, hi, ints, dtype):
+    _multiply_loop(_array(ints, 1, dtype, hi)[lo:], _array(ints, 2, dtype, hi)[lo:],
+                   _array(ints, 3, dtype, hi)[lo:])
+
+
+@kernel
+def multiply(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    if ints[0] == 4:
+        _multiply_piece(a // 4, a // 4 + width, ints, np.float32)
+    else:
+        _multiply_piece(a // 4, a // 4 + width, ints, np.float64)
+    return 0
+
+
+# --- Dropout forward: scalars (threshold, scale), ints (N, key, x, mask, out) -----------
+# Element e's bits are lane e % 4 of mix64(key + e // 4) (layers.dropout_bits); pieces
+# are ranges of 64-bit words. Each element hashes its own word: 4 times the hashing,
+# but a loop LLVM vectorises (3 times faster than hashing once per word).
+
+@jit
+def _mix64(z):
+    """SplitMix64's output function (Steele, Lea & Flood 2014), after a golden-ratio step."""
+    z = z * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@loop
+def _dropout_loop(start, key, x, mask, out, threshold, scale, zero):
+    for j in range(x.size):
+        e = np.uint64(start + j)
+        z = _mix64(key + (e >> np.uint64(2)))
+        bits = (z >> ((e & np.uint64(3)) << np.uint64(4))) & np.uint64(0xFFFF)
+        mask[j] = scale if bits >= threshold else zero          # == (bits >= t) * scale
+        out[j] = x[j] * mask[j]
+
+
+@jit
+def _dropout_piece(first, words, s, ints, dtype):
+    size = ints[1]
+    lo, hi = 4 * first, min(4 * (first + words), size)
+    x, mask, out = (_array(ints, 3, dtype, size), _array(ints, 4, dtype, size),
+                    _array(ints, 5, dtype, size))
+    _dropout_loop(lo, np.uint64(ints[2]), x[lo:hi], mask[lo:hi], out[lo:hi], np.uint64(s[0]),
+                  dtype(s[1]), dtype(0))
+
+
+@kernel
+def dropout(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    if ints[0] == 4:
+        _dropout_piece(a // 4, width, s, ints, np.float32)
+    else:
+        _dropout_piece(a // 4, width, s, ints, np.float64)
+    return 0
+
+
+# --- Row-segment loops for BatchNorm1d (columns [lo, hi) of one row) --------------------
+
+@loop
+def _copy(dst, src):
+    for j in range(dst.size):
+        dst[j] = src[j]
+
+
+@loop
+def _add(acc, row):
+    for j in range(acc.size):
+        acc[j] += row[j]
+
+
+@loop
+def _product(out, x, y):
+    for j in range(out.size):
+        out[j] = x[j] * y[j]
+
+
+@loop
+def _add_product(acc, x, y):
+    for j in range(acc.size):
+        acc[j] += x[j] * y[j]
+
+
+@loop
+def _subtract(out, row, vec):
+    for j in range(out.size):
+        out[j] = row[j] - vec[j]
+
+
+@loop
+def _center_add_square(acc, out, row, vec):
+    for j in range(acc.size):
+        out[j] = row[j] - vec[j]
+        acc[j] += out[j] * out[j]
+
+
+@loop
+def _affine(out, row, gamma, inv_std, beta):
+    for j in range(out.size):
+        out[j] = row[j] * (gamma[j] * inv_std[j]) + beta[j]
+
+
+@loop
+def _batchnorm_dx(dx, dout, xc, a, b, c):
+    for j in range(dx.size):
+        dx[j] = ((dout[j] - xc[j] * a[j]) - b[j]) * c[j]
+
+
+# --- BatchNorm1d forward in training: scalars (eps,),
+# ints (N, H, x, xc, out, mean, var, inv_std, gamma, beta); pieces are column blocks.
+# mean and biased var per column (sums over rows in order, as NumPy's reductions along
+# axis 0), inv_std = 1 / sqrt(var + eps), xc = x - mean, out = xc * (gamma inv_std) + beta.
+
+@jit
+def _batchnorm_piece(lo, hi, s, ints, dtype):
+    n, h = ints[1], ints[2]
+    x, xc, out = (_array(ints, 3, dtype, n * h), _array(ints, 4, dtype, n * h),
+                  _array(ints, 5, dtype, n * h))
+    m, v, inv_std = (_array(ints, 6, dtype, h)[lo:hi], _array(ints, 7, dtype, h)[lo:hi],
+                     _array(ints, 8, dtype, h)[lo:hi])
+    gamma, beta = _array(ints, 9, dtype, h)[lo:hi], _array(ints, 10, dtype, h)[lo:hi]
+    _copy(m, x[lo:hi])
+    for i in range(1, n):
+        _add(m, x[i * h + lo:i * h + hi])
+    for j in range(hi - lo):
+        m[j] /= dtype(n)
+    _subtract(xc[lo:hi], x[lo:hi], m)
+    _product(v, xc[lo:hi], xc[lo:hi])
+    for i in range(1, n):                          # xc = x - mean and var += xc^2, one pass
+        _center_add_square(v, xc[i * h + lo:i * h + hi], x[i * h + lo:i * h + hi], m)
+    eps = dtype(s[0])
+    for j in range(hi - lo):
+        v[j] /= dtype(n)
+        inv_std[j] = dtype(1) / np.sqrt(v[j] + eps)
+    for i in range(n):
+        _affine(out[i * h + lo:i * h + hi], xc[i * h + lo:i * h + hi], gamma, inv_std, beta)
+
+
+@kernel
+def batchnorm(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    if ints[0] == 4:
+        _batchnorm_piece(a // 4, a // 4 + width, s, ints, np.float32)
+    else:
+        _batchnorm_piece(a // 4, a // 4 + width, s, ints, np.float64)
+    return 0
+
+
+# --- BatchNorm1d backward in training:
+# ints (N, H, dout, xc, dx, inv_std, gamma, dgamma, dbeta); pieces are column blocks.
+# dbeta = sum dout; dgamma = (sum dout xc) inv_std;
+# dx = ((dout - xc (inv_std dgamma / N)) - dbeta / N) (gamma inv_std).
+
+@jit
+def _batchnorm_backward_piece(lo, hi, ints, dtype):
+    n, h = ints[1], ints[2]
+    dout, xc, dx = (_array(ints, 3, dtype, n * h), _array(ints, 4, dtype, n * h),
+                    _array(ints, 5, dtype, n * h))
+    inv_std, gamma = _array(ints, 6, dtype, h)[lo:hi], _array(ints, 7, dtype, h)[lo:hi]
+    dgamma, dbeta = _array(ints, 8, dtype, h)[lo:hi], _array(ints, 9, dtype, h)[lo:hi]
+    _copy(dbeta, dout[lo:hi])
+    _product(dgamma, dout[lo:hi], xc[lo:hi])
+    for i in range(1, n):
+        _add(dbeta, dout[i * h + lo:i * h + hi])
+        _add_product(dgamma, dout[i * h + lo:i * h + hi], xc[i * h + lo:i * h + hi])
+    a, b, c = np.empty_like(inv_std), np.empty_like(inv_std), np.empty_like(inv_std)
+    for j in range(hi - lo):
+        dgamma[j] *= inv_std[j]
+        a[j] = inv_std[j] * dgamma[j] / dtype(n)
+        b[j] = dbeta[j] / dtype(n)
+        c[j] = gamma[j] * inv_std[j]
+    for i in range(n):
+        _batchnorm_dx(dx[i * h + lo:i * h + hi], dout[i * h + lo:i * h + hi],
+                      xc[i * h + lo:i * h + hi], a, b, c)
+
+
+@kernel
+def batchnorm_backward(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    if ints[0] == 4:
+        _batchnorm_backward_piece(a // 4, a // 4 + width, ints, np.float32)
+    else:
+        _batchnorm_backward_piece(a // 4, a // 4 + width, ints, np.float64)
+    return 0
