@@ -138,16 +138,12 @@ class Data:
         out *= self.inv_std
 
     def make_with_numprop(self):
-        """The same NumPy calls on blocks of rows, on all cores, through numprop's parallel_for."""
-        from numprop._blas import parallel_for
-        plain = self.make
+        """numprop's own gather-and-standardise (one pass, all cores: preprocess.affine_rows)."""
+        from numprop.preprocess import affine_rows
+        mean, inv_std = self.mean, self.inv_std
 
         def make(idx, source, u8, out):
-            if idx is None:
-                piece = lambda lo, hi: plain(None, source[lo:hi], None, out[lo:hi])  # noqa: E731
-            else:
-                piece = lambda lo, hi: plain(idx[lo:hi], source, u8[lo:hi], out[lo:hi])  # noqa: E731
-            parallel_for(len(out), piece, grain=32)
+            affine_rows(source, mean, inv_std, out, idx)
         self.make = make
 
     def make_with_torch(self, torch):

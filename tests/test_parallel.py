@@ -11,7 +11,7 @@ import pytest
 
 import numprop as npp
 from numprop import _blas, _kernels
-from numprop.preprocess import Standardize
+from numprop.preprocess import Standardize, affine_rows
 
 
 def test_pool_is_used_where_it_can_be():
@@ -129,7 +129,7 @@ def test_adam_gives_the_same_bits_in_parallel(make_opt, monkeypatch, numpy_only)
     _assert_same(*_both_paths(run, monkeypatch))
 
 
-def test_standardize_gives_the_same_bits_in_parallel(monkeypatch):
+def test_standardize_gives_the_same_bits_in_parallel(monkeypatch, numpy_only):
     rng = np.random.default_rng(2)
     images = rng.integers(0, 256, (500, 3072), dtype=np.uint8)
     prep = Standardize().fit(images)
@@ -209,3 +209,23 @@ def test_layer_kernels_match_the_numpy_path_bit_for_bit(make, shape, monkeypatch
         _assert_same(compiled, _layer_run(make, True, shape=shape))
     monkeypatch.setattr(_kernels, "get", lambda name: None)
     _assert_same(compiled, _layer_run(make, True, shape=shape))
+
+
+@pytest.mark.parametrize("with_rows", [False, True])
+def test_gather_and_standardise_kernel_matches_numpy_bit_for_bit(with_rows, monkeypatch):
+    rng = np.random.default_rng(3)
+    source = rng.integers(0, 256, (700, 3072), dtype=np.uint8)
+    shift, scale = (rng.random(3072, dtype=np.float32) * 200, rng.random(3072, dtype=np.float32))
+    rows = rng.integers(-5, 705, 300) if with_rows else None       # out of range: clipped
+    b = len(rows) if with_rows else len(source)
+
+    def run():
+        return [affine_rows(source, shift, scale, np.empty((b, 3072), np.float32), rows)]
+
+    compiled = run()
+    expected = (source.take(rows, axis=0, mode="clip") if with_rows else source) - shift
+    np.testing.assert_array_equal(compiled[0], (expected * scale).astype(np.float32))
+    with _blas.serial():
+        _assert_same(compiled, run())
+    monkeypatch.setattr(_kernels, "get", lambda name: None)
+    _assert_same(compiled, run())

@@ -35,20 +35,25 @@ def _compiled():
     return _numba_kernels
 
 
-def run(name: str, n: int, arrays, scalars=(), sizes=(), grain: int = 1 << 16) -> bool:
+def run(name: str, n: int, arrays, scalars=(), sizes=(), grain: int = 1 << 16,
+        others=()) -> bool:
     """Run kernel `name` over range(n) on all cores if it exists for these arrays.
 
     arrays: C-contiguous, all of the first one's dtype, float32 or float64;
-    the kernel gets (item size, *sizes, *addresses) as its int64 arguments.
-    Returns False (and does nothing) when the caller must use its NumPy code.
+    others: C-contiguous arrays of the dtypes the kernel expects. The kernel
+    gets (item size, *sizes, *addresses of arrays, *addresses of others) as
+    its int64 arguments. Returns False (and does nothing) when the caller
+    must use its NumPy code.
     """
     dtype = arrays[0].dtype
-    if dtype not in _FLOATS or not all(a.flags.c_contiguous and a.dtype == dtype for a in arrays):
+    if (dtype not in _FLOATS or not all(a.flags.c_contiguous and a.dtype == dtype for a in arrays)
+            or not all(a.flags.c_contiguous for a in others)):
         return False
     kernel = get(name)
     if kernel is None:
         return False
-    ints = np.array([dtype.itemsize, *sizes, *(a.ctypes.data for a in arrays)], np.int64)
+    addresses = [a.ctypes.data for a in (*arrays, *others)]
+    ints = np.array([dtype.itemsize, *sizes, *addresses], np.int64)
     _blas.parallel_for_kernel(n, kernel, np.array(scalars, np.float64), ints, grain)
     return True
 

@@ -310,3 +310,33 @@ def batchnorm_backward(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
     else:
         _batchnorm_backward_piece(a // 4, a // 4 + width, ints, np.float64)
     return 0
+
+
+# --- Gather and standardise: ints (D, N, out, shift, scale, source uint8, rows int64) ---
+# out[i] = (source[rows[i]] - shift) * scale, rows clipped to [0, N) (np.take's "clip");
+# pieces are rows of out.
+
+@loop
+def _affine_row(out, src, shift, scale):
+    for j in range(out.size):
+        out[j] = (src[j] - shift[j]) * scale[j]
+
+
+@jit
+def _affine_rows_piece(lo, hi, ints, dtype):
+    d, n = ints[1], ints[2]
+    out = _array(ints, 3, dtype, hi * d)
+    shift, scale = _array(ints, 4, dtype, d), _array(ints, 5, dtype, d)
+    source, rows = _array(ints, 6, np.uint8, n * d), _array(ints, 7, np.int64, hi)
+    for i in range(lo, hi):
+        r = min(max(rows[i], 0), n - 1)
+        _affine_row(out[i * d:(i + 1) * d], source[r * d:(r + 1) * d], shift, scale)
+
+
+@kernel
+def affine_rows(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    if ints[0] == 4:
+        _affine_rows_piece(a // 4, a // 4 + width, ints, np.float32)
+    else:
+        _affine_rows_piece(a // 4, a // 4 + width, ints, np.float64)
+    return 0

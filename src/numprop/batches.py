@@ -191,11 +191,15 @@ class BatchLoader:
         for k in range(len(self)):
             idx = order[k * self.batch_size : (k + 1) * self.batch_size]
             b = idx.size
-            batch = self._images_buf[:b]
-            np.take(self.images, idx, axis=0, out=batch, mode="clip")
-            if self.augment is not None:
-                batch = self.augment(batch, self.rng, out=self._augment_buf[:b])
-            x = self.preprocessing.transform(batch, out=self._x_buf[:b])
+            if self.augment is None and hasattr(self.preprocessing, "transform_rows"):
+                # gather and convert in one pass (indices were checked above)
+                x = self.preprocessing.transform_rows(self.images, idx, out=self._x_buf[:b])
+            else:
+                batch = self._images_buf[:b]
+                np.take(self.images, idx, axis=0, out=batch, mode="clip")
+                if self.augment is not None:
+                    batch = self.augment(batch, self.rng, out=self._augment_buf[:b])
+                x = self.preprocessing.transform(batch, out=self._x_buf[:b])
             y = self._y_buf[:b]
             np.take(self.labels, idx, out=y, mode="clip")
             yield x, y

@@ -15,7 +15,7 @@ import numbers
 
 import numpy as np
 
-from numprop import _blas
+from numprop import _blas, _kernels
 from numprop.errors import ConfigError, DataError
 
 __all__ = [
@@ -49,6 +49,30 @@ def _row_blocks(rows: np.ndarray, size: int = _FIT_CHUNK):
     """Yield consecutive blocks of rows as float64, for accurate statistics with bounded memory."""
     for start in range(0, rows.shape[0], size):
         yield rows[start : start + size].astype(np.float64)
+
+
+def affine_rows(source: np.ndarray, shift: np.ndarray, scale: np.ndarray, out: np.ndarray,
+                rows: np.ndarray | None = None) -> np.ndarray:
+    """``out[i] = (source[rows[i]] - shift) * scale`` on all cores; rows None: every row.
+
+    source (N, D) uint8 or float, shift and scale (D,) and out (B, D) of out's
+    float dtype, rows (B,) integers, clipped to [0, N) (check them first).
+    Gathering and converting in one pass saves the uint8 batch buffer.
+    """
+    index = np.arange(len(source)) if rows is None else np.asarray(rows, np.int64)
+    if source.dtype == np.uint8 and _kernels.run(
+            "affine_rows", len(out), (out, shift, scale), sizes=(source.shape[1], len(source)),
+            others=(source, index), grain=max(1, (1 << 15) // max(1, source.shape[1]))):
+        return out
+
+    def piece(lo, hi):
+        # The ufunc casts uint8 to float32 in small internal buffers: no (N, D) temporary.
+        block = source[lo:hi] if rows is None else source.take(index[lo:hi], axis=0, mode="clip")
+        np.subtract(block, shift, out=out[lo:hi])
+        out[lo:hi] *= scale
+
+    _blas.parallel_for(len(out), piece, grain=max(1, (1 << 17) // max(1, source.shape[1])))
+    return out
 
 
 class Preprocessing:
@@ -132,14 +156,14 @@ class _AffinePerValue(Preprocessing):
     def transform(self, images: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(x - shift) * scale as float32 (N, D), written into `out` when given."""
         rows, out = self._prepare(images, out)
+        return affine_rows(np.ascontiguousarray(rows), self._shift, self._scale, out)
 
-        def piece(lo, hi):
-            # The ufunc casts uint8 to float32 in small internal buffers: no (N, D) temporary.
-            np.subtract(rows[lo:hi], self._shift, out=out[lo:hi])
-            out[lo:hi] *= self._scale
-
-        _blas.parallel_for(rows.shape[0], piece, grain=max(1, (1 << 17) // max(1, rows.shape[1])))
-        return out
+    def transform_rows(self, images: np.ndarray, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """transform(images[rows]) in one pass, without the gathered copy; rows must lie in [0, N)."""
+        source = _as_rows(images)
+        # _prepare checks the fit, the width and `out` against a (len(rows), D) batch.
+        _, out = self._prepare(np.broadcast_to(source[:1], (len(rows), source.shape[1])), out)
+        return affine_rows(np.ascontiguousarray(source), self._shift, self._scale, out, rows)
 
 
 class Standardize(_AffinePerValue):
@@ -235,7 +259,7 @@ class MeanImage(_AffinePerValue):
     def _set(self, mean: np.ndarray, std: float, input_dim: int) -> None:
         self.mean, self.std, self.input_dim = mean, std, input_dim
         self._shift = mean.astype(np.float32)
-        self._scale = np.float32(1.0 / std if std > 0 else 1.0)
+        self._scale = np.full(input_dim, 1.0 / std if std > 0 else 1.0, np.float32)
 
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
         """Arrays {'mean' (D,), 'std' ()} and params {'input_dim'}."""
