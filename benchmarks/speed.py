@@ -250,7 +250,9 @@ class NumpropSide(_TrainingSide):
         import numprop as npp
         from numprop import _blas
         self.np, self.npp, self.cfg, self.data = np, npp, cfg, data
-        self.info = {"fast_blas": _blas.available(), "parallel_elementwise": _blas.parallel_available()}
+        from numprop import _kernels
+        self.info = {"fast_blas": _blas.available(), "parallel_elementwise": _blas.parallel_available(),
+                     "numba_kernels": _kernels.get("adam") is not None}
         data.make_with_numprop()
 
     def setup(self):
@@ -748,7 +750,9 @@ def machine(results):
              "- numprop worker BLAS (threadpoolctl): " + "; ".join(
                  f"{p['internal_api']} {p['version']} kernel {p['architecture']}, "
                  f"{p['num_threads']} threads" for p in np_pools)
-             + f"; numprop ctypes GEMM fast path: {r0['numprop']['info'].get('fast_blas')}",
+             + f"; numprop ctypes GEMM fast path: {r0['numprop']['info'].get('fast_blas')}"
+             + f"; elementwise work on OpenBLAS's threads: {r0['numprop']['info'].get('parallel_elementwise')}"
+             + f"; numba kernels: {r0['numprop']['info'].get('numba_kernels')}",
              "- PyTorch worker pools (threadpoolctl): " + "; ".join(
                  f"{p['internal_api']} {p['num_threads']} threads ({Path(p['filepath']).name})"
                  for p in t_pools)]
@@ -781,8 +785,14 @@ initial weights (numprop's He/Glorot init with seed 0, copied into torch as
 `weight = W.T`), same optimizer (SGD lr 0.01 momentum 0.9, or Adam lr 1e-3),
 same batch size, same data order (one shared permutation per epoch, the last
 partial batch included) and {THREADS} threads. Images stay uint8 and every side
-converts each batch to float32 with per-channel standardisation by the same
-NumPy code, inside the timed epoch. Each side lives in its own subprocess; the
+gathers and converts each batch to float32 with per-channel standardisation,
+inside the timed epoch, with its own tools: numprop with
+`numprop.preprocess.affine_rows` (one pass on all cores), PyTorch with
+`index_select`, `sub` and `mul_` on its own threads; the numbers are identical.
+numprop's elementwise work (ReLU, Dropout, BatchNorm, Adam, the batch
+conversion) runs as compiled numba kernels on OpenBLAS's threads when numba is
+installed (the `fast` extra; status in the Machine section), as it is here.
+Each side lives in its own subprocess; the
 parent runs a warm-up epoch on each, then {args.repeats} timed epochs per side,
 alternating the order (numprop first on odd repeats, last on even ones); the
 numbers are medians. sklearn's `MLPClassifier` (float32 input, alpha=0,
@@ -791,9 +801,9 @@ gets {args.sklearn_repeats} timed epoch(s). † sklearn has no BatchNorm/Dropout
 for that row it trains the plain 3×1024 MLP, shown for reference and left out
 of the target.
 "w/o batch conversion": the same, less the time numprop's epoch spent turning
-uint8 batches into standardised float32 (the benchmark's code, timed inside the
-epoch; PyTorch pays the same, sklearn gets its float32 array ready-made, so the
-second speed-up is the like-for-like one). Epochs marked `*` in the raw log ran
+uint8 batches into standardised float32 (timed inside the epoch; PyTorch pays
+for its own, sklearn gets its float32 array ready-made, so the second speed-up
+is the like-for-like one). Epochs marked `*` in the raw log ran
 with under 1.5 cores busy: another process had the CPU.
 "Trainer.fit" is the same numprop model trained through `numprop.train.Trainer`
 (same batches; it also counts correct predictions each step), timed in the same
