@@ -115,8 +115,9 @@ def _layer_run(make, training, shape=(600, 1024)):
     lambda ps: npp.Adam(ps, lr=1e-3),
     lambda ps: npp.Adam(ps, lr=1e-3, weight_decay=0.1),
     lambda ps: npp.AdamW(ps, lr=1e-3, weight_decay=0.1),
-], ids=["adam", "adam-l2", "adamw"])
-def test_adam_gives_the_same_bits_in_parallel(make_opt, monkeypatch, numpy_only):
+    lambda ps: npp.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-3),
+], ids=["adam", "adam-l2", "adamw", "sgd-momentum-wd"])
+def test_optimizers_give_the_same_bits_in_parallel(make_opt, monkeypatch, numpy_only):
     def run():
         rng = np.random.default_rng(1)
         p = npp.Parameter(rng.standard_normal((300, 700)).astype(np.float32))
@@ -140,8 +141,8 @@ def test_standardize_gives_the_same_bits_in_parallel(monkeypatch, numpy_only):
 
 def test_numba_kernels_are_in_use_in_the_test_install():
     assert importlib.util.find_spec("numba") is not None, "pip install -e '.[test]' brings numba"
-    for name in ("adam", "relu", "relu_backward", "multiply", "dropout", "batchnorm",
-                 "batchnorm_backward"):
+    for name in ("adam", "sgd_momentum", "relu", "relu_backward", "multiply", "dropout",
+                 "batchnorm", "batchnorm_backward", "affine_rows"):
         assert _kernels.get(name) is not None, name
 
 
@@ -162,19 +163,22 @@ def _adam_run(make_opt, dtype=np.float32, shape=(300, 700), steps=3):
 
 
 ADAMS = [lambda ps: npp.Adam(ps, lr=1e-3), lambda ps: npp.Adam(ps, lr=1e-3, weight_decay=0.1),
-         lambda ps: npp.AdamW(ps, lr=1e-3, weight_decay=0.1)]
+         lambda ps: npp.AdamW(ps, lr=1e-3, weight_decay=0.1),
+         lambda ps: npp.SGD(ps, lr=0.05, momentum=0.9),
+         lambda ps: npp.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-3)]
+OPT_IDS = ["adam", "adam-l2", "adamw", "sgd-momentum", "sgd-momentum-wd"]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("make_opt", ADAMS, ids=["adam", "adam-l2", "adamw"])
-def test_adam_kernel_matches_the_numpy_path_bit_for_bit(make_opt, dtype, monkeypatch):
+@pytest.mark.parametrize("make_opt", ADAMS, ids=OPT_IDS)
+def test_optimizer_kernels_match_the_numpy_path_bit_for_bit(make_opt, dtype, monkeypatch):
     compiled = _adam_run(make_opt, dtype)
     monkeypatch.setattr(_kernels, "get", lambda name: None)
     _assert_same(compiled, _adam_run(make_opt, dtype))
 
 
-@pytest.mark.parametrize("make_opt", ADAMS, ids=["adam", "adam-l2", "adamw"])
-def test_adam_kernel_gives_the_same_bits_in_parallel(make_opt):
+@pytest.mark.parametrize("make_opt", ADAMS, ids=OPT_IDS)
+def test_optimizer_kernels_give_the_same_bits_in_parallel(make_opt):
     parallel = _adam_run(make_opt)
     with _blas.serial():
         serial = _adam_run(make_opt)

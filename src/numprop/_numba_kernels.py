@@ -74,6 +74,33 @@ def adam(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
     return 0
 
 
+# --- SGD with momentum, after v = m v + g: scalars (wd, -lr), ints (W, V) -------------
+# v += wd W (when wd != 0), then W += (-lr) v.
+
+@loop
+def _sgd_momentum_loop(w, v, wd, step):
+    decay = wd != 0
+    for i in range(w.size):
+        vi = v[i] + w[i] * wd if decay else v[i]
+        v[i] = vi
+        w[i] = w[i] + vi * step
+
+
+@jit
+def _sgd_momentum_piece(lo, hi, s, ints, dtype):
+    _sgd_momentum_loop(_array(ints, 1, dtype, hi)[lo:], _array(ints, 2, dtype, hi)[lo:],
+                       dtype(s[0]), dtype(s[1]))
+
+
+@kernel
+def sgd_momentum(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    if ints[0] == 4:
+        _sgd_momentum_piece(a // 4, a // 4 + width, s, ints, np.float32)
+    else:
+        _sgd_momentum_piece(a // 4, a // 4 + width, s, ints, np.float64)
+    return 0
+
+
 # --- ReLU: ints (x, y), y = max(x, 0) (NaN stays NaN, as with np.maximum) ---------------
 
 @loop

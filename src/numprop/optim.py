@@ -152,16 +152,32 @@ class SGD(Optimizer):
                 v *= self.momentum
         else:
             _blas.axpby(1.0, p.grad, self.momentum, v)
-        if wd:
-            _blas.axpby(wd, p.data, 1.0, v)
         if self.nesterov:              # W -= lr (g + wd W + m v)
+            if wd:
+                _blas.axpby(wd, p.data, 1.0, v)
             g = self._tmp(p)
             np.multiply(p.data, wd, out=g)
             g += p.grad
             _blas.axpby(self.momentum, v, 1.0, g)
             _blas.axpby(-self.lr, g, 1.0, p.data)
-        else:
-            _blas.axpby(-self.lr, v, 1.0, p.data)
+            return
+        # v += wd W, then W -= lr v: one pass over both (numba), or NumPy on row blocks.
+        arrays = (p.data, v, self._tmp(p))
+        step = -self.lr
+        if all(a.flags.c_contiguous for a in arrays):
+            if _kernels.run("sgd_momentum", v.size, arrays[:2], scalars=(wd, step), grain=1 << 15):
+                return
+            arrays = tuple(a.reshape(-1) for a in arrays)
+        W, V, T = arrays
+
+        def piece(lo, hi):  # the kernel's arithmetic, in the same order
+            if wd:
+                np.multiply(W[lo:hi], wd, out=T[lo:hi])
+                V[lo:hi] += T[lo:hi]
+            np.multiply(V[lo:hi], step, out=T[lo:hi])
+            W[lo:hi] += T[lo:hi]
+
+        _blas.parallel_for(len(W), piece, grain=1 << 15)
 
 
 class Adam(Optimizer):
