@@ -11,7 +11,8 @@ import pytest
 
 import numprop as npp
 from numprop import _blas, _kernels
-from numprop.preprocess import Standardize, affine_rows
+from numprop.batches import Augment, BatchLoader
+from numprop.preprocess import MeanImage, Standardize, affine_rows
 
 
 def test_pool_is_used_where_it_can_be():
@@ -142,7 +143,7 @@ def test_standardize_gives_the_same_bits_in_parallel(monkeypatch, numpy_only):
 def test_numba_kernels_are_in_use_in_the_test_install():
     assert importlib.util.find_spec("numba") is not None, "pip install -e '.[test]' brings numba"
     for name in ("adam", "sgd_momentum", "relu", "relu_backward", "multiply", "dropout",
-                 "batchnorm", "batchnorm_backward", "affine_rows"):
+                 "batchnorm", "batchnorm_backward", "affine_rows", "augment_rows"):
         assert _kernels.get(name) is not None, name
 
 
@@ -233,3 +234,32 @@ def test_gather_and_standardise_kernel_matches_numpy_bit_for_bit(with_rows, monk
         _assert_same(compiled, run())
     monkeypatch.setattr(_kernels, "get", lambda name: None)
     _assert_same(compiled, run())
+
+
+@pytest.mark.parametrize("augment", [Augment(flip=True, crop_padding=0), Augment(flip=True, crop_padding=4),
+                                     Augment(flip=False, crop_padding=3)], ids=["flip", "flip-crop", "crop"])
+@pytest.mark.parametrize("prep", [Standardize, MeanImage], ids=["standardize", "mean-image"])
+def test_augmented_batches_kernel_matches_the_numpy_path_bit_for_bit(augment, prep, monkeypatch):
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 256, (300, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, 300)
+    fitted = prep().fit(images)
+    used = []
+    real_run = _kernels.run
+
+    def spy(name, *args, **kwargs):
+        ran = real_run(name, *args, **kwargs)
+        used.append((name, ran))
+        return ran
+
+    def batches():
+        loader = BatchLoader(images, labels, fitted, 64, rng=np.random.default_rng(9), augment=augment)
+        return [a.copy() for x, y in loader for a in (x, y)]
+
+    monkeypatch.setattr(_kernels, "run", spy)
+    compiled = batches()
+    assert ("augment_rows", True) in used
+    with _blas.serial():
+        _assert_same(compiled, batches())
+    monkeypatch.setattr(_kernels, "get", lambda name: None)
+    _assert_same(compiled, batches())

@@ -367,3 +367,48 @@ def affine_rows(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
     else:
         _affine_rows_piece(a // 4, a // 4 + width, ints, np.float64)
     return 0
+
+
+# --- Gather, augment and standardise images:
+# ints (H, W, C, N, out, shift, scale, images uint8, rows int64, flips uint8, dy int64, dx int64).
+# Output image i, pixel (y, x), channel c reads image rows[i] (clipped to [0, N)) at row
+# y + dy[i] and column x + dx[i], mirrored (W - 1 - column) when flips[i]; outside the
+# image it reads 0. Then (value - shift) * scale, as batches.Augment.apply followed by
+# preprocess.affine_rows. Pieces are output images.
+
+@loop
+def _augment_image(out, src, h, w, c, flip, oy, ox, shift, scale):
+    for y in range(h):
+        sy = y + oy
+        for x in range(w):
+            sx = x + ox
+            col = w - 1 - sx if flip else sx
+            inside = 0 <= sy < h and 0 <= col < w
+            for k in range(c):
+                j = (y * w + x) * c + k
+                value = src[(sy * w + col) * c + k] if inside else np.uint8(0)
+                out[j] = (value - shift[j]) * scale[j]
+
+
+@jit
+def _augment_rows_piece(lo, hi, ints, dtype):
+    h, w, c, n = ints[1], ints[2], ints[3], ints[4]
+    d = h * w * c
+    out = _array(ints, 5, dtype, hi * d)
+    shift, scale = _array(ints, 6, dtype, d), _array(ints, 7, dtype, d)
+    images, rows = _array(ints, 8, np.uint8, n * d), _array(ints, 9, np.int64, hi)
+    flips, dy, dx = (_array(ints, 10, np.uint8, hi), _array(ints, 11, np.int64, hi),
+                     _array(ints, 12, np.int64, hi))
+    for i in range(lo, hi):
+        r = min(max(rows[i], 0), n - 1)
+        _augment_image(out[i * d:(i + 1) * d], images[r * d:(r + 1) * d], h, w, c,
+                       flips[i] != 0, dy[i], dx[i], shift, scale)
+
+
+@kernel
+def augment_rows(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    if ints[0] == 4:
+        _augment_rows_piece(a // 4, a // 4 + width, ints, np.float32)
+    else:
+        _augment_rows_piece(a // 4, a // 4 + width, ints, np.float64)
+    return 0

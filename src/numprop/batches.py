@@ -7,6 +7,7 @@ import numbers
 
 import numpy as np
 
+from numprop import _kernels
 from numprop.errors import ConfigError, DataError
 
 __all__ = ["stratified_split", "Augment", "BatchLoader"]
@@ -82,6 +83,23 @@ class Augment:
         _check_rng(rng, "Augment")
         if not isinstance(batch, np.ndarray) or batch.ndim != 4:
             raise DataError(f"Augment: expected a batch of images (B, H, W, C), got {getattr(batch, 'shape', type(batch))}")
+        return self.apply(batch, self.draw(batch.shape[0], rng), out)
+
+    def draw(self, b: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The random moves of b images: flips (B,) bool, row and column offsets dy, dx (B,) int64."""
+        p = self.crop_padding
+        if b == 0 or (not self.flip and p == 0):
+            flips, dy, dx = np.zeros(b, dtype=bool), np.zeros(b, np.int64), np.zeros(b, np.int64)
+            return flips, dy, dx
+        flips = rng.random(b) < 0.5 if self.flip else np.zeros(b, dtype=bool)
+        if p:
+            dy, dx = rng.integers(-p, p + 1, size=(2, b))
+        else:
+            dy = dx = np.zeros(b, dtype=np.int64)
+        return flips, dy, dx
+
+    def apply(self, batch: np.ndarray, moves, out: np.ndarray | None = None) -> np.ndarray:
+        """Move batch (B, H, W, C) uint8 as `draw` said; return (B, H, W, C) uint8 (`out` if given)."""
         b, h, w, c = batch.shape
         if out is None:
             out = np.empty_like(batch)
@@ -89,16 +107,10 @@ class Augment:
             raise ConfigError(f"Augment: out must be {batch.dtype} {batch.shape}, got {out.dtype} {out.shape}")
         elif np.shares_memory(out, batch):
             raise ConfigError("Augment: out must not overlap the input batch")
-        p = self.crop_padding
-        if b == 0 or (not self.flip and p == 0):
+        if b == 0 or (not self.flip and self.crop_padding == 0):
             np.copyto(out, batch)
             return out
-
-        flips = rng.random(b) < 0.5 if self.flip else np.zeros(b, dtype=bool)
-        if p:
-            dy, dx = rng.integers(-p, p + 1, size=(2, b))
-        else:
-            dy = dx = np.zeros(b, dtype=np.int64)
+        flips, dy, dx = moves
         # Output pixel (y, x) of image i reads source row y + dy[i] and column
         # x + dx[i] of the (possibly flipped) image; reads outside it are padding.
         rows = np.arange(h) + dy[:, None]  # (B, H)
@@ -110,6 +122,25 @@ class Augment:
         np.take(batch.reshape(b * h * w, c), flat, axis=0, out=out, mode="clip")
         out[~inside] = 0
         return out
+
+
+def _augment_and_convert(images: np.ndarray, idx: np.ndarray, moves, preprocessing,
+                         out: np.ndarray) -> bool:
+    """Gather, augment and preprocess a batch in one pass (numba), when that can be done.
+
+    The same numbers as take + Augment.apply + preprocessing.transform; False
+    when the preprocessing is not a per-value affine map or numba is missing.
+    """
+    affine = getattr(preprocessing, "per_value_affine", None)
+    if affine is None or not images.flags.c_contiguous:
+        return False
+    shift, scale = affine
+    n, h, w, c = images.shape
+    flips, dy, dx = moves
+    return _kernels.run("augment_rows", len(idx), (out, shift, scale), sizes=(h, w, c, n),
+                        others=(images, np.asarray(idx, np.int64), flips.view(np.uint8),
+                                np.asarray(dy, np.int64), np.asarray(dx, np.int64)),
+                        grain=max(1, (1 << 15) // (h * w * c)))
 
 
 class BatchLoader:
@@ -195,11 +226,15 @@ class BatchLoader:
                 # gather and convert in one pass (indices were checked above)
                 x = self.preprocessing.transform_rows(self.images, idx, out=self._x_buf[:b])
             else:
-                batch = self._images_buf[:b]
-                np.take(self.images, idx, axis=0, out=batch, mode="clip")
-                if self.augment is not None:
-                    batch = self.augment(batch, self.rng, out=self._augment_buf[:b])
-                x = self.preprocessing.transform(batch, out=self._x_buf[:b])
+                x = self._x_buf[:b]
+                moves = self.augment.draw(b, self.rng) if self.augment is not None else None
+                if moves is None or not _augment_and_convert(self.images, idx, moves,
+                                                             self.preprocessing, x):
+                    batch = self._images_buf[:b]
+                    np.take(self.images, idx, axis=0, out=batch, mode="clip")
+                    if moves is not None:
+                        batch = self.augment.apply(batch, moves, out=self._augment_buf[:b])
+                    x = self.preprocessing.transform(batch, out=x)
             y = self._y_buf[:b]
             np.take(self.labels, idx, out=y, mode="clip")
             yield x, y

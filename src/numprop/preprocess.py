@@ -158,6 +158,13 @@ class _AffinePerValue(Preprocessing):
         rows, out = self._prepare(images, out)
         return affine_rows(np.ascontiguousarray(rows), self._shift, self._scale, out)
 
+    @property
+    def per_value_affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """(shift, scale), float32 (D,): transform(x) = (x - shift) * scale."""
+        if not self.fitted:
+            raise ConfigError(f"{self.name}: used before fit()")
+        return self._shift, self._scale
+
     def transform_rows(self, images: np.ndarray, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """transform(images[rows]) in one pass, without the gathered copy; rows must lie in [0, N)."""
         source = _as_rows(images)
