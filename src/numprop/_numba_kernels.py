@@ -10,7 +10,11 @@ Each kernel does the same arithmetic in the same order as the NumPy code it
 replaces (see the callers), so the two paths give the same bits. Loops that
 LLVM must vectorise take 1-D contiguous arrays, count from 0 and are never
 inlined: only then does numba tell LLVM that the arrays do not overlap.
-Everything here is module-level, so numba's disk cache can hold it.
+Everything here is module-level, so numba's disk cache can hold it. That is
+also why each kernel spells out its own float32/float64 branch: a shared
+dispatcher taking the piece as an argument was tried, and numba then refused
+to cache some of the kernels ("dynamic globals"), recompiling them in every
+process. The tests turn NumbaWarning into an error to keep it that way.
 """
 
 import numba
