@@ -275,30 +275,18 @@ class _Pool:
     def _threads_for(self, n: int, grain: int) -> int:
         return min(self._threads() if self._threads else 1, max(1, n // grain))
 
-    def run(self, n: int, piece, grain: int) -> None:
+    def run(self, n: int, grain: int, split, alone) -> None:
+        """``split(self, threads)`` on the pool, or ``alone()`` on this thread when the
+        work is small, BLAS has one thread, or we are already inside a piece."""
         threads = self._threads_for(n, grain)
         if threads < 2 or not self._lock.acquire(blocking=False):
-            piece(0, n)               # small, single-threaded BLAS, or already inside a piece
+            alone()
             return
         try:
             if self._ready(threads):
-                self._call(n, piece, threads)
+                split(self, threads)
             else:
-                piece(0, n)
-        finally:
-            self._lock.release()
-
-    def run_kernel(self, n: int, kernel: int, args: tuple, grain: int) -> None:
-        threads = self._threads_for(n, grain)
-        if threads < 2 or not self._lock.acquire(blocking=False):
-            _run_kernel_here(n, kernel, args)
-            return
-        try:
-            if self._ready(threads):
-                self._split(_BLAS_SINGLE_REAL, n, 0, 0, ctypes.byref(self._alpha), None, 1,
-                            *args, kernel, threads)
-            else:
-                _run_kernel_here(n, kernel, args)
+                alone()
         finally:
             self._lock.release()
 
@@ -333,11 +321,7 @@ def parallel_for(n: int, piece: Callable[[int, int], None], grain: int = 1 << 16
     Without the pool (NumPy fallback, one BLAS thread, inside ``serial()``) this
     is just ``piece(0, n)``. Exceptions in a piece are raised here.
     """
-    pool = _POOL
-    if pool is None or n < 2 * grain or getattr(_serial, "on", False):
-        piece(0, n)
-    else:
-        pool.run(n, piece, grain)
+    _run(n, grain, lambda pool, threads: pool._call(n, piece, threads), lambda: piece(0, n))
 
 
 def parallel_for_kernel(n: int, kernel: int, scalars: np.ndarray, addresses: np.ndarray,
@@ -349,11 +333,21 @@ def parallel_for_kernel(n: int, kernel: int, scalars: np.ndarray, addresses: np.
     and ``a = 4 * lo``. No Python runs in the pieces.
     """
     args = (scalars.ctypes.data, 0, addresses.ctypes.data, 0)
+
+    def split(pool, threads):
+        pool._split(_BLAS_SINGLE_REAL, n, 0, 0, ctypes.byref(pool._alpha), None, 1, *args,
+                    kernel, threads)
+
+    _run(n, grain, split, lambda: _run_kernel_here(n, kernel, args))
+
+
+def _run(n: int, grain: int, split, alone) -> None:
+    """What parallel_for and parallel_for_kernel share: the pool, or one call here."""
     pool = _POOL
     if pool is None or n < 2 * grain or getattr(_serial, "on", False):
-        _run_kernel_here(n, kernel, args)
+        alone()
     else:
-        pool.run_kernel(n, kernel, args, grain)
+        pool.run(n, grain, split, alone)
 
 
 def parallel_available() -> bool:
