@@ -61,6 +61,24 @@ def run(name: str, n: int, arrays, scalars=(), sizes=(), grain: int = 1 << 16,
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def elementwise(name: str, arrays, piece, *, scalars=(), scratch=(), grain: int = 1 << 16,
+                numpy_grain: int | None = None) -> None:
+    """Kernel `name` over the same-shaped `arrays`, or else its NumPy twin, on all cores.
+
+    The NumPy twin is ``piece(*blocks)``, one block of every array and then of
+    every `scratch` array, on pieces of the flattened arrays (row blocks when
+    one of them is not contiguous); it must do the kernel's arithmetic in the
+    kernel's order. `numpy_grain` (default `grain`): the NumPy pieces' minimum size.
+    """
+    if run(name, arrays[0].size, arrays, scalars=scalars, grain=grain):
+        return
+    views = (*arrays, *scratch)
+    if all(v.flags.c_contiguous for v in views):
+        views = tuple(v.reshape(-1) for v in views)
+    _blas.parallel_for(len(views[0]), lambda lo, hi: piece(*(v[lo:hi] for v in views)),
+                       grain if numpy_grain is None else numpy_grain)
+
+
 @functools.cache
 def get(name: str) -> int | None:
     """Address of the compiled kernel `name`, or None (use NumPy)."""

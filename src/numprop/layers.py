@@ -82,10 +82,8 @@ class ReLU(Module):
 
     def forward(self, x):
         y = self._buf("out", x.shape, x.dtype)
-        if not _kernels.run("relu", x.size, (x, y), grain=1 << 16):
-            X, Y = x.reshape(-1), y.reshape(-1)
-            _blas.parallel_for(X.size, lambda lo, hi: np.maximum(X[lo:hi], 0, out=Y[lo:hi]),
-                               grain=1 << 18)
+        _kernels.elementwise("relu", (x, y), lambda x, y: np.maximum(x, 0, out=y),
+                             numpy_grain=1 << 18)
         self.y = y
         return y
 
@@ -93,16 +91,13 @@ class ReLU(Module):
         # The mask is made here, not in forward, so inference never pays for it;
         # multiplying by it is an order of magnitude faster than np.where.
         dx = self._buf("dx", dout.shape, dout.dtype)
-        if _kernels.run("relu_backward", dout.size, (self.y, dout, dx), grain=1 << 16):
-            return dx
-        Y, D, DX = self.y.reshape(-1), dout.reshape(-1), dx.reshape(-1)
-        M = self._buf("mask", dout.shape, np.bool_).reshape(-1)
 
-        def piece(lo, hi):
-            np.greater(Y[lo:hi], 0, out=M[lo:hi])
-            np.multiply(D[lo:hi], M[lo:hi], out=DX[lo:hi])
+        def piece(y, dout, dx, mask):
+            np.greater(y, 0, out=mask)
+            np.multiply(dout, mask, out=dx)
 
-        _blas.parallel_for(D.size, piece, grain=1 << 17)
+        _kernels.elementwise("relu_backward", (self.y, dout, dx), piece, numpy_grain=1 << 17,
+                             scratch=(self._buf("mask", dout.shape, np.bool_),))
         return dx
 
 
@@ -160,6 +155,13 @@ class Sigmoid(Module):
         return np.multiply(dx, dout, out=dx)
 
 
+def _times_mask(x: np.ndarray, mask: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = x * mask on all cores (Dropout's forward with a fixed mask, and its backward)."""
+    _kernels.elementwise("multiply", (x, mask, out), lambda x, m, o: np.multiply(x, m, out=o),
+                         numpy_grain=1 << 17)
+    return out
+
+
 _GOLDEN, _MIX1, _MIX2 = (np.uint64(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9,
                                                    0x94D049BB133111EB))
 
@@ -209,12 +211,8 @@ class Dropout(Module):
             self.mask = None
             return x
         out = self._buf("out", x.shape, x.dtype)
-        X, O = x.reshape(-1), out.reshape(-1)
         if self.fix_mask and self.mask is not None and self.mask.shape == x.shape:
-            M = self.mask.reshape(-1)
-            _blas.parallel_for(X.size, lambda lo, hi: np.multiply(X[lo:hi], M[lo:hi], out=O[lo:hi]),
-                               grain=1 << 17)
-            return out
+            return _times_mask(x, self.mask, out)
         key = int(self.rng.integers(0, 1 << 63))                       # one draw per mask
         mask = self._buf("mask", x.shape, x.dtype)                     # (N, H): 0 or 1/(1-p)
         self.mask = mask
@@ -222,7 +220,7 @@ class Dropout(Module):
                         scalars=(self._threshold, self._scale), grain=1 << 14):
             return out
         bits = dropout_bits(key, x.size)
-        M = mask.reshape(-1)
+        X, M, O = x.reshape(-1), mask.reshape(-1), out.reshape(-1)
 
         def piece(lo, hi):
             np.greater_equal(bits[lo:hi], self._threshold, out=M[lo:hi])
@@ -235,13 +233,7 @@ class Dropout(Module):
     def backward(self, dout):
         if self.mask is None:
             return dout
-        dx = self._buf("dx", dout.shape, dout.dtype)
-        if _kernels.run("multiply", dout.size, (dout, self.mask, dx), grain=1 << 16):
-            return dx
-        D, M, DX = dout.reshape(-1), self.mask.reshape(-1), dx.reshape(-1)
-        _blas.parallel_for(D.size, lambda lo, hi: np.multiply(D[lo:hi], M[lo:hi], out=DX[lo:hi]),
-                           grain=1 << 17)
-        return dx
+        return _times_mask(dout, self.mask, self._buf("dx", dout.shape, dout.dtype))
 
     def config(self):
         return {"p": self.p}

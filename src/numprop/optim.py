@@ -161,23 +161,18 @@ class SGD(Optimizer):
             _blas.axpby(self.momentum, v, 1.0, g)
             _blas.axpby(-self.lr, g, 1.0, p.data)
             return
-        # v += wd W, then W -= lr v: one pass over both (numba), or NumPy on row blocks.
-        arrays = (p.data, v, self._tmp(p))
+        # v += wd W, then W -= lr v: one pass over both.
         step = -self.lr
-        if all(a.flags.c_contiguous for a in arrays):
-            if _kernels.run("sgd_momentum", v.size, arrays[:2], scalars=(wd, step), grain=1 << 15):
-                return
-            arrays = tuple(a.reshape(-1) for a in arrays)
-        W, V, T = arrays
 
-        def piece(lo, hi):  # the kernel's arithmetic, in the same order
+        def piece(w, v, t):  # the kernel's arithmetic, in the same order
             if wd:
-                np.multiply(W[lo:hi], wd, out=T[lo:hi])
-                V[lo:hi] += T[lo:hi]
-            np.multiply(V[lo:hi], step, out=T[lo:hi])
-            W[lo:hi] += T[lo:hi]
+                np.multiply(w, wd, out=t)
+                v += t
+            np.multiply(v, step, out=t)
+            w += t
 
-        _blas.parallel_for(len(W), piece, grain=1 << 15)
+        _kernels.elementwise("sgd_momentum", (p.data, v), piece, scalars=(wd, step),
+                             scratch=(self._tmp(p),), grain=1 << 15)
 
 
 class Adam(Optimizer):
@@ -209,22 +204,15 @@ class Adam(Optimizer):
         bc1, bc2 = 1.0 - b1 ** self.steps, 1.0 - b2 ** self.steps
         # Python floats: NumPy then computes in the parameters' dtype, as the kernel does.
         step, eps = -self.lr * math.sqrt(bc2) / bc1, self.eps * math.sqrt(bc2)
-        arrays = (p.data, p.grad, state["m"], state["v"], self._tmp(p))
-        if all(a.flags.c_contiguous and a.dtype == p.data.dtype for a in arrays):
-            if _kernels.run("adam", p.data.size, arrays[:4], grain=1 << 15,   # numba installed
-                            scalars=(b1, 1.0 - b1, b2, 1.0 - b2, eps, step, decay, l2)):
-                return
-            arrays = tuple(a.reshape(-1) for a in arrays)   # flat views: pieces of any size
-        W, G, M, V, T = arrays                              # (else pieces are row blocks)
         if l2 and id(p) not in self._l2:
-            self._l2[id(p)] = np.empty_like(G)
-        L2 = self._l2.get(id(p))
+            self._l2[id(p)] = np.empty_like(p.data)
+        scratch = (self._tmp(p), self._l2[id(p)]) if l2 else (self._tmp(p),)
 
-        def piece(lo, hi):  # the kernel's arithmetic, in the same order, on [lo, hi)
-            w, g, m, v, t = W[lo:hi], G[lo:hi], M[lo:hi], V[lo:hi], T[lo:hi]
+        def piece(w, g, m, v, t, g_l2=None):  # the kernel's arithmetic, in the same order
             if l2:                                      # g + l2 W
-                g = np.multiply(w, l2, out=L2[lo:hi])
-                g += G[lo:hi]
+                np.multiply(w, l2, out=g_l2)
+                g_l2 += g
+                g = g_l2
             m *= b1                                     # m = b1 m + (1 - b1) g
             np.multiply(g, 1.0 - b1, out=t)
             m += t
@@ -240,7 +228,9 @@ class Adam(Optimizer):
                 w *= decay
             w += t
 
-        _blas.parallel_for(len(W), piece, grain=1 << 15)
+        _kernels.elementwise("adam", (p.data, p.grad, state["m"], state["v"]), piece,
+                             scalars=(b1, 1.0 - b1, b2, 1.0 - b2, eps, step, decay, l2),
+                             scratch=scratch, grain=1 << 15)
 
 
 class AdamW(Adam):
