@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import numprop as npp
+from numprop.errors import ConfigError, DataError
 from numprop import _blas, _kernels
 from numprop.batches import Augment, BatchLoader
 from numprop.preprocess import MeanImage, Standardize, affine_rows
@@ -263,3 +264,16 @@ def test_augmented_batches_kernel_matches_the_numpy_path_bit_for_bit(augment, pr
         _assert_same(compiled, batches())
     monkeypatch.setattr(_kernels, "get", lambda name: None)
     _assert_same(compiled, batches())
+
+
+def test_mismatched_shapes_give_errors_not_stray_reads():
+    images = np.zeros((20, 32, 32, 3), np.uint8)
+    with pytest.raises(ConfigError, match="affine_rows"):
+        affine_rows(images.reshape(20, -1), np.zeros(10, np.float32), np.ones(10, np.float32),
+                    np.empty((20, 3072), np.float32))
+    # preprocessing fitted on 16x16 images, applied to 32x32 ones through the fused batch path
+    prep = Standardize().fit(np.zeros((4, 16, 16, 3), np.uint8))
+    loader = BatchLoader(images, np.zeros(20, np.int64), prep, 8, rng=np.random.default_rng(0),
+                         augment=Augment())
+    with pytest.raises(DataError, match="fitted on 768 values per image"):
+        next(iter(loader))

@@ -136,6 +136,8 @@ def _augment_and_convert(images: np.ndarray, idx: np.ndarray, moves, preprocessi
         return False
     shift, scale = affine
     n, h, w, c = images.shape
+    if shift.shape != (h * w * c,):      # fitted on other images: the NumPy path says so
+        return False
     flips, dy, dx = moves
     return _kernels.run("augment_rows", len(idx), (out, shift, scale), sizes=(h, w, c, n),
                         others=(images, np.asarray(idx, np.int64), flips.view(np.uint8),

@@ -60,6 +60,10 @@ def affine_rows(source: np.ndarray, shift: np.ndarray, scale: np.ndarray, out: n
     Gathering and converting in one pass saves the uint8 batch buffer.
     """
     index = np.arange(len(source)) if rows is None else np.asarray(rows, np.int64)
+    d = source.shape[1]
+    if shift.shape != (d,) or scale.shape != (d,) or out.shape != (len(index), d):
+        raise ConfigError(f"affine_rows: for rows of {d} values, shift and scale must be ({d},) "
+                          f"and out ({len(index)}, {d}); got {shift.shape}, {scale.shape}, {out.shape}")
     if source.dtype == np.uint8 and _kernels.run(
             "affine_rows", len(out), (out, shift, scale), sizes=(source.shape[1], len(source)),
             others=(source, index), grain=max(1, (1 << 15) // max(1, source.shape[1]))):
