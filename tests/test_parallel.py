@@ -277,3 +277,21 @@ def test_mismatched_shapes_give_errors_not_stray_reads():
                          augment=Augment())
     with pytest.raises(DataError, match="fitted on 768 values per image"):
         next(iter(loader))
+
+
+def test_transform_rows_of_a_strided_image_array_never_copies_it_whole():
+    import tracemalloc
+    rng = np.random.default_rng(6)
+    wide = rng.integers(0, 256, (400, 32, 64, 3), dtype=np.uint8)
+    images = wide[:, :, ::2]                                       # (400, 32, 32, 3), not contiguous
+    prep = Standardize().fit(np.ascontiguousarray(images))
+    rows = np.array([3, 0, 399, 7])
+    out = np.empty((4, 3072), np.float32)
+    prep.transform_rows(images, rows, out)                         # load the kernels first
+    tracemalloc.start()
+    prep.transform_rows(images, rows, out)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < images.nbytes // 10, peak                      # 4 rows, not 400
+    shift, scale = prep.per_value_affine
+    np.testing.assert_array_equal(out, (images[rows].reshape(4, -1) - shift) * scale)

@@ -57,7 +57,8 @@ def affine_rows(source: np.ndarray, shift: np.ndarray, scale: np.ndarray, out: n
 
     source (N, D) uint8 or float, shift and scale (D,) and out (B, D) of out's
     float dtype, rows (B,) integers, clipped to [0, N) (check them first).
-    Gathering and converting in one pass saves the uint8 batch buffer.
+    Gathering and converting in one pass saves the uint8 batch buffer. A
+    non-contiguous source is read in place by the NumPy path, never copied whole.
     """
     index = np.arange(len(source)) if rows is None else np.asarray(rows, np.int64)
     d = source.shape[1]
@@ -71,7 +72,8 @@ def affine_rows(source: np.ndarray, shift: np.ndarray, scale: np.ndarray, out: n
 
     def piece(lo, hi):
         # The ufunc casts uint8 to float32 in small internal buffers: no (N, D) temporary.
-        block = source[lo:hi] if rows is None else source.take(index[lo:hi], axis=0, mode="clip")
+        # (Indexing, not np.take: take would first copy a strided source whole.)
+        block = source[lo:hi] if rows is None else source[np.clip(index[lo:hi], 0, len(source) - 1)]
         np.subtract(block, shift, out=out[lo:hi])
         out[lo:hi] *= scale
 
@@ -160,7 +162,7 @@ class _AffinePerValue(Preprocessing):
     def transform(self, images: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(x - shift) * scale as float32 (N, D), written into `out` when given."""
         rows, out = self._prepare(images, out)
-        return affine_rows(np.ascontiguousarray(rows), self._shift, self._scale, out)
+        return affine_rows(rows, self._shift, self._scale, out)
 
     @property
     def per_value_affine(self) -> tuple[np.ndarray, np.ndarray]:
@@ -171,10 +173,13 @@ class _AffinePerValue(Preprocessing):
 
     def transform_rows(self, images: np.ndarray, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """transform(images[rows]) in one pass, without the gathered copy; rows must lie in [0, N)."""
+        if not images.flags.c_contiguous:
+            # Viewing them as rows, or np.take, would copy them all: index just these.
+            return self.transform(images[np.asarray(rows)], out)
         source = _as_rows(images)
         # _prepare checks the fit, the width and `out` against a (len(rows), D) batch.
         _, out = self._prepare(np.broadcast_to(source[:1], (len(rows), source.shape[1])), out)
-        return affine_rows(np.ascontiguousarray(source), self._shift, self._scale, out, rows)
+        return affine_rows(source, self._shift, self._scale, out, rows)
 
 
 class Standardize(_AffinePerValue):
