@@ -248,9 +248,8 @@ class NumpropSide(_TrainingSide):
     def __init__(self, cfg, data):
         import numpy as np
         import numprop as npp
-        from numprop import _blas
+        from numprop import _blas, _kernels
         self.np, self.npp, self.cfg, self.data = np, npp, cfg, data
-        from numprop import _kernels
         self.info = {"fast_blas": _blas.available(), "parallel_elementwise": _blas.parallel_available(),
                      "numba_kernels": _kernels.get("adam") is not None}
         data.make_with_numprop()
