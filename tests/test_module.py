@@ -72,6 +72,38 @@ def test_small_network_overfits_50_examples():
     assert loss.forward(model.forward(x), y) < 0.05
 
 
+def test_a_partial_last_batch_reuses_the_work_buffers():
+    """The epoch's last, smaller batch must not reallocate buffers (nor the next full one)."""
+    rng = np.random.default_rng(0)
+    model = npp.models.mlp([12, 16, 16, 4], batchnorm=True, dropout=0.2, rng=0)
+    loss = npp.SoftmaxCrossEntropy()
+    opt = npp.SGD(model.named_parameters(), lr=0.1, momentum=0.9)
+
+    def step(n):
+        x = rng.standard_normal((n, 12)).astype(np.float32)
+        loss.forward(model.forward(x), rng.integers(0, 4, n))
+        opt.zero_grad()
+        model.backward(loss.backward())
+        opt.step()
+
+    def buffers():
+        works = [m.__dict__.get("_work", {}) for m in model.modules()] + [loss._work]
+        return {(i, k): v for i, w in enumerate(works) for k, v in w.items()}
+
+    step(8)
+    full = buffers()
+    assert sum(v.shape[:1] == (8,) for v in full.values()) >= 10
+    step(5)                                   # the partial batch
+    step(8)                                   # the next epoch's first batch
+    assert all(buffers()[k] is v for k, v in full.items() if k[1] != "ones")
+
+    # Computing into the first rows of a bigger buffer gives the right numbers.
+    model.eval()
+    x = rng.standard_normal((8, 12)).astype(np.float32)
+    first_rows = model.forward(x)[:5].copy()
+    np.testing.assert_allclose(model.forward(x[:5]), first_rows, rtol=1e-6, atol=1e-7)
+
+
 def run_steps(make_opt, fused, steps=5, seed=0):
     """Train a small BatchNorm/Dropout MLP for a few steps; return losses and weights."""
     rng = np.random.default_rng(seed)

@@ -22,11 +22,17 @@ from .errors import ConfigError
 
 
 def work_buffer(store: dict, key: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-    """An array kept in ``store`` under ``key``, reused while shape and dtype stay the same."""
+    """An array kept in ``store`` under ``key``, reused while it is big enough.
+
+    A smaller leading size (the last, partial batch of an epoch) gets a view of
+    the first rows, which is still C-contiguous, so the next full batch finds
+    the whole buffer again instead of allocating it anew.
+    """
     buf = store.get(key)
-    if buf is None or buf.shape != shape or buf.dtype != dtype:
+    if (buf is None or buf.dtype != dtype or buf.ndim != len(shape) or buf.shape[1:] != shape[1:]
+            or (shape and buf.shape[0] < shape[0])):
         buf = store[key] = np.empty(shape, dtype)
-    return buf
+    return buf[:shape[0]] if shape and buf.shape[0] != shape[0] else buf
 
 
 class Parameter:
