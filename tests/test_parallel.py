@@ -144,7 +144,7 @@ def test_standardize_gives_the_same_bits_in_parallel(monkeypatch, numpy_only):
 def test_numba_kernels_are_in_use_in_the_test_install():
     assert importlib.util.find_spec("numba") is not None, "pip install -e '.[test]' brings numba"
     for name in ("adam", "sgd_momentum", "relu", "relu_backward", "multiply", "dropout",
-                 "batchnorm", "batchnorm_backward", "affine_rows", "augment_rows"):
+                 "batchnorm", "batchnorm_backward", "affine_rows", "augment_rows", "softmax_xent"):
         assert _kernels.get(name) is not None, name
 
 
@@ -215,6 +215,36 @@ def test_layer_kernels_match_the_numpy_path_bit_for_bit(make, shape, monkeypatch
         _assert_same(compiled, _layer_run(make, True, shape=shape))
     monkeypatch.setattr(_kernels, "get", lambda name: None)
     _assert_same(compiled, _layer_run(make, True, shape=shape))
+
+
+def _loss_run(dtype, eps):
+    rng = np.random.default_rng(4)
+    z = (rng.standard_normal((300, 10)) * 4).astype(dtype)
+    z[0] = [1e4, -1e4] * 5                                    # exp would overflow unshifted
+    z[1] = -3e4
+    y = rng.integers(0, 10, 300).astype(np.int32)             # any integer dtype
+    y[0] = 1                                                  # 2e4 below row 0's best class
+    loss = npp.SoftmaxCrossEntropy(label_smoothing=eps)
+    value = loss.forward(z, y)
+    return value, loss.backward().copy(), loss.probs.copy()
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_loss_kernel_matches_the_numpy_path(dtype, eps, monkeypatch):
+    used = []
+    real_run = _kernels.run
+    monkeypatch.setattr(_kernels, "run", lambda name, *a, **k: used.append(name) or real_run(name, *a, **k))
+    value, grad, probs = _loss_run(dtype, eps)
+    assert used == ["softmax_xent"]
+    monkeypatch.setattr(_kernels, "get", lambda name: None)
+    numpy_value, numpy_grad, numpy_probs = _loss_run(dtype, eps)
+    # exp and the row sums are NumPy's own on one path: agreement to the last bits, not all.
+    tol = {np.float32: 1e-6, np.float64: 1e-14}[dtype]
+    assert value == pytest.approx(numpy_value, rel=tol)
+    np.testing.assert_allclose(probs, numpy_probs, rtol=4 * tol, atol=tol / 300)
+    np.testing.assert_allclose(grad, numpy_grad, rtol=4 * tol, atol=tol / 300)
+    assert np.isfinite(value) and value > 2e4 / 300
 
 
 @pytest.mark.parametrize("with_rows", [False, True])
