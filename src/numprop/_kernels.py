@@ -14,6 +14,7 @@ kernel, whose exp and row sums are not NumPy's: it agrees to rounding.
 
 from __future__ import annotations
 
+import array
 import functools
 import os
 
@@ -53,9 +54,9 @@ def run(name: str, n: int, arrays, scalars=(), sizes=(), grain: int = 1 << 16,
     kernel = get(name)
     if kernel is None:
         return False
-    addresses = [a.ctypes.data for a in (*arrays, *others)]
-    ints = np.array([dtype.itemsize, *sizes, *addresses], np.int64)
-    _blas.parallel_for_kernel(n, kernel, np.array(scalars, np.float64), ints, grain)
+    ints = array.array("q", (dtype.itemsize, *sizes, *(a.ctypes.data for a in arrays),
+                             *(a.ctypes.data for a in others)))
+    _blas.parallel_for_kernel(n, kernel, array.array("d", scalars), ints, grain)
     return True
 
 
