@@ -52,14 +52,6 @@ class SoftmaxCrossEntropy:
         target = np.asarray(target)
         self._grad = None
         dtype = logits.dtype if logits.dtype in (np.float32, np.float64) else np.float64
-
-        # p first holds the shifted logits z - max (every row's largest entry is 0,
-        # so exp cannot overflow); what the loss needs of them is read off before
-        # exp turns p into probabilities in place.
-        p = work_buffer(self._work, "p", (n, c), dtype)
-        np.subtract(logits, logits.max(axis=1, keepdims=True), out=p)   # (N, C)
-        eps = self.label_smoothing
-
         if target.ndim == 1:
             if target.shape[0] != n or not np.issubdtype(target.dtype, np.integer):
                 raise ConfigError(f"labels must be integers of shape ({n},), "
@@ -71,6 +63,15 @@ class SoftmaxCrossEntropy:
             loss = self._compiled(logits, target)
             if loss is not None:
                 return loss
+
+        # p first holds the shifted logits z - max (every row's largest entry is 0,
+        # so exp cannot overflow); what the loss needs of them is read off before
+        # exp turns p into probabilities in place.
+        p = work_buffer(self._work, "p", (n, c), dtype)
+        np.subtract(logits, logits.max(axis=1, keepdims=True), out=p)   # (N, C)
+        eps = self.label_smoothing
+
+        if target.ndim == 1:
             shifted_true = p[np.arange(n), target].astype(np.float64)     # (N,)
             mean_shifted = p.mean(axis=1, dtype=np.float64) if eps else 0.0
         elif target.ndim == 2:
@@ -108,6 +109,8 @@ class SoftmaxCrossEntropy:
         One call instead of a dozen NumPy ones: with 10 classes the loss is tiny
         work, and each NumPy call right after a big matrix product costs tens of us.
         """
+        if logits.dtype not in (np.float32, np.float64):
+            return None
         n, c = logits.shape
         p = work_buffer(self._work, "p", (n, c), logits.dtype)
         grad = work_buffer(self._work, "grad", (n, c), logits.dtype)
