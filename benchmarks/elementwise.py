@@ -155,9 +155,9 @@ def main() -> None:
             "and `parallel_for_kernel`); every path gives the same bits (tests/test_parallel.py), "
             "except the loss, whose compiled exp agrees with NumPy's to rounding. The loss "
             "is small work and runs on one core on every path; right after a large matrix "
-            "product most of its time goes to fetching evicted code and data back into the "
-            "caches, which one compiled call instead of about fifteen NumPy calls barely "
-            "shortens.\n")
+            "product much of its time goes to fetching evicted code and data back into the "
+            "caches, so one compiled call instead of about fifteen NumPy calls gains less "
+            "there than in a warm loop.\n")
         print("wrote", update_section("elementwise", section))
 
 
