@@ -309,6 +309,31 @@ def test_mismatched_shapes_give_errors_not_stray_reads():
         next(iter(loader))
 
 
+def test_batch_loader_never_copies_a_strided_image_array_whole(monkeypatch):
+    """The augmenting loader's NumPy path (no numba) gathers rows, not the whole array."""
+    import tracemalloc
+    monkeypatch.setattr(_kernels, "get", lambda name: None)
+    rng = np.random.default_rng(7)
+    wide = rng.integers(0, 256, (400, 32, 64, 3), dtype=np.uint8)
+    images = wide[:, :, ::2]                                       # (400, 32, 32, 3), not contiguous
+    labels = rng.integers(0, 10, 400)
+    prep = Standardize().fit(np.ascontiguousarray(images))
+
+    def loader(images):
+        return BatchLoader(images, labels, prep, 4, rng=np.random.default_rng(1), augment=Augment())
+
+    next(iter(loader(images)))                                     # warm up
+    batches = iter(loader(images))
+    tracemalloc.start()
+    x, y = (a.copy() for a in next(batches))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < images.nbytes // 10, peak                        # 4 images, not 400
+    same_x, same_y = next(iter(loader(np.ascontiguousarray(images))))
+    np.testing.assert_array_equal(x, same_x)
+    np.testing.assert_array_equal(y, same_y)
+
+
 def test_transform_rows_of_a_strided_image_array_never_copies_it_whole():
     import tracemalloc
     rng = np.random.default_rng(6)

@@ -233,7 +233,10 @@ class BatchLoader:
                 if moves is None or not _augment_and_convert(self.images, idx, moves,
                                                              self.preprocessing, x):
                     batch = self._images_buf[:b]
-                    np.take(self.images, idx, axis=0, out=batch, mode="clip")
+                    if self.images.flags.c_contiguous:
+                        np.take(self.images, idx, axis=0, out=batch, mode="clip")
+                    else:  # np.take would first copy a strided array whole: index the rows
+                        batch[...] = self.images[idx]
                     if moves is not None:
                         batch = self.augment.apply(batch, moves, out=self._augment_buf[:b])
                     x = self.preprocessing.transform(batch, out=x)
