@@ -66,8 +66,8 @@ def affine_rows(source: np.ndarray, shift: np.ndarray, scale: np.ndarray, out: n
         raise ConfigError(f"affine_rows: for rows of {d} values, shift and scale must be ({d},) "
                           f"and out ({len(index)}, {d}); got {shift.shape}, {scale.shape}, {out.shape}")
     if source.dtype == np.uint8 and _kernels.run(
-            "affine_rows", len(out), (out, shift, scale), sizes=(source.shape[1], len(source)),
-            others=(source, index), grain=max(1, (1 << 15) // max(1, source.shape[1]))):
+            "affine_rows", len(out), (out, shift, scale), sizes=(d, len(source)),
+            others=(source, index), grain=max(1, (1 << 15) // max(1, d))):
         return out
 
     def piece(lo, hi):
@@ -77,7 +77,7 @@ def affine_rows(source: np.ndarray, shift: np.ndarray, scale: np.ndarray, out: n
         np.subtract(block, shift, out=out[lo:hi])
         out[lo:hi] *= scale
 
-    _blas.parallel_for(len(out), piece, grain=max(1, (1 << 17) // max(1, source.shape[1])))
+    _blas.parallel_for(len(out), piece, grain=max(1, (1 << 17) // max(1, d)))
     return out
 
 
