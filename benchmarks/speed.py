@@ -16,7 +16,10 @@ ratios measured inside one run, as medians over alternated repeats, mean much.
 Also reported: numprop's epoch against the matrix-product floor (the epoch's
 GEMM FLOPs divided by np.matmul's float32 rate on 2048^3 products measured in
 the numprop subprocess during the same run), eval-mode inference throughput on
-the 10,000 test images, and peak RSS of each subprocess.
+the 10,000 test images, peak RSS of each subprocess, and numprop's matrix
+products alone (the same BLAS calls its step makes, with nothing else), which
+splits numprop's epoch into the products and the rest that overhead work could
+still shave.
 
 Needs the benchmark extras: pip install torch==2.13.0 scikit-learn threadpoolctl
 """
@@ -455,7 +458,66 @@ class SklearnSide:
         return None
 
 
-SIDES = {"numprop": NumpropSide, "torch": TorchSide, "sklearn": SklearnSide}
+class ProductsSide:
+    """numprop's matrix products alone: what its step asks of BLAS, and nothing else.
+
+    Per batch (same batch sizes as an epoch), each Linear layer's products as
+    numprop's layers make them: the forward ``gemm(x, W, out, beta=1)``, the
+    weight gradient ``gemm(x.T, dout, ...)`` accumulating into a momentum-like
+    buffer for SGD (as the fused backward does) or overwriting it for Adam, and
+    ``np.matmul(dout, W.T, out=dx)`` for every layer but the first. On arrays
+    made once; no data, no bias, no elementwise work, no optimizer. Its epoch is
+    the time a numprop with no overhead at all would take on this BLAS. Its own
+    subprocess, so it does not change numprop's peak memory.
+    """
+
+    name = "products"
+
+    def __init__(self, cfg, data):
+        import numpy as np
+        from numprop import _blas
+        self.np, self.gemm, self.cfg, self.data = np, _blas.gemm, cfg, data
+        self.info = {"fast_blas": _blas.available()}
+
+    def setup(self):
+        np, sizes, batch = self.np, self.cfg["sizes"], self.cfg["batch"]
+        rng = np.random.default_rng(0)
+
+        def normal(shape, scale=1.0):
+            return (rng.standard_normal(shape, dtype=np.float32) * np.float32(scale))
+
+        self.acts = [normal((batch, s)) for s in sizes]                 # each layer's input, then the logits
+        self.grads = [normal((batch, s)) for s in sizes]                # d(loss)/d(each of those)
+        self.weights = [normal((a, b), a ** -0.5) for a, b in zip(sizes[:-1], sizes[1:])]
+        self.wgrads = [np.zeros_like(w) for w in self.weights]
+        self.beta = MOMENTUM if self.cfg["opt"] == "sgd" else 0.0
+
+    def epoch(self, k):
+        np, gemm, acts, grads = self.np, self.gemm, self.acts, self.grads
+        weights, wgrads, beta = self.weights, self.wgrads, self.beta
+        n, batch = self.data.n, self.cfg["batch"]
+        for lo in range(0, n, batch):
+            b = min(batch, n - lo)
+            for i, w in enumerate(weights):
+                gemm(acts[i][:b], w, acts[i + 1][:b], beta=1.0)                 # (b, in) @ (in, out)
+            for i in range(len(weights) - 1, -1, -1):
+                gemm(acts[i][:b].T, grads[i + 1][:b], wgrads[i], beta=beta)     # (in, b) @ (b, out)
+                if i:
+                    np.matmul(grads[i + 1][:b], weights[i].T, out=grads[i][:b])  # (b, out) @ (out, in)
+        # The forward accumulates (beta=1, as numprop's Linear does onto the bias), so
+        # the activations grow from batch to batch: polynomially, far from overflow,
+        # and values do not change BLAS's speed (no subnormals arise).
+        return None
+
+    def infer(self, x):
+        return None
+
+    def check(self, xb, yb):
+        return None
+
+
+SIDES = {"numprop": NumpropSide, "torch": TorchSide, "sklearn": SklearnSide,
+         "products": ProductsSide}
 
 
 def worker_main(side_name: str, cfg_json: str, data_dir: str, n_train: int) -> None:
@@ -557,10 +619,12 @@ def median(xs):
 
 
 def run_config(name, cfg, args, log):
-    sides = ["numprop", "torch"] + ([] if args.no_sklearn else ["sklearn"])
+    sides = (["numprop", "torch"] + (["products"] if args.products else [])
+             + ([] if args.no_sklearn else ["sklearn"]))
     timed = ["numprop", "torch"] + (["trainer"] if args.trainer else []) + sides[2:]
     res = {"name": name, "cfg": cfg, "epochs": {s: [] for s in timed},
-           "cpu": {s: [] for s in timed}, "prep": {s: [] for s in timed}, "infer": {s: [] for s in sides}, "floor": []}
+           "cpu": {s: [] for s in timed}, "prep": {s: [] for s in timed},
+           "infer": {s: [] for s in sides if s != "products"}, "floor": []}
     load0 = os.getloadavg()
     log(f"\n== {name}: {describe(cfg)} (load average {load0[0]:.1f})")
     workers = {}
@@ -607,11 +671,13 @@ def run_config(name, cfg, args, log):
             busy = rep["cpu"] / rep["seconds"]
             if s != "sklearn" and busy < 1.5:
                 res["contended"] = res.get("contended", 0) + 1
-            line.append(f"{s} {rep['seconds']:.2f}s (cpu {busy:.2f}x{'*' if busy < 1.5 else ''}, "
-                        f"loss {rep['result']:.3f})")
+            loss = "" if rep["result"] is None else f", loss {rep['result']:.3f}"
+            line.append(f"{s} {rep['seconds']:.2f}s (cpu {busy:.2f}x{'*' if busy < 1.5 else ''}"
+                        f"{loss})")
         log(f"  repeat {r + 1}: " + ", ".join(line))
+    inferring = [s for s in sides if s != "products"]
     for r in range(args.infer_repeats):
-        for s in (sides if r % 2 == 0 else sides[::-1]):
+        for s in (inferring if r % 2 == 0 else inferring[::-1]):
             res["infer"][s].append(workers[s].call(op="infer")["seconds"])
     for s in sides:
         end = workers[s].close()
@@ -629,6 +695,7 @@ def run_config(name, cfg, args, log):
     res["prep_s"] = median(res["prep"]["numprop"])
     res["ratio_floor_noprep"] = median(
         [e - p for e, p in zip(res["epochs"]["numprop"], res["prep"]["numprop"])]) / res["floor_s"]
+    res["products_s"] = median(res["epochs"].get("products", []))
     res["sk_s"] = median(res["epochs"].get("sklearn", []))
     res["speedup_sk"] = res["sk_s"] / np_s
     res["speedup_sk_noprep"] = res["sk_s"] / (np_s - res["prep_s"])
@@ -638,6 +705,10 @@ def run_config(name, cfg, args, log):
         f"{res['ratio_floor']:.2f}; {res['ratio_floor_noprep']:.2f} without the "
         f"{res['prep_s']:.2f}s of batch conversion); sklearn {res['sk_s']:.2f}s "
         f"(x{res['speedup_sk']:.2f}; x{res['speedup_sk_noprep']:.2f} without batch conversion)")
+    if res["products_s"] == res["products_s"]:
+        log(f"  numprop's matrix products alone: {res['products_s']:.2f}s "
+            f"({res['products_s'] / res['floor_s']:.2f} x floor); the rest of its epoch "
+            f"{np_s - res['products_s']:.2f}s")
     return res
 
 
@@ -679,6 +750,16 @@ def table(results):
             else:
                 cells.append("–")
         rows.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    with_products = [r for r in results if r["products_s"] == r["products_s"]]
+    if with_products:
+        rows += ["", "| config | numprop's products alone s | products / GEMM floor "
+                 "| rest of numprop's epoch s | rest allowed by 0.90 × PyTorch s "
+                 "| rest allowed by 1.15 × floor s |", "|---|---:|---:|---:|---:|---:|"]
+        for r in with_products:
+            ps = r["products_s"]
+            rows.append(f"| {r['name']} | {ps:.2f} | {ps / r['floor_s']:.2f} "
+                        f"| {r['np_s'] - ps:.2f} | {0.90 * r['torch_s'] - ps:.2f} "
+                        f"| {1.15 * r['floor_s'] - ps:.2f} |")
     return "\n".join(rows)
 
 
@@ -694,6 +775,8 @@ def targets(results):
         ok = all(r["ratio_torch"] <= 0.90 for r in big)
         lines.append(f"- numprop ≤ 0.90 × PyTorch for hidden ≥ 500: **{verdict(ok)}** "
                      f"(worst {worst['name']}: {worst['ratio_torch']:.2f})")
+        lines += _rest_needed([r for r in big if r["ratio_torch"] > 0.90],
+                              lambda r: 0.90 * r["torch_s"])
     worst = max(results, key=lambda r: r["ratio_torch"])
     ok = all(r["ratio_torch"] <= 1.0 for r in results)
     lines.append(f"- numprop never slower than PyTorch: **{verdict(ok)}** "
@@ -707,6 +790,8 @@ def targets(results):
                      f"**{verdict(ok)}** (worst {worst['name']}: {worst['ratio_floor']:.2f}; "
                      f"without the batch conversion {verdict(ok2).lower()}, worst "
                      f"{max(r['ratio_floor_noprep'] for r in fl):.2f})")
+        lines += _rest_needed([r for r in fl if r["ratio_floor"] > 1.15],
+                              lambda r: 1.15 * r["floor_s"])
     sk = [r for r in results if r["sk_s"] == r["sk_s"] and not r["cfg"].get("batchnorm")]
     if sk:
         worst = min(sk, key=lambda r: r["speedup_sk"])
@@ -729,6 +814,16 @@ def targets(results):
     lines.append("- same computation (loss after one identical step within 1e-4 relative): "
                  + ("**MISMATCH in " + ", ".join(bad) + "**" if bad else "**OK** in every config"))
     return "\n".join(lines)
+
+
+def _rest_needed(missed, allowed):
+    """For missed targets: what numprop's work besides its matrix products would have to take."""
+    parts = [f"{r['name']} {r['np_s'] - r['products_s']:.2f} s → {allowed(r) - r['products_s']:.2f} s"
+             for r in missed if r["products_s"] == r["products_s"]]
+    if not parts:
+        return []
+    return ["  - to meet it, the rest of numprop's epoch (all but its matrix products) "
+            "would have to shrink: " + "; ".join(parts)]
 
 
 def machine(results):
@@ -828,6 +923,16 @@ inference added: the peak RSS (VmHWM, reset after loading) minus the RSS after
 imports, data loading and the loss check. sklearn's "+model" includes the
 float32 copy of the whole training set that `fit` needs (600 MB).
 
+**numprop's products alone**: a fourth subprocess makes, batch by batch, only
+the matrix products of numprop's training step, with the same calls and shapes
+as its Linear layers (forward, weight gradient accumulating like the fused
+momentum, input gradient), on arrays made once: no data, bias, elementwise
+work or optimizer. It is timed in the same alternation. Its epoch is what a
+numprop with no overhead at all would take on this BLAS, so "rest of
+numprop's epoch" (numprop's epoch minus it) is everything numprop could still
+shave, and the "allowed" columns say how small that rest must be to meet a
+target (negative: not even the products alone fit).
+
 The machine is shared and noisy: compare the ratios, not the seconds.
 
 ## Results
@@ -845,6 +950,8 @@ The machine is shared and noisy: compare the ratios, not the seconds.
 ```
 """
     path.write_text(body)
+    if path.resolve() != (HERE / "SPEED.md").resolve():
+        return  # a trial written elsewhere (--output) leaves RESULTS.md to the real runs
     sys.path.insert(0, str(HERE))
     from results_md import update_section
     update_section("speed", f"""## Speed: an epoch of numprop against PyTorch and scikit-learn
@@ -964,6 +1071,8 @@ def main(argv=None):
                    help="timed MLPClassifier epochs (default: min(repeats, 2))")
     p.add_argument("--infer-repeats", type=int, default=5)
     p.add_argument("--no-sklearn", action="store_true")
+    p.add_argument("--no-products", dest="products", action="store_false",
+                   help="do not time numprop's matrix products alone (timed by default)")
     p.add_argument("--no-trainer", dest="trainer", action="store_false",
                    help="do not time numprop's Trainer.fit (timed by default when it exists)")
     p.add_argument("--quick", action="store_true",
@@ -971,7 +1080,9 @@ def main(argv=None):
     p.add_argument("--n-train", type=int, default=None, help="training images per epoch (50000)")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     p.add_argument("--write", action="store_true", help="write benchmarks/SPEED.md")
-    p.add_argument("--output", type=Path, default=HERE / "SPEED.md")
+    p.add_argument("--output", type=Path, default=HERE / "SPEED.md",
+                   help="with --write: where the report goes; RESULTS.md is updated "
+                        "only when it is the default benchmarks/SPEED.md")
     p.add_argument("--profile", metavar="CONFIG", help="time the phases of one side on one config")
     p.add_argument("--profile-side", choices=["numprop", "torch"], default="numprop")
     p.add_argument("--cprofile", action="store_true", help="with --profile: also cProfile an epoch")
