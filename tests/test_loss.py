@@ -33,6 +33,16 @@ def test_integer_labels_and_one_hot_agree():
     np.testing.assert_allclose(a.backward(), b.backward(), rtol=1e-12)
 
 
+def test_right_answers_count_against_the_most_likely_target_class():
+    z = np.array([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [1.0, 1.0, 5.0], [0.0, 0.0, -1.0]])
+    labels = np.array([0, 2, 2, 1])                     # rows 0 and 2 right; row 3 ties to 0
+    soft = np.array([[0.6, 0.2, 0.2], [0.1, 0.2, 0.7], [0.0, 0.3, 0.7], [0.2, 0.5, 0.3]])
+    for target in (labels, np.eye(3)[labels], soft):
+        loss = npp.SoftmaxCrossEntropy(label_smoothing=0.1)
+        loss.forward(z, target)
+        assert loss.count_correct() == 2
+
+
 def test_soft_targets_gradient_check():
     rng = np.random.default_rng(2)
     z = rng.standard_normal((5, 3))

@@ -247,6 +247,46 @@ def test_loss_kernel_matches_the_numpy_path(dtype, eps, monkeypatch):
     assert np.isfinite(value) and value > 2e4 / 300
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["kernel", "numpy"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_loss_counts_right_answers_as_argmax_does(dtype, compiled, monkeypatch):
+    rng = np.random.default_rng(5)
+    z = rng.integers(-2, 3, (400, 10)).astype(dtype)          # many ties: the first largest counts
+    z[3, 4] = np.nan                                          # the first NaN wins, as in np.argmax
+    z[5, [0, 7]] = np.nan
+    y = rng.integers(0, 10, 400)
+    y[3], y[5] = 4, 0
+    expected = int(np.count_nonzero(z.argmax(axis=1) == y))
+    last_largest = int(np.count_nonzero(9 - z[:, ::-1].argmax(axis=1) == y))
+    assert last_largest != expected                           # the ties do decide the count
+    used = []
+    real_run = _kernels.run
+    monkeypatch.setattr(_kernels, "run", lambda name, *a, **k: used.append(name) or real_run(name, *a, **k))
+    if not compiled:
+        monkeypatch.setattr(_kernels, "get", lambda name: None)
+    loss = npp.SoftmaxCrossEntropy()
+    with np.errstate(invalid="ignore"):
+        loss.forward(z, y)
+    assert used == ["softmax_xent"]
+    assert loss.count_correct() == expected
+    assert loss.count_correct() == expected                   # asking again changes nothing
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["kernel", "numpy"])
+def test_out_of_range_labels_are_refused_on_both_paths(compiled, monkeypatch):
+    if not compiled:
+        monkeypatch.setattr(_kernels, "get", lambda name: None)
+    loss = npp.SoftmaxCrossEntropy()
+    z = np.zeros((4, 3), np.float32)
+    for bad, shown in (([0, 1, 3, 2], "from 0 to 3"), ([0, -1, 2, 2], "from -1 to 2")):
+        with pytest.raises(ConfigError, match=rf"labels must be in \[0, 3\), got values {shown}"):
+            loss.forward(z, np.array(bad))
+        with pytest.raises(ConfigError, match="needs a forward"):
+            loss.count_correct()                              # a refused forward leaves nothing
+    assert loss.forward(z, np.array([0, 1, 2, 2])) == pytest.approx(np.log(3))
+    assert loss.count_correct() == 1                          # all tied: class 0 counts
+
+
 @pytest.mark.parametrize("with_rows", [False, True])
 def test_gather_and_standardise_kernel_matches_numpy_bit_for_bit(with_rows, monkeypatch):
     rng = np.random.default_rng(3)

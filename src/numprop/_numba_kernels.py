@@ -419,27 +419,36 @@ def augment_rows(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
 
 
 # --- Softmax cross-entropy with integer labels: scalars (1 - eps, eps / C, 1 / N, eps),
-# ints (C, logits, probs, grad, labels int64, nll float64); pieces are rows.
+# ints (C, logits, probs, grad, labels int64, totals float64[3]); pieces are rows.
 # Per row, the NumPy path's steps: shifted = z - max z; p = exp(shifted) / sum;
 # nll = log(sum) - shifted[y], mixed with log(sum) - mean(shifted) by label smoothing;
 # grad = (p - (1 - eps) onehot(y) - eps / C) * (1 / N). Unlike the elementwise kernels
 # it may differ from NumPy in the last bit: NumPy's exp and its sums are its own.
+# totals gets (sum of nll, rows whose first largest logit is at the label, rows whose
+# label is outside [0, C), left untouched): it is one sum, so the caller runs one piece.
 
 @jit
 def _softmax_xent_piece(lo, hi, s, ints, dtype):
     c = ints[1]
     z, p, g = (_array(ints, 2, dtype, hi * c), _array(ints, 3, dtype, hi * c),
                _array(ints, 4, dtype, hi * c))
-    labels, nll = _array(ints, 5, np.int64, hi), _array(ints, 6, np.float64, hi)
+    labels, totals = _array(ints, 5, np.int64, hi), _array(ints, 6, np.float64, 3)
     keep, spread, inv_n, eps = dtype(s[0]), dtype(s[1]), dtype(s[2]), s[3]
+    nll_sum, correct, bad = 0.0, 0, 0
     for i in range(lo, hi):
+        y = labels[i]
+        if y < 0 or y >= c:
+            bad += 1
+            continue
         row, prob, grad = z[i * c:(i + 1) * c], p[i * c:(i + 1) * c], g[i * c:(i + 1) * c]
-        top = row[0]
-        for j in range(1, c):
-            if row[j] > top or row[j] != row[j]:   # a NaN wins, as in np.max
-                top = row[j]
-                if top != top:
-                    break
+        top, best = row[0], 0
+        if top == top:                             # the first NaN wins, as in np.max and np.argmax
+            for j in range(1, c):
+                if row[j] > top or row[j] != row[j]:
+                    top, best = row[j], j
+                    if top != top:
+                        break
+        correct += best == y
         total, shifted_sum = dtype(0), 0.0
         for j in range(c):
             shifted = row[j] - top
@@ -447,15 +456,15 @@ def _softmax_xent_piece(lo, hi, s, ints, dtype):
             prob[j] = np.exp(shifted)
             total += prob[j]
         log_sum = np.log(np.float64(total))
-        y = labels[i]
         loss = log_sum - np.float64(row[y] - top)
         if eps != 0:
             loss = (1 - eps) * loss + eps * (log_sum - shifted_sum / c)
-        nll[i] = loss
+        nll_sum += loss
         for j in range(c):
             prob[j] = prob[j] / total
             grad[j] = (prob[j] - keep if j == y else prob[j]) - spread
             grad[j] = grad[j] * inv_n
+    totals[0], totals[1], totals[2] = nll_sum, correct, bad
 
 
 @kernel

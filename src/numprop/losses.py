@@ -34,6 +34,7 @@ class SoftmaxCrossEntropy:
     ``forward(logits (N, C), target)`` returns the loss as a float; target is
     integer labels (N,) or probabilities (N, C) (one-hot or soft).
     ``backward()`` returns dL/dlogits = (softmax - target) / N, shape (N, C).
+    ``count_correct()`` counts the examples whose largest logit is the right class.
     ``label_smoothing`` mixes the target with the uniform distribution.
     """
 
@@ -43,6 +44,8 @@ class SoftmaxCrossEntropy:
         self.label_smoothing = label_smoothing
         self._work: dict[str, np.ndarray] = {}
         self._grad: np.ndarray | None = None
+        self._logits: np.ndarray | None = None
+        self._correct: int | None = None
 
     def forward(self, logits: np.ndarray, target: np.ndarray) -> float:
         logits = np.asarray(logits)
@@ -51,18 +54,18 @@ class SoftmaxCrossEntropy:
         n, c = logits.shape
         target = np.asarray(target)
         self._grad = None
+        self._logits, self._correct = None, None
         dtype = logits.dtype if logits.dtype in (np.float32, np.float64) else np.float64
         if target.ndim == 1:
             if target.shape[0] != n or not np.issubdtype(target.dtype, np.integer):
                 raise ConfigError(f"labels must be integers of shape ({n},), "
                                   f"got {target.dtype} {target.shape}")
-            if target.size and (target.min() < 0 or target.max() >= c):
-                raise ConfigError(f"labels must be in [0, {c}), got values from "
-                                  f"{target.min()} to {target.max()}")
-            self.labels, self.target = target, None
-            loss = self._compiled(logits, target)
+            loss = self._compiled(logits, target)      # checks the labels' range itself
             if loss is not None:
+                self.labels, self.target, self._logits = target, None, logits
                 return loss
+            self._check_range(target, c)
+            self.labels, self.target = target, None
 
         # p first holds the shifted logits z - max (every row's largest entry is 0,
         # so exp cannot overflow); what the loss needs of them is read off before
@@ -100,28 +103,53 @@ class SoftmaxCrossEntropy:
             loss = float(nll.mean())
         else:
             loss = float(np.mean(log_sums - target_dot_shifted))
-        self.probs = p
+        self.probs, self._logits = p, logits
         return loss
+
+    @staticmethod
+    def _check_range(labels: np.ndarray, c: int) -> None:
+        if labels.size and (labels.min() < 0 or labels.max() >= c):
+            raise ConfigError(f"labels must be in [0, {c}), got values from "
+                              f"{labels.min()} to {labels.max()}")
 
     def _compiled(self, logits: np.ndarray, labels: np.ndarray) -> float | None:
         """Forward and backward for integer labels in one compiled pass, or None (no kernel).
 
-        One call instead of a dozen NumPy ones: with 10 classes the loss is tiny
-        work, and each NumPy call right after a big matrix product costs tens of us.
+        One call instead of a dozen NumPy ones (the label check, the loss's sum and
+        the count of right answers included): with 10 classes the loss is tiny work,
+        and each distinct NumPy call right after a big matrix product costs tens of
+        us, its code and data having left the caches.
         """
         if logits.dtype not in (np.float32, np.float64):
             return None
         n, c = logits.shape
         p = work_buffer(self._work, "p", (n, c), logits.dtype)
         grad = work_buffer(self._work, "grad", (n, c), logits.dtype)
-        nll = work_buffer(self._work, "nll", (n,), np.float64)               # (N,) per example
+        totals = work_buffer(self._work, "totals", (3,), np.float64)   # nll sum, right, bad labels
         eps = self.label_smoothing
+        # grain 2**40: one piece, on this thread, as the single sum in totals needs.
         if not _kernels.run("softmax_xent", n, (logits, p, grad), grain=1 << 40,
                             scalars=(1 - eps, eps / c, 1.0 / n, eps), sizes=(c,),
-                            others=(np.ascontiguousarray(labels, np.int64), nll)):
+                            others=(np.ascontiguousarray(labels, np.int64), totals)):
             return None
-        self.probs, self._grad = p, grad
-        return float(nll.mean())
+        nll_sum, correct, bad = totals
+        if bad:
+            self._check_range(labels, c)
+        self.probs, self._grad, self._correct = p, grad, int(correct)
+        return float(nll_sum) / n
+
+    def count_correct(self) -> int:
+        """How many examples of the last forward have their largest logit at the target.
+
+        Ties go to the first largest logit, as with ``np.argmax``; for probability
+        targets the target is the most likely class.
+        """
+        if self._logits is None:
+            raise ConfigError("count_correct() needs a forward() first")
+        if self._correct is None:               # the compiled forward counts as it goes
+            truth = self.labels if self.labels is not None else self.target.argmax(axis=1)
+            self._correct = int(np.count_nonzero(self._logits.argmax(axis=1) == truth))
+        return self._correct
 
     def backward(self) -> np.ndarray:
         """dL/dlogits (N, C) for the last forward call."""

@@ -107,7 +107,7 @@ class Trainer:
         """One optimizer step on a batch; returns (mean loss, number correct)."""
         logits = self.model.forward(x)
         value = self.loss.forward(logits, y)
-        correct = int(np.count_nonzero(logits.argmax(axis=1) == y))
+        correct = self.loss.count_correct()
         dlogits = self.loss.backward()
         self.optimizer.zero_grad()
         if self.fused:
@@ -127,7 +127,7 @@ class Trainer:
             for x, y in batches:
                 logits = self.model.forward(x)
                 loss_sum += self.loss.forward(logits, y) * len(y)
-                correct += int(np.count_nonzero(logits.argmax(axis=1) == y))
+                correct += self.loss.count_correct()
                 total += len(y)
         finally:
             self.model.train()
