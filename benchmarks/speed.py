@@ -17,9 +17,9 @@ Also reported: numprop's epoch against the matrix-product floor (the epoch's
 GEMM FLOPs divided by np.matmul's float32 rate on 2048^3 products measured in
 the numprop subprocess during the same run), eval-mode inference throughput on
 the 10,000 test images, peak RSS of each subprocess, and numprop's matrix
-products alone (the same BLAS calls its step makes, with nothing else), which
-splits numprop's epoch into the products and the rest that overhead work could
-still shave.
+products and weight updates alone (the same BLAS calls and optimizer step its
+training step makes, with nothing else), which splits numprop's epoch into the
+work no overhead hides and the rest that overhead work could still shave.
 
 Needs the benchmark extras: pip install torch==2.13.0 scikit-learn threadpoolctl
 """
@@ -459,55 +459,69 @@ class SklearnSide:
 
 
 class ProductsSide:
-    """numprop's matrix products alone: what its step asks of BLAS, and nothing else.
+    """numprop's matrix products and weight updates alone: the work no overhead hides.
 
     Per batch (same batch sizes as an epoch), each Linear layer's products as
-    numprop's layers make them: the forward ``gemm(x, W, out, beta=1)``, the
-    weight gradient ``gemm(x.T, dout, ...)`` accumulating into a momentum-like
-    buffer for SGD (as the fused backward does) or overwriting it for Adam, and
-    ``np.matmul(dout, W.T, out=dx)`` for every layer but the first. On arrays
-    made once; no data, no bias, no elementwise work, no optimizer. Its epoch is
-    the time a numprop with no overhead at all would take on this BLAS. Its own
-    subprocess, so it does not change numprop's peak memory.
+    numprop's layers make them: the forward ``gemm(x, W, out)``, the weight
+    gradient through ``Parameter.accumulate_matmul`` inside the optimizer's
+    ``fused_backward`` (for SGD it accumulates straight into the momentum
+    buffer), ``np.matmul(dout, W.T, out=dx)`` for every layer but the first;
+    then numprop's optimizer step on those weights, timed on its own. The
+    update must read and write every weight and its optimizer state once per
+    step, which memory bandwidth bounds. On arrays made once; no data, no bias,
+    no activations, no loss. Its own subprocess, so it does not change numprop's
+    peak memory.
     """
 
     name = "products"
 
     def __init__(self, cfg, data):
         import numpy as np
+        import numprop as npp
         from numprop import _blas
-        self.np, self.gemm, self.cfg, self.data = np, _blas.gemm, cfg, data
+        self.np, self.npp, self.gemm, self.cfg, self.data = np, npp, _blas.gemm, cfg, data
         self.info = {"fast_blas": _blas.available()}
 
     def setup(self):
-        np, sizes, batch = self.np, self.cfg["sizes"], self.cfg["batch"]
+        np, npp, sizes, batch = self.np, self.npp, self.cfg["sizes"], self.cfg["batch"]
         rng = np.random.default_rng(0)
 
-        def normal(shape, scale=1.0):
-            return (rng.standard_normal(shape, dtype=np.float32) * np.float32(scale))
+        def normal(shape, scale):
+            return rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)
 
-        self.acts = [normal((batch, s)) for s in sizes]                 # each layer's input, then the logits
-        self.grads = [normal((batch, s)) for s in sizes]                # d(loss)/d(each of those)
-        self.weights = [normal((a, b), a ** -0.5) for a, b in zip(sizes[:-1], sizes[1:])]
-        self.wgrads = [np.zeros_like(w) for w in self.weights]
-        self.beta = MOMENTUM if self.cfg["opt"] == "sgd" else 0.0
+        # Small gradients keep the weights, and so every value, nearly where they
+        # start over any number of epochs (values do not change BLAS's speed, but
+        # an overflow would make NaNs): forward products overwrite (beta=0, where
+        # numprop's Linear adds onto its bias: the same one pass over the output).
+        self.acts = [normal((batch, s), 1.0) for s in sizes]           # layer inputs, then logits
+        self.grads = [normal((batch, s), 1e-6) for s in sizes]         # d(loss)/d(each of those)
+        self.params = [npp.Parameter(normal((a, b), a ** -0.5))
+                       for a, b in zip(sizes[:-1], sizes[1:])]
+        if self.cfg["opt"] == "sgd":
+            self.opt = npp.SGD(self.params, lr=LR["sgd"], momentum=MOMENTUM)
+        else:
+            self.opt = npp.Adam(self.params, lr=LR["adam"])
 
     def epoch(self, k):
-        np, gemm, acts, grads = self.np, self.gemm, self.acts, self.grads
-        weights, wgrads, beta = self.weights, self.wgrads, self.beta
-        n, batch = self.data.n, self.cfg["batch"]
+        """Returns the seconds spent in the optimizer's steps."""
+        np, gemm, acts, grads, params, opt = (self.np, self.gemm, self.acts, self.grads,
+                                              self.params, self.opt)
+        n, batch, clock = self.data.n, self.cfg["batch"], time.perf_counter
+        updating = 0.0
         for lo in range(0, n, batch):
             b = min(batch, n - lo)
-            for i, w in enumerate(weights):
-                gemm(acts[i][:b], w, acts[i + 1][:b], beta=1.0)                 # (b, in) @ (in, out)
-            for i in range(len(weights) - 1, -1, -1):
-                gemm(acts[i][:b].T, grads[i + 1][:b], wgrads[i], beta=beta)     # (in, b) @ (b, out)
-                if i:
-                    np.matmul(grads[i + 1][:b], weights[i].T, out=grads[i][:b])  # (b, out) @ (out, in)
-        # The forward accumulates (beta=1, as numprop's Linear does onto the bias), so
-        # the activations grow from batch to batch: polynomially, far from overflow,
-        # and values do not change BLAS's speed (no subnormals arise).
-        return None
+            for i, p in enumerate(params):
+                gemm(acts[i][:b], p.data, acts[i + 1][:b])                       # (b, in) @ (in, out)
+            opt.zero_grad()
+            with opt.fused_backward():
+                for i in range(len(params) - 1, -1, -1):
+                    params[i].accumulate_matmul(acts[i][:b].T, grads[i + 1][:b])  # (in, b) @ (b, out)
+                    if i:
+                        np.matmul(grads[i + 1][:b], params[i].data.T, out=grads[i][:b])
+            t0 = clock()
+            opt.step()
+            updating += clock() - t0
+        return updating
 
     def infer(self, x):
         return None
@@ -624,7 +638,7 @@ def run_config(name, cfg, args, log):
     timed = ["numprop", "torch"] + (["trainer"] if args.trainer else []) + sides[2:]
     res = {"name": name, "cfg": cfg, "epochs": {s: [] for s in timed},
            "cpu": {s: [] for s in timed}, "prep": {s: [] for s in timed},
-           "infer": {s: [] for s in sides if s != "products"}, "floor": []}
+           "infer": {s: [] for s in sides if s != "products"}, "floor": [], "updates": []}
     load0 = os.getloadavg()
     log(f"\n== {name}: {describe(cfg)} (load average {load0[0]:.1f})")
     workers = {}
@@ -668,10 +682,13 @@ def run_config(name, cfg, args, log):
             res["epochs"][s].append(rep["seconds"])
             res["cpu"][s].append(rep["cpu"])
             res["prep"][s].append(rep["prep"])
+            if s == "products":
+                res["updates"].append(rep["result"])
             busy = rep["cpu"] / rep["seconds"]
             if s != "sklearn" and busy < 1.5:
                 res["contended"] = res.get("contended", 0) + 1
-            loss = "" if rep["result"] is None else f", loss {rep['result']:.3f}"
+            loss = (f", updates {rep['result']:.2f}s" if s == "products"
+                    else "" if rep["result"] is None else f", loss {rep['result']:.3f}")
             line.append(f"{s} {rep['seconds']:.2f}s (cpu {busy:.2f}x{'*' if busy < 1.5 else ''}"
                         f"{loss})")
         log(f"  repeat {r + 1}: " + ", ".join(line))
@@ -695,7 +712,11 @@ def run_config(name, cfg, args, log):
     res["prep_s"] = median(res["prep"]["numprop"])
     res["ratio_floor_noprep"] = median(
         [e - p for e, p in zip(res["epochs"]["numprop"], res["prep"]["numprop"])]) / res["floor_s"]
-    res["products_s"] = median(res["epochs"].get("products", []))
+    # numprop's mandatory work: its matrix products, and its weight updates (timed apart)
+    res["work_s"] = median(res["epochs"].get("products", []))
+    res["updates_s"] = median(res["updates"])
+    res["products_s"] = median([e - u for e, u in zip(res["epochs"].get("products", []),
+                                                      res["updates"])])
     res["sk_s"] = median(res["epochs"].get("sklearn", []))
     res["speedup_sk"] = res["sk_s"] / np_s
     res["speedup_sk_noprep"] = res["sk_s"] / (np_s - res["prep_s"])
@@ -705,10 +726,10 @@ def run_config(name, cfg, args, log):
         f"{res['ratio_floor']:.2f}; {res['ratio_floor_noprep']:.2f} without the "
         f"{res['prep_s']:.2f}s of batch conversion); sklearn {res['sk_s']:.2f}s "
         f"(x{res['speedup_sk']:.2f}; x{res['speedup_sk_noprep']:.2f} without batch conversion)")
-    if res["products_s"] == res["products_s"]:
+    if res["work_s"] == res["work_s"]:
         log(f"  numprop's matrix products alone: {res['products_s']:.2f}s "
-            f"({res['products_s'] / res['floor_s']:.2f} x floor); the rest of its epoch "
-            f"{np_s - res['products_s']:.2f}s")
+            f"({res['products_s'] / res['floor_s']:.2f} x floor), its weight updates "
+            f"{res['updates_s']:.2f}s; the rest of its epoch {np_s - res['work_s']:.2f}s")
     return res
 
 
@@ -750,16 +771,17 @@ def table(results):
             else:
                 cells.append("–")
         rows.append(f"| {r['name']} | " + " | ".join(cells) + " |")
-    with_products = [r for r in results if r["products_s"] == r["products_s"]]
+    with_products = [r for r in results if r["work_s"] == r["work_s"]]
     if with_products:
-        rows += ["", "| config | numprop's products alone s | products / GEMM floor "
-                 "| rest of numprop's epoch s | rest allowed by 0.90 × PyTorch s "
-                 "| rest allowed by 1.15 × floor s |", "|---|---:|---:|---:|---:|---:|"]
+        rows += ["", "| config | numprop's products alone s (/ GEMM floor) | its weight updates s "
+                 "| rest of numprop's epoch s (batch conversion) "
+                 "| rest allowed by 0.90 × PyTorch s | rest allowed by 1.15 × floor s |",
+                 "|---|---:|---:|---:|---:|---:|"]
         for r in with_products:
-            ps = r["products_s"]
-            rows.append(f"| {r['name']} | {ps:.2f} | {ps / r['floor_s']:.2f} "
-                        f"| {r['np_s'] - ps:.2f} | {0.90 * r['torch_s'] - ps:.2f} "
-                        f"| {1.15 * r['floor_s'] - ps:.2f} |")
+            work = r["work_s"]
+            rows.append(f"| {r['name']} | {r['products_s']:.2f} ({r['products_s'] / r['floor_s']:.2f}) "
+                        f"| {r['updates_s']:.2f} | {r['np_s'] - work:.2f} ({r['prep_s']:.2f}) "
+                        f"| {0.90 * r['torch_s'] - work:.2f} | {1.15 * r['floor_s'] - work:.2f} |")
     return "\n".join(rows)
 
 
@@ -804,26 +826,50 @@ def targets(results):
                      f"conversion: {verdict(ok2).lower()}, worst "
                      f"{min(r['speedup_sk_noprep'] for r in sk):.2f}×)")
         # Where sklearn itself runs within 2x of the matrix products, no implementation
-        # that does those products at the measured peak rate can be 2x faster.
-        unreachable = [f"{r['name']} (2× needs {r['sk_s'] / 2:.2f} s, the floor is "
-                       f"{r['floor_s']:.2f} s)" for r in sk if r["sk_s"] / 2 < r["floor_s"]]
+        # that does those products at the measured peak rate (or as fast as numprop's
+        # BLAS does them, with the weight updates) can be 2x faster.
+        unreachable = [f"{r['name']} (2× needs {r['sk_s'] / 2:.2f} s; the floor is "
+                       f"{r['floor_s']:.2f} s, the products and updates alone take "
+                       f"{r['work_s']:.2f} s)" for r in sk
+                       if r["sk_s"] / 2 < max(r["floor_s"], _or_zero(r["work_s"]))]
         if unreachable:
-            lines.append("  - out of reach on this machine, below the GEMM floor: "
-                         + "; ".join(unreachable))
+            lines.append("  - out of reach on this machine, below the GEMM floor or below "
+                         "numprop's products and weight updates alone: " + "; ".join(unreachable))
     bad = [r["name"] for r in results if r["check_rel"] > 1e-4]
     lines.append("- same computation (loss after one identical step within 1e-4 relative): "
                  + ("**MISMATCH in " + ", ".join(bad) + "**" if bad else "**OK** in every config"))
     return "\n".join(lines)
 
 
+def _or_zero(x):
+    return x if x == x else 0.0
+
+
 def _rest_needed(missed, allowed):
-    """For missed targets: what numprop's work besides its matrix products would have to take."""
-    parts = [f"{r['name']} {r['np_s'] - r['products_s']:.2f} s → {allowed(r) - r['products_s']:.2f} s"
-             for r in missed if r["products_s"] == r["products_s"]]
-    if not parts:
+    """For missed targets: what numprop's epoch less its products and updates would have to take.
+
+    Out of reach where that is less than the batch conversion alone, which every
+    side does inside its timed epoch.
+    """
+    missed = [r for r in missed if r["work_s"] == r["work_s"]]
+    if not missed:
         return []
-    return ["  - to meet it, the rest of numprop's epoch (all but its matrix products) "
-            "would have to shrink: " + "; ".join(parts)]
+    parts, out = [], []
+    for r in missed:
+        left = allowed(r) - r["work_s"]
+        parts.append(f"{r['name']} {r['np_s'] - r['work_s']:.2f} s → {left:.2f} s")
+        if left < 0:
+            out.append(f"{r['name']} (the products and updates alone take {r['work_s']:.2f} s "
+                       f"of the {allowed(r):.2f} s)")
+        elif left < r["prep_s"]:
+            out.append(f"{r['name']} (that leaves {left:.2f} s; the batch conversion alone "
+                       f"takes {r['prep_s']:.2f} s)")
+    lines = ["  - to meet it, the rest of numprop's epoch (all but its matrix products and "
+             "weight updates) would have to shrink: " + "; ".join(parts)]
+    if out:
+        lines.append("  - out of reach on this machine, the products, updates and batch "
+                     "conversion alone exceed it: " + "; ".join(out))
+    return lines
 
 
 def machine(results):
@@ -923,15 +969,18 @@ inference added: the peak RSS (VmHWM, reset after loading) minus the RSS after
 imports, data loading and the loss check. sklearn's "+model" includes the
 float32 copy of the whole training set that `fit` needs (600 MB).
 
-**numprop's products alone**: a fourth subprocess makes, batch by batch, only
-the matrix products of numprop's training step, with the same calls and shapes
-as its Linear layers (forward, weight gradient accumulating like the fused
-momentum, input gradient), on arrays made once: no data, bias, elementwise
-work or optimizer. It is timed in the same alternation. Its epoch is what a
-numprop with no overhead at all would take on this BLAS, so "rest of
-numprop's epoch" (numprop's epoch minus it) is everything numprop could still
-shave, and the "allowed" columns say how small that rest must be to meet a
-target (negative: not even the products alone fit).
+**numprop's products alone, its weight updates**: a fourth subprocess makes,
+batch by batch, only the matrix products of numprop's training step, with the
+same calls and shapes as its Linear layers (forward, weight gradient through
+the optimizer's fused backward, input gradient), then numprop's optimizer step
+on those weights (timed apart: it must read and write every weight and its
+optimizer state once a step, which memory bandwidth bounds), on arrays made
+once: no data, bias, activations or loss. It is timed in the same alternation.
+Together they are what a numprop with no overhead at all would take on this
+BLAS and memory, so "rest of numprop's epoch" (its epoch minus both) is all
+that work on overhead could still shave; of it, the batch conversion (in
+brackets) is work every side does too. The "allowed" columns say how small the
+rest must be to meet a target (negative: not even the products and updates fit).
 
 The machine is shared and noisy: compare the ratios, not the seconds.
 
@@ -1072,7 +1121,8 @@ def main(argv=None):
     p.add_argument("--infer-repeats", type=int, default=5)
     p.add_argument("--no-sklearn", action="store_true")
     p.add_argument("--no-products", dest="products", action="store_false",
-                   help="do not time numprop's matrix products alone (timed by default)")
+                   help="do not time numprop's matrix products and weight updates alone "
+                        "(timed by default)")
     p.add_argument("--no-trainer", dest="trainer", action="store_false",
                    help="do not time numprop's Trainer.fit (timed by default when it exists)")
     p.add_argument("--quick", action="store_true",
