@@ -49,6 +49,11 @@ if (DEFAULT_DATA / "cifar-10-batches-bin").is_dir():
 # benchmark subprocesses so every library sees the machine as it is.
 UNSET_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 THREADS = 2
+# OpenBLAS's (and OpenMP's) idle worker threads spin for about 0.1 s after their
+# last job (measured: 0.11 s of CPU burnt by a process that has just finished
+# its products and then sleeps). Every timed call waits this long first, so that
+# no side starts while the previous one's threads still hold a core.
+SETTLE_S = 0.25
 
 # name -> network, batch size, optimizer
 CONFIGS: dict[str, dict] = {}
@@ -673,6 +678,7 @@ def run_config(name, cfg, args, log):
                 if sk_left <= 0:
                     continue
                 sk_left -= 1
+            time.sleep(SETTLE_S)
             if s == "numprop":  # the floor, measured in the same process, right before
                 res["floor"] += workers[s].call(op="floor", reps=2)["result"]
             if s == "trainer":
@@ -695,6 +701,7 @@ def run_config(name, cfg, args, log):
     inferring = [s for s in sides if s != "products"]
     for r in range(args.infer_repeats):
         for s in (inferring if r % 2 == 0 else inferring[::-1]):
+            time.sleep(SETTLE_S)
             res["infer"][s].append(workers[s].call(op="infer")["seconds"])
     for s in sides:
         end = workers[s].close()
@@ -942,7 +949,10 @@ installed (the `fast` extra; status in the Machine section), as it is here.
 Each side lives in its own subprocess; the
 parent runs a warm-up epoch on each, then {args.repeats} timed epochs per side,
 alternating the order (numprop first on odd repeats, last on even ones); the
-numbers are medians. sklearn's `MLPClassifier` (float32 input, alpha=0,
+numbers are medians. Before every timed epoch (and inference run) the parent
+waits {SETTLE_S} s: BLAS and OpenMP worker threads spin for about 0.1 s after
+their last job, and would otherwise take a core from the next side's start.
+sklearn's `MLPClassifier` (float32 input, alpha=0,
 max_iter=1, shuffle with a fixed random_state, same solver and learning rate)
 gets {args.sklearn_repeats} timed epoch(s). † sklearn has no BatchNorm/Dropout:
 for that row it trains the plain 3×1024 MLP, shown for reference and left out
