@@ -63,9 +63,9 @@ class Linear(Module):
     def backward_params(self, dout):
         x = self.x
         self.weight.accumulate_matmul(x.T, dout)                       # (D, H) += (D, N) @ (N, H)
-        ones = self._buf("ones", (1, x.shape[0]), dout.dtype)
+        ones = self._buf("ones", (x.shape[0],), dout.dtype)             # (N,): a partial batch gets a view
         ones.fill(1)
-        self.bias.accumulate_matmul(ones, dout)                        # (1, H) += (1, N) @ (N, H)
+        self.bias.accumulate_matmul(ones[None, :], dout)               # (1, H) += (1, N) @ (N, H)
 
     def backward(self, dout):
         self.backward_params(dout)
