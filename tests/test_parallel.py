@@ -149,6 +149,21 @@ def test_numba_kernels_are_in_use_in_the_test_install():
 
 
 @pytest.fixture
+def kernel_calls(monkeypatch):
+    """Every ``_kernels.run`` call from here on, as (kernel name, whether the kernel ran)."""
+    calls = []
+    real_run = _kernels.run
+
+    def spy(name, *args, **kwargs):
+        ran = real_run(name, *args, **kwargs)
+        calls.append((name, ran))
+        return ran
+
+    monkeypatch.setattr(_kernels, "run", spy)
+    return calls
+
+
+@pytest.fixture
 def numpy_only(monkeypatch):
     """Turn the compiled kernels off, as NUMPROP_KERNELS=numpy does."""
     monkeypatch.setattr(_kernels, "get", lambda name: None)
@@ -199,18 +214,9 @@ LAYERS = [npp.ReLU, lambda: npp.Dropout(0.3, rng=5), lambda: npp.BatchNorm1d(102
 
 @pytest.mark.parametrize("make", LAYERS, ids=["relu", "dropout", "batchnorm"])
 @pytest.mark.parametrize("shape", [(600, 1024), (37, 1024)])   # split across cores, and not
-def test_layer_kernels_match_the_numpy_path_bit_for_bit(make, shape, monkeypatch):
-    used = []
-    real_run = _kernels.run
-
-    def spy(name, *args, **kwargs):
-        ran = real_run(name, *args, **kwargs)
-        used.append(name if ran else None)
-        return ran
-
-    monkeypatch.setattr(_kernels, "run", spy)
+def test_layer_kernels_match_the_numpy_path_bit_for_bit(make, shape, monkeypatch, kernel_calls):
     compiled = _layer_run(make, True, shape=shape)
-    assert used and None not in used, used                  # every call took the kernel
+    assert kernel_calls and all(ran for _, ran in kernel_calls), kernel_calls  # every call took the kernel
     with _blas.serial():
         _assert_same(compiled, _layer_run(make, True, shape=shape))
     monkeypatch.setattr(_kernels, "get", lambda name: None)
@@ -231,12 +237,9 @@ def _loss_run(dtype, eps):
 
 @pytest.mark.parametrize("eps", [0.0, 0.1])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_loss_kernel_matches_the_numpy_path(dtype, eps, monkeypatch):
-    used = []
-    real_run = _kernels.run
-    monkeypatch.setattr(_kernels, "run", lambda name, *a, **k: used.append(name) or real_run(name, *a, **k))
+def test_loss_kernel_matches_the_numpy_path(dtype, eps, monkeypatch, kernel_calls):
     value, grad, probs = _loss_run(dtype, eps)
-    assert used == ["softmax_xent"]
+    assert kernel_calls == [("softmax_xent", True)]
     monkeypatch.setattr(_kernels, "get", lambda name: None)
     numpy_value, numpy_grad, numpy_probs = _loss_run(dtype, eps)
     # exp and the row sums are NumPy's own on one path: agreement to the last bits, not all.
@@ -249,7 +252,7 @@ def test_loss_kernel_matches_the_numpy_path(dtype, eps, monkeypatch):
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["kernel", "numpy"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_loss_counts_right_answers_as_argmax_does(dtype, compiled, monkeypatch):
+def test_loss_counts_right_answers_as_argmax_does(dtype, compiled, monkeypatch, kernel_calls):
     rng = np.random.default_rng(5)
     z = rng.integers(-2, 3, (400, 10)).astype(dtype)          # many ties: the first largest counts
     z[3, 4] = np.nan                                          # the first NaN wins, as in np.argmax
@@ -259,15 +262,12 @@ def test_loss_counts_right_answers_as_argmax_does(dtype, compiled, monkeypatch):
     expected = int(np.count_nonzero(z.argmax(axis=1) == y))
     last_largest = int(np.count_nonzero(9 - z[:, ::-1].argmax(axis=1) == y))
     assert last_largest != expected                           # the ties do decide the count
-    used = []
-    real_run = _kernels.run
-    monkeypatch.setattr(_kernels, "run", lambda name, *a, **k: used.append(name) or real_run(name, *a, **k))
     if not compiled:
         monkeypatch.setattr(_kernels, "get", lambda name: None)
     loss = npp.SoftmaxCrossEntropy()
     with np.errstate(invalid="ignore"):
         loss.forward(z, y)
-    assert used == ["softmax_xent"]
+    assert kernel_calls == [("softmax_xent", compiled)]
     assert loss.count_correct() == expected
     assert loss.count_correct() == expected                   # asking again changes nothing
 
@@ -310,26 +310,19 @@ def test_gather_and_standardise_kernel_matches_numpy_bit_for_bit(with_rows, monk
 @pytest.mark.parametrize("augment", [Augment(flip=True, crop_padding=0), Augment(flip=True, crop_padding=4),
                                      Augment(flip=False, crop_padding=3)], ids=["flip", "flip-crop", "crop"])
 @pytest.mark.parametrize("prep", [Standardize, MeanImage], ids=["standardize", "mean-image"])
-def test_augmented_batches_kernel_matches_the_numpy_path_bit_for_bit(augment, prep, monkeypatch):
+def test_augmented_batches_kernel_matches_the_numpy_path_bit_for_bit(augment, prep, monkeypatch,
+                                                                     kernel_calls):
     rng = np.random.default_rng(4)
     images = rng.integers(0, 256, (300, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, 300)
     fitted = prep().fit(images)
-    used = []
-    real_run = _kernels.run
-
-    def spy(name, *args, **kwargs):
-        ran = real_run(name, *args, **kwargs)
-        used.append((name, ran))
-        return ran
 
     def batches():
         loader = BatchLoader(images, labels, fitted, 64, rng=np.random.default_rng(9), augment=augment)
         return [a.copy() for x, y in loader for a in (x, y)]
 
-    monkeypatch.setattr(_kernels, "run", spy)
     compiled = batches()
-    assert ("augment_rows", True) in used
+    assert ("augment_rows", True) in kernel_calls
     with _blas.serial():
         _assert_same(compiled, batches())
     monkeypatch.setattr(_kernels, "get", lambda name: None)
