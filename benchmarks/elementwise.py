@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 import numprop as npp
-from numprop import _blas, _kernels
-from numprop.preprocess import affine_rows
+from numprop._fast import blas as _blas, kernels as _kernels
+from numprop.data.preprocess import affine_rows
 
 HERE = Path(__file__).resolve().parent
 

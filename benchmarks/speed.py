@@ -147,7 +147,7 @@ class Data:
 
     def make_with_numprop(self):
         """numprop's own gather-and-standardise (one pass, all cores: preprocess.affine_rows)."""
-        from numprop.preprocess import affine_rows
+        from numprop.data.preprocess import affine_rows
         mean, inv_std = self.mean, self.inv_std
 
         def make(idx, source, u8, out):
@@ -256,7 +256,7 @@ class NumpropSide(_TrainingSide):
     def __init__(self, cfg, data):
         import numpy as np
         import numprop as npp
-        from numprop import _blas, _kernels
+        from numprop._fast import blas as _blas, kernels as _kernels
         self.np, self.npp, self.cfg, self.data = np, npp, cfg, data
         self.info = {"fast_blas": _blas.available(), "parallel_elementwise": _blas.parallel_available(),
                      "numba_kernels": _kernels.get("adam") is not None}
@@ -307,7 +307,7 @@ class NumpropSide(_TrainingSide):
     def trainer_epoch(self, k):
         """One epoch through npp.train.Trainer (same batches), or None if there is none."""
         try:
-            from numprop.train import Trainer
+            from numprop.training.trainer import Trainer
         except ImportError:
             return None
         data, batch = self.data, self.cfg["batch"]
@@ -483,7 +483,7 @@ class ProductsSide:
     def __init__(self, cfg, data):
         import numpy as np
         import numprop as npp
-        from numprop import _blas
+        from numprop._fast import blas as _blas
         self.np, self.npp, self.gemm, self.cfg, self.data = np, npp, _blas.gemm, cfg, data
         self.info = {"fast_blas": _blas.available()}
 
@@ -570,7 +570,7 @@ def worker_main(side_name: str, cfg_json: str, data_dir: str, n_train: int) -> N
     check = side.check(xb, yb)
     import importlib.util
     reply({"ready": True, "info": side.info,
-           "has_trainer": importlib.util.find_spec("numprop.train") is not None, "pools": pools(), "random_data": data.random,
+           "has_trainer": importlib.util.find_spec("numprop.training.trainer") is not None, "pools": pools(), "random_data": data.random,
            "base_rss_kb": base_rss, "check": check, "numpy": np.__version__,
            "env": {k: os.environ.get(k) for k in UNSET_VARS}})
     for line in sys.stdin:
@@ -665,7 +665,7 @@ def run_config(name, cfg, args, log):
     for s in sides:
         workers[s].call(op="epoch", k=-1)
     if args.trainer and not res["numprop"]["has_trainer"]:
-        log("  (no numprop.train.Trainer: not timed)")
+        log("  (no numprop.training.trainer.Trainer: not timed)")
         timed.remove("trainer")
         del res["epochs"]["trainer"]
     res["floor"] += workers["numprop"].call(op="floor", reps=3)["result"]
@@ -941,7 +941,7 @@ same batch size, same data order (one shared permutation per epoch, the last
 partial batch included) and {THREADS} threads. Images stay uint8 and every side
 gathers and converts each batch to float32 with per-channel standardisation,
 inside the timed epoch, with its own tools: numprop with
-`numprop.preprocess.affine_rows` (one pass on all cores), PyTorch with
+`numprop.data.preprocess.affine_rows` (one pass on all cores), PyTorch with
 `index_select`, `sub` and `mul_` on its own threads; the numbers are identical.
 numprop's elementwise work (ReLU, Dropout, BatchNorm, Adam, the batch
 conversion) runs as compiled numba kernels on OpenBLAS's threads when numba is
@@ -962,7 +962,7 @@ uint8 batches into standardised float32 (timed inside the epoch; PyTorch pays
 for its own, sklearn gets its float32 array ready-made, so the second speed-up
 is the like-for-like one). Epochs marked `*` in the raw log ran
 with under 1.5 cores busy: another process had the CPU.
-"Trainer.fit" is the same numprop model trained through `numprop.train.Trainer`
+"Trainer.fit" is the same numprop model trained through `numprop.training.trainer.Trainer`
 (same batches; it also counts correct predictions each step), timed in the same
 alternation; the targets are judged on the plain training loop above.
 
@@ -1052,7 +1052,7 @@ def profile(name, args):
         return out
 
     if args.profile_side == "numprop":
-        from numprop import _blas
+        from numprop._fast import blas as _blas
         side = NumpropSide(cfg, data)
         side.setup()
         model, loss, opt = side.model, side.loss, side.opt

@@ -107,8 +107,8 @@ def test_train_evaluate_predict_plot_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "test accuracy" in out and "airplane" in out and "confusion matrix" in out
 
-    from numprop.data import load_cifar10
-    from numprop.images import write_png
+    from numprop.data.cifar10 import load_cifar10
+    from numprop.data.images import write_png
     data = load_cifar10(download=False)
     paths = []
     for i in range(2):
@@ -126,9 +126,9 @@ def test_train_evaluate_predict_plot_end_to_end(tmp_path, capsys):
 
 @needs_cifar
 def test_interrupted_run_resumes_to_the_same_model(tmp_path, capsys):
-    from numprop.experiment import TrainConfig, train_cifar10
-    from numprop.io import load
-    from numprop.train import Callback
+    from numprop.training.experiment import TrainConfig, train_cifar10
+    from numprop.training.io import load
+    from numprop.training.trainer import Callback
 
     class Crash(Callback):
         def on_epoch_end(self, trainer, record):

@@ -1,4 +1,4 @@
-"""Tests of numprop.data (loading, download), numprop.preprocess and numprop.batches.
+"""Tests of numprop.data.cifar10 (loading, download), numprop.data.preprocess and numprop.data.batches.
 
 Small data sets in the official layouts are written into tmp_path; the download
 path runs against a local HTTP server on 127.0.0.1 serving archives built here.
@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from numprop.batches import Augment, BatchLoader, stratified_split
-from numprop.data import (
+from numprop.data.batches import Augment, BatchLoader, stratified_split
+from numprop.data.cifar10 import (
     BIN_FOLDER,
     Cifar10,
     load_cifar10,
     resolve_data_dir,
 )
 from numprop.errors import ConfigError, DataError
-from numprop.preprocess import (
+from numprop.data.preprocess import (
     PREPROCESSING,
     MeanImage,
     PCAWhiten,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import numprop as npp
-from numprop import _blas
+from numprop._fast import blas as _blas
 
 
 def test_named_parameters_and_modes():
@@ -173,7 +173,7 @@ def test_pure_numpy_fallback_gives_the_same_training(tmp_path):
     """The ctypes BLAS path and the NumPy fallback train identically (float32 tolerance)."""
     script = (
         "import numpy as np, sys; sys.path.insert(0, %r);"
-        "from test_module import run_steps; import numprop as npp; from numprop import _blas;"
+        "from test_module import run_steps; import numprop as npp; from numprop._fast import blas as _blas;"
         "l, s = run_steps(lambda ps: npp.SGD(ps, lr=0.05, momentum=0.9), fused=True);"
         "np.savez(sys.argv[1], losses=l, blas=_blas.available(), **s)"
     ) % os.path.dirname(__file__)

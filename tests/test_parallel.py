@@ -11,9 +11,9 @@ import pytest
 
 import numprop as npp
 from numprop.errors import ConfigError, DataError
-from numprop import _blas, _kernels
-from numprop.batches import Augment, BatchLoader
-from numprop.preprocess import MeanImage, Standardize, affine_rows
+from numprop._fast import blas as _blas, kernels as _kernels
+from numprop.data.batches import Augment, BatchLoader
+from numprop.data.preprocess import MeanImage, Standardize, affine_rows
 
 
 def test_pool_is_used_where_it_can_be():
@@ -203,7 +203,7 @@ def test_optimizer_kernels_give_the_same_bits_in_parallel(make_opt):
 
 
 def test_kernels_can_be_turned_off(tmp_path):
-    script = "from numprop import _kernels; import numpy as np; print(_kernels.get('adam'))"
+    script = "from numprop._fast import kernels as _kernels; import numpy as np; print(_kernels.get('adam'))"
     env = dict(os.environ, NUMPROP_KERNELS="numpy")
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "None"

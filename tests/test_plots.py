@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 from numprop.errors import ConfigError, DataError
-from numprop.images import read_images, write_png
-from numprop.metrics import accuracy, classification_report, confusion_matrix, precision_recall
+from numprop.data.images import read_images, write_png
+from numprop.training.metrics import accuracy, classification_report, confusion_matrix, precision_recall
 from numprop.plots import plot_confusion, plot_first_layer, plot_history, plot_misclassified
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 
 import numprop as npp
-from numprop.batches import BatchLoader
-from numprop.io import load, save
-from numprop.preprocess import Standardize
-import numprop.train
-from numprop.train import (Callback, EarlyStopping, HistoryLogger, ModelCheckpoint, NaNGuard,
-                           Trainer)
+from numprop.data.batches import BatchLoader
+from numprop.training.io import load, save
+from numprop.data.preprocess import Standardize
+from numprop.training.callbacks import EarlyStopping, HistoryLogger, ModelCheckpoint, NaNGuard
+from numprop.training.trainer import Callback, Trainer
 
 
 def toy_data(seed=0, n=300):
@@ -151,7 +150,7 @@ def resumable_run(tmp_path, epochs, extra=(), restore=None):
     model = npp.models.mlp([192, 16, 3], dropout=0.2, rng=rng)
     opt = npp.SGD(model.named_parameters(), lr=0.05, momentum=0.9)
     trainer = Trainer(model, npp.SoftmaxCrossEntropy(), opt, npp.WarmupCosine(warmup=1),
-                      [npp.train.Checkpoint(tmp_path / "last.npz", rng), *extra])
+                      [npp.Checkpoint(tmp_path / "last.npz", rng), *extra])
     if restore is not None:
         model.load_state_dict(restore.model.state_dict())
         trainer.load_state(*restore.training)

@@ -3,25 +3,54 @@
     import numprop as npp
     model = npp.models.two_layer(3072, 1000, 10, rng=0)
     loss = npp.SoftmaxCrossEntropy()
+
+The package is in four layers, each importing only those above it:
+``numprop._fast`` (speed plumbing), ``numprop.nn`` (the network core),
+``numprop.data`` and ``numprop.training``, then ``numprop.cli``.
+Importing numprop only defines things: BLAS and the compiled kernels are
+looked up on first use, and settings live in ``numprop.config``.
 """
 
-from . import models
-from .errors import ConfigError, DataError, NumpropError, TrainingError
-from .gradcheck import GradcheckReport, gradcheck
-from .io import SavedModel, load, save
-from .layers import (BatchNorm1d, Dropout, Flatten, LeakyReLU, Linear, ReLU, Sigmoid,
-                     Tanh)
-from .losses import SoftmaxCrossEntropy, log_softmax, softmax
-from .module import Module, Parameter, Sequential
-from .optim import SGD, Adam, AdamW, Optimizer
-from .schedules import Constant, Exponential, ReduceOnPlateau, StepDecay, WarmupCosine
-from .train import (Callback, Checkpoint, EarlyStopping, EpochSummary, History, HistoryLogger,
-                    ModelCheckpoint, NaNGuard, ProgressBar, Trainer)
+__version__ = "0.2.0"
 
-__version__ = "0.1.0"
+from numprop import config
+from numprop.errors import ConfigError, DataError, NumpropError, TrainingError
+from numprop.nn import models
+from numprop.nn.gradcheck import GradcheckReport, gradcheck
+from numprop.nn.layers import (
+                               BatchNorm1d,
+                               Dropout,
+                               Flatten,
+                               LeakyReLU,
+                               Linear,
+                               ReLU,
+                               Sigmoid,
+                               Tanh,
+)
+from numprop.nn.losses import SoftmaxCrossEntropy, log_softmax, softmax
+from numprop.nn.module import Module, Parameter, Sequential
+from numprop.nn.optim import SGD, Adam, AdamW, Optimizer
+from numprop.nn.schedules import (
+                               Constant,
+                               Exponential,
+                               ReduceOnPlateau,
+                               StepDecay,
+                               WarmupCosine,
+)
+from numprop.training.callbacks import (
+                               Checkpoint,
+                               EarlyStopping,
+                               EpochSummary,
+                               HistoryLogger,
+                               ModelCheckpoint,
+                               NaNGuard,
+                               ProgressBar,
+)
+from numprop.training.io import SavedModel, load, save
+from numprop.training.trainer import Callback, History, Trainer
 
 __all__ = [
-    "models", "gradcheck", "GradcheckReport",
+    "config", "models", "gradcheck", "GradcheckReport",
     "Parameter", "Module", "Sequential",
     "Linear", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Dropout", "BatchNorm1d", "Flatten",
     "SoftmaxCrossEntropy", "softmax", "log_softmax",

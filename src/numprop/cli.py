@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, NumpropError, TrainingError
+from numprop.errors import ConfigError, NumpropError, TrainingError
 
 EXIT_BAD_INPUT, EXIT_TRAINING_FAILED = 2, 1
 
@@ -54,11 +54,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .experiment import TrainConfig
-    from .models import ACTIVATIONS
-    from .optim import OPTIMIZERS
-    from .preprocess import PREPROCESSING
-    from .schedules import SCHEDULES
+    from numprop.data.preprocess import PREPROCESSING
+    from numprop.nn.models import ACTIVATIONS
+    from numprop.nn.optim import OPTIMIZERS
+    from numprop.nn.schedules import SCHEDULES
+    from numprop.training.experiment import TrainConfig
 
     d = TrainConfig()
     parser = _Parser(
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 # -- commands ------------------------------------------------------------------------
 
 def cmd_train(args) -> int:
-    from .experiment import TrainConfig, train_cifar10
+    from numprop.training.experiment import TrainConfig, train_cifar10
     names = {f.name for f in fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     if args.resume is not None and args.out is not None and args.out != args.resume:
@@ -195,7 +195,7 @@ def _model_path(path: Path) -> Path:
 
 
 def _test_predictions(saved, data_dir, download, data=None):
-    from .data import load_cifar10
+    from numprop.data.cifar10 import load_cifar10
     if data is None:
         data = load_cifar10(data_dir, download=download)
     probs = saved.predict_proba(data.test_images)
@@ -203,8 +203,12 @@ def _test_predictions(saved, data_dir, download, data=None):
 
 
 def cmd_evaluate(args) -> int:
-    from .io import load
-    from .metrics import accuracy, classification_report, confusion_matrix
+    from numprop.training.io import load
+    from numprop.training.metrics import (
+        accuracy,
+        classification_report,
+        confusion_matrix,
+    )
     saved = load(_model_path(args.model))
     data, probs = _test_predictions(saved, args.data_dir, args.download)
     pred = probs.argmax(axis=1)
@@ -221,8 +225,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .images import read_images
-    from .io import load
+    from numprop.data.images import read_images
+    from numprop.training.io import load
     saved = load(_model_path(args.model))
     probs = saved.predict_proba(read_images(args.images))
     names = saved.class_names or [str(i) for i in range(probs.shape[1])]
@@ -238,9 +242,14 @@ def make_plots(run: Path, data_dir=None, download=True, data=None) -> list[Path]
     ``data``: CIFAR-10 already in memory; otherwise it is loaded from ``data_dir``
     (by default the run's own).
     """
-    from .io import load
-    from .metrics import confusion_matrix
-    from .plots import plot_confusion, plot_first_layer, plot_history, plot_misclassified
+    from numprop.plots import (
+        plot_confusion,
+        plot_first_layer,
+        plot_history,
+        plot_misclassified,
+    )
+    from numprop.training.io import load
+    from numprop.training.metrics import confusion_matrix
     saved = load(_model_path(run))
     run = run if run.is_dir() else run.parent
     written = [plot_history(saved.history, run / "curves.png")]
@@ -267,9 +276,9 @@ def cmd_plot(args) -> int:
 
 
 def cmd_gradcheck(args) -> int:
-    from . import models
-    from .gradcheck import gradcheck
-    from .losses import SoftmaxCrossEntropy
+    from numprop.nn import models
+    from numprop.nn.gradcheck import gradcheck
+    from numprop.nn.losses import SoftmaxCrossEntropy
     rng = np.random.default_rng(args.seed)
     if args.file is not None:
         return _gradcheck_file(args.file, rng)
@@ -287,8 +296,8 @@ def _gradcheck_file(path: Path, rng) -> int:
     """Check every Module defined in a user's file (or the one make_module() returns)."""
     import importlib.util
 
-    from .gradcheck import gradcheck
-    from .module import Module
+    from numprop.nn.gradcheck import gradcheck
+    from numprop.nn.module import Module
     if not path.is_file():
         raise ConfigError(f"no such file: {path}")
     spec = importlib.util.spec_from_file_location(f"user_module_{path.stem}", path)

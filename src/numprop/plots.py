@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, DataError
+from numprop.errors import ConfigError, DataError
 
 __all__ = ["plot_history", "plot_confusion", "plot_first_layer", "plot_misclassified"]
 

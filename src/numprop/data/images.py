@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from numprop.errors import DataError
 
 __all__ = ["IMAGE_SIZE", "read_images", "write_png"]
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import ConfigError, DataError
+from numprop.errors import ConfigError, DataError
 
 __all__ = ["confusion_matrix", "precision_recall", "accuracy", "classification_report"]
 

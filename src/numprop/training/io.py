@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
-from .models import architecture, from_architecture
-from .module import Sequential
+from numprop.errors import ConfigError
+from numprop.nn.models import architecture, from_architecture
+from numprop.nn.module import Sequential
 
 FORMAT = "numprop-model"
 FORMAT_VERSION = 1
@@ -44,7 +44,7 @@ class SavedModel:
 
     def predict_proba(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Class probabilities (N, C) for uint8 images (N, 32, 32, 3), preprocessed as in training."""
-        from .losses import softmax
+        from numprop.nn.losses import softmax
         self.model.eval()
         chunks = []
         # Preprocess batch by batch: the whole test set as float32 would be 120 MB.
@@ -115,7 +115,7 @@ def load(path: str | os.PathLike) -> SavedModel:
     model.eval()
     preprocessing = None
     if meta.get("preprocessing"):
-        from .preprocess import preprocessing_from_state
+        from numprop.data.preprocess import preprocessing_from_state
         pre = meta["preprocessing"]
         preprocessing = preprocessing_from_state(
             pre["name"], {k[len("pre/"):]: v for k, v in arrays.items() if k.startswith("pre/")},

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ConfigError
-from .layers import Dropout
-from .module import Module
+from numprop.errors import ConfigError
+from numprop.nn.layers import Dropout
+from numprop.nn.module import Module
 
 
 @dataclass

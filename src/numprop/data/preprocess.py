@@ -15,7 +15,8 @@ import numbers
 
 import numpy as np
 
-from numprop import _blas, _kernels
+from numprop._fast import blas as _blas
+from numprop._fast import kernels as _kernels
 from numprop.errors import ConfigError, DataError
 
 __all__ = [

@@ -13,17 +13,26 @@ from pathlib import Path
 
 import numpy as np
 
-from . import models
-from .batches import Augment, BatchLoader, stratified_split
-from .data import Cifar10, load_cifar10
-from .errors import ConfigError
-from .io import load, save
-from .losses import SoftmaxCrossEntropy
-from .optim import OPTIMIZERS, SGD, Optimizer
-from .preprocess import make_preprocessing
-from .schedules import SCHEDULES, Schedule
-from .train import (Callback, Checkpoint, EarlyStopping, EpochSummary, HistoryLogger,
-                    ModelCheckpoint, NaNGuard, ProgressBar, Trainer, atomic_write_text)
+from numprop.data.batches import Augment, BatchLoader, stratified_split
+from numprop.data.cifar10 import Cifar10, load_cifar10
+from numprop.data.preprocess import make_preprocessing
+from numprop.errors import ConfigError
+from numprop.nn import models
+from numprop.nn.losses import SoftmaxCrossEntropy
+from numprop.nn.optim import OPTIMIZERS, SGD, Optimizer
+from numprop.nn.schedules import SCHEDULES, Schedule
+from numprop.training.callbacks import (
+    Checkpoint,
+    EarlyStopping,
+    EpochSummary,
+    HistoryLogger,
+    ModelCheckpoint,
+    NaNGuard,
+    ProgressBar,
+    atomic_write_text,
+)
+from numprop.training.io import load, save
+from numprop.training.trainer import Callback, Trainer
 
 
 @dataclass
@@ -203,7 +212,7 @@ def train_cifar10(config: TrainConfig | None, out_dir: str | Path, *, resume: bo
 
 def model_summary(model) -> str:
     """'3072-1000-10 (3,083,010 parameters)' for a plain MLP."""
-    from .layers import Linear
+    from numprop.nn.layers import Linear
     sizes = [m.in_features for m in model if isinstance(m, Linear)]
     sizes.append([m.out_features for m in model if isinstance(m, Linear)][-1])
     n = sum(p.data.size for p in model.parameters())

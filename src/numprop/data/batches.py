@@ -7,7 +7,7 @@ import numbers
 
 import numpy as np
 
-from numprop import _kernels
+from numprop._fast import kernels as _kernels
 from numprop.errors import ConfigError, DataError
 
 __all__ = ["stratified_split", "Augment", "BatchLoader"]

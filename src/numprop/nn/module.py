@@ -17,8 +17,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from . import _blas
-from .errors import ConfigError
+from numprop._fast import blas as _blas
+from numprop.errors import ConfigError
 
 
 def work_buffer(store: dict, key: str, shape: tuple[int, ...], dtype) -> np.ndarray:

@@ -13,9 +13,10 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import _blas, _kernels
-from .errors import ConfigError
-from .module import Parameter
+from numprop._fast import blas as _blas
+from numprop._fast import kernels as _kernels
+from numprop.errors import ConfigError
+from numprop.nn.module import Parameter
 
 Params = Iterable[tuple[str, Parameter]] | Iterable[Parameter]
 

@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from . import _blas
+from numprop._fast import blas as _blas
 
 _DISABLED = os.environ.get("NUMPROP_KERNELS", "").lower() == "numpy"
 
@@ -31,7 +31,7 @@ def _compiled():
     if _DISABLED:
         return None
     try:
-        from . import _numba_kernels
+        from numprop._fast import numba_kernels as _numba_kernels
     except ImportError:
         return None
     return _numba_kernels

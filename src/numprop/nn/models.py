@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ConfigError
-from .layers import LAYERS, BatchNorm1d, Dropout, Linear, Seed, as_rng
-from .module import Module, Sequential
+from numprop.errors import ConfigError
+from numprop.nn.layers import LAYERS, BatchNorm1d, Dropout, Linear, Seed, as_rng
+from numprop.nn.module import Module, Sequential
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
 
 
 def _activation(name: str) -> Module:
-    from .layers import LeakyReLU, ReLU, Sigmoid, Tanh
+    from numprop.nn.layers import LeakyReLU, ReLU, Sigmoid, Tanh
     table = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigmoid}
     if name not in table:
         raise ConfigError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _kernels
-from .errors import ConfigError
-from .module import work_buffer
+from numprop._fast import kernels as _kernels
+from numprop.errors import ConfigError
+from numprop.nn.module import work_buffer
 
 
 def log_softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:

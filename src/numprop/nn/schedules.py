@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from .errors import ConfigError
+from numprop.errors import ConfigError
 
 
 class Schedule:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _blas, _kernels
-from .errors import ConfigError
-from .module import Module, Parameter
+from numprop._fast import blas as _blas
+from numprop._fast import kernels as _kernels
+from numprop.errors import ConfigError
+from numprop.nn.module import Module, Parameter
 
 Seed = int | np.random.Generator | None
 

@@ -1,0 +1,1 @@
+"""Training: the Trainer and its callbacks, saving and loading models, whole runs."""
