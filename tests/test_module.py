@@ -9,6 +9,7 @@ import pytest
 
 import numprop as npp
 from numprop._fast import blas as _blas
+from numprop._fast.grain import GRAIN
 
 
 def test_named_parameters_and_modes():
@@ -152,7 +153,7 @@ def test_blas_functions_match_numpy():
         c[...] = np.nan
         _blas.gemm(a.T, b, c, beta=0.0)  # beta 0 ignores what was there, even NaN
         np.testing.assert_allclose(c, a.T @ b, rtol=1e-5)
-        for n in (50, 3 * _blas._THREADED_FROM):  # single-threaded axpby, and scal + axpy
+        for n in (50, 3 * GRAIN.axpby_threaded):  # single-threaded axpby, and scal + axpy
             for beta in (0.0, 1.0, -3.0):
                 y, x = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
                 expected = 2 * x + beta * y
@@ -169,23 +170,24 @@ def test_blas_prefers_numpys_own_openblas():
         assert _blas.available()
 
 
-def test_pure_numpy_fallback_gives_the_same_training(tmp_path):
+def test_pure_numpy_fallback_gives_the_same_training():
     """The ctypes BLAS path and the NumPy fallback train identically (float32 tolerance)."""
-    script = (
-        "import numpy as np, sys; sys.path.insert(0, %r);"
-        "from test_module import run_steps; import numprop as npp; from numprop._fast import blas as _blas;"
-        "l, s = run_steps(lambda ps: npp.SGD(ps, lr=0.05, momentum=0.9), fused=True);"
-        "np.savez(sys.argv[1], losses=l, blas=_blas.available(), **s)"
-    ) % os.path.dirname(__file__)
-    results = {}
-    for mode in ("numpy", "auto"):
-        out = str(tmp_path / f"{mode}.npz")
-        env = dict(os.environ, NUMPROP_BLAS=mode)
-        subprocess.run([sys.executable, "-c", script, out], check=True, env=env)
-        with np.load(out) as f:
-            results[mode] = dict(f)
-    assert not results["numpy"]["blas"]
-    assert bool(results["auto"]["blas"]) == _blas.available()
-    del results["numpy"]["blas"], results["auto"]["blas"]
-    for key, value in results["numpy"].items():
-        np.testing.assert_allclose(results["auto"][key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+    def train():
+        return run_steps(lambda ps: npp.SGD(ps, lr=0.05, momentum=0.9), fused=True)
+
+    with npp.config.override(blas="numpy"):
+        assert not _blas.available()
+        plain_losses, plain_state = train()
+    assert _blas.available() == (_blas.library() is not None)
+    losses, state = train()
+    np.testing.assert_allclose(losses, plain_losses, rtol=1e-5, atol=1e-6)
+    for key, value in plain_state.items():
+        np.testing.assert_allclose(state[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_blas_setting_comes_from_the_environment_in_a_fresh_process():
+    script = "from numprop._fast import blas; print(blas.available())"
+    env = dict(os.environ, NUMPROP_BLAS="numpy")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"

@@ -126,18 +126,46 @@ def test_optimizer_errors():
         npp.Adam([p]).load_state_dict(npp.SGD([p], lr=0.1).state_dict())
 
 
-def test_schedules():
-    assert npp.Constant().lr(0.1, 3.5, 10) == 0.1
-    assert npp.StepDecay(2, 0.5).lr(1.0, 4.9, 10) == 0.25
-    assert npp.Exponential(0.5).lr(1.0, 2.0, 10) == 0.25
-    cos = npp.WarmupCosine(warmup=1, min_lr=0.0)
-    assert cos.lr(1.0, 0.5, 11) == 0.5                      # halfway through warm-up
-    assert cos.lr(1.0, 1.0, 11) == pytest.approx(1.0)       # peak
-    assert cos.lr(1.0, 6.0, 11) == pytest.approx(0.5)       # halfway through the decay
-    assert cos.lr(1.0, 11.0, 11) == pytest.approx(0.0, abs=1e-12)
-    plateau = npp.ReduceOnPlateau(factor=0.5, patience=1)
+def test_schedules_own_the_peak_rate():
+    assert npp.Constant(0.1).lr(3.5, 10) == 0.1
+    assert npp.StepDecay(1.0, 2, 0.5).lr(4.9, 10) == 0.25
+    assert npp.Exponential(1.0, 0.5).lr(2.0, 10) == 0.25
+    cos = npp.WarmupCosine(1.0, warmup=1, min_lr=0.0)
+    assert cos.lr(0.5, 11) == 0.5                           # halfway through warm-up
+    assert cos.lr(1.0, 11) == pytest.approx(1.0)            # peak
+    assert cos.lr(6.0, 11) == pytest.approx(0.5)            # halfway through the decay
+    assert cos.lr(11.0, 11) == pytest.approx(0.0, abs=1e-12)
+    plateau = npp.ReduceOnPlateau(1.0, factor=0.5, patience=1)
     for metric, expected in [(1.0, 1.0), (0.9, 1.0), (0.95, 1.0), (0.95, 0.5), (0.95, 0.5),
                              (0.95, 0.25)]:
         plateau.epoch_end(metric)
-        assert plateau.lr(1.0, 0, 10) == expected
-    assert math.isclose(npp.WarmupCosine().lr(2.0, 0.0, 5), 2.0)
+        assert plateau.lr(0, 10) == expected
+    assert math.isclose(npp.WarmupCosine(2.0).lr(0.0, 5), 2.0)
+    for bad in (0, -1.0, float("nan"), "0.1"):
+        with pytest.raises(npp.ConfigError, match="learning rate"):
+            npp.WarmupCosine(bad)
+
+
+def test_optimizer_lr_is_the_current_rate_and_the_peak_stays_in_the_schedule():
+    """During and after fit, optimizer.lr is the rate of the last step; the peak never moves."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((40, 5)).astype(np.float32), rng.integers(0, 3, 40)
+    model = npp.models.mlp([5, 4, 3], rng=0)
+    opt = npp.SGD(model.named_parameters(), lr=123.0, momentum=0.9)   # replaced by the schedule
+    schedule = npp.WarmupCosine(0.1, warmup=1)
+    seen = []
+
+    class Watch(npp.Callback):
+        def on_batch_end(self, trainer, batch, loss, size):
+            seen.append(trainer.optimizer.lr)
+
+    trainer = npp.Trainer(model, npp.SoftmaxCrossEntropy(), opt, schedule, [Watch()])
+    trainer.fit([(x[:20], y[:20]), (x[20:], y[20:])], epochs=3)
+    expected = [schedule.lr(e + i / 2, 3) for e in range(3) for i in range(2)]
+    assert seen == pytest.approx(expected)
+    assert opt.lr == pytest.approx(expected[-1]) and schedule.peak_lr == 0.1
+    assert trainer.history["lr"] == pytest.approx(expected[1::2])
+    # No schedule: the optimizer's own rate throughout.
+    plain = npp.Trainer(model, npp.SoftmaxCrossEntropy(), npp.SGD(model.named_parameters(), lr=0.02))
+    plain.fit([(x, y)], epochs=2)
+    assert plain.history["lr"] == [0.02, 0.02]

@@ -18,7 +18,7 @@ from numprop.data.preprocess import MeanImage, Standardize, affine_rows
 
 def test_pool_is_used_where_it_can_be():
     # Wheels of NumPy ship a threaded OpenBLAS; on a multi-core machine the pool must be on.
-    if _blas.available() and (os.cpu_count() or 1) > 1 and _blas._BLAS.get_num_threads() > 1:
+    if _blas.available() and (os.cpu_count() or 1) > 1 and _blas.library().threads() > 1:
         assert _blas.parallel_available()
 
 
@@ -145,28 +145,28 @@ def test_numba_kernels_are_in_use_in_the_test_install():
     assert importlib.util.find_spec("numba") is not None, "pip install -e '.[test]' brings numba"
     for name in ("adam", "sgd_momentum", "relu", "relu_backward", "multiply", "dropout",
                  "batchnorm", "batchnorm_backward", "affine_rows", "augment_rows", "softmax_xent"):
-        assert _kernels.get(name) is not None, name
+        assert _kernels.address(name) is not None, name
 
 
 @pytest.fixture
 def kernel_calls(monkeypatch):
-    """Every ``_kernels.run`` call from here on, as (kernel name, whether the kernel ran)."""
+    """Every compiled-kernel launch from here on, as (kernel name, whether the kernel ran)."""
     calls = []
-    real_run = _kernels.run
+    real_run = _kernels._launch
 
     def spy(name, *args, **kwargs):
         ran = real_run(name, *args, **kwargs)
         calls.append((name, ran))
         return ran
 
-    monkeypatch.setattr(_kernels, "run", spy)
+    monkeypatch.setattr(_kernels, "_launch", spy)
     return calls
 
 
 @pytest.fixture
 def numpy_only(monkeypatch):
     """Turn the compiled kernels off, as NUMPROP_KERNELS=numpy does."""
-    monkeypatch.setattr(_kernels, "get", lambda name: None)
+    npp.config.configure(kernels="numpy")
 
 
 def _adam_run(make_opt, dtype=np.float32, shape=(300, 700), steps=3):
@@ -190,7 +190,7 @@ OPT_IDS = ["adam", "adam-l2", "adamw", "sgd-momentum", "sgd-momentum-wd"]
 @pytest.mark.parametrize("make_opt", ADAMS, ids=OPT_IDS)
 def test_optimizer_kernels_match_the_numpy_path_bit_for_bit(make_opt, dtype, monkeypatch):
     compiled = _adam_run(make_opt, dtype)
-    monkeypatch.setattr(_kernels, "get", lambda name: None)
+    npp.config.configure(kernels="numpy")
     _assert_same(compiled, _adam_run(make_opt, dtype))
 
 
@@ -202,10 +202,15 @@ def test_optimizer_kernels_give_the_same_bits_in_parallel(make_opt):
     _assert_same(parallel, serial)
 
 
-def test_kernels_can_be_turned_off(tmp_path):
-    script = "from numprop._fast import kernels as _kernels; import numpy as np; print(_kernels.get('adam'))"
+def test_kernels_can_be_turned_off_in_process_and_by_the_environment():
+    assert _kernels.available()
+    with npp.config.override(kernels="numpy"):
+        assert _kernels.address("adam") is None and not _kernels.available()
+    assert _kernels.address("adam") is not None
+    script = "from numprop._fast import kernels; print(kernels.address('adam'))"
     env = dict(os.environ, NUMPROP_KERNELS="numpy")
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         check=True)
     assert out.stdout.strip() == "None"
 
 
@@ -219,7 +224,7 @@ def test_layer_kernels_match_the_numpy_path_bit_for_bit(make, shape, monkeypatch
     assert kernel_calls and all(ran for _, ran in kernel_calls), kernel_calls  # every call took the kernel
     with _blas.serial():
         _assert_same(compiled, _layer_run(make, True, shape=shape))
-    monkeypatch.setattr(_kernels, "get", lambda name: None)
+    npp.config.configure(kernels="numpy")
     _assert_same(compiled, _layer_run(make, True, shape=shape))
 
 
@@ -240,7 +245,7 @@ def _loss_run(dtype, eps):
 def test_loss_kernel_matches_the_numpy_path(dtype, eps, monkeypatch, kernel_calls):
     value, grad, probs = _loss_run(dtype, eps)
     assert kernel_calls == [("softmax_xent", True)]
-    monkeypatch.setattr(_kernels, "get", lambda name: None)
+    npp.config.configure(kernels="numpy")
     numpy_value, numpy_grad, numpy_probs = _loss_run(dtype, eps)
     # exp and the row sums are NumPy's own on one path: agreement to the last bits, not all.
     tol = {np.float32: 1e-6, np.float64: 1e-14}[dtype]
@@ -263,7 +268,7 @@ def test_loss_counts_right_answers_as_argmax_does(dtype, compiled, monkeypatch, 
     last_largest = int(np.count_nonzero(9 - z[:, ::-1].argmax(axis=1) == y))
     assert last_largest != expected                           # the ties do decide the count
     if not compiled:
-        monkeypatch.setattr(_kernels, "get", lambda name: None)
+        npp.config.configure(kernels="numpy")
     loss = npp.SoftmaxCrossEntropy()
     with np.errstate(invalid="ignore"):
         loss.forward(z, y)
@@ -275,7 +280,7 @@ def test_loss_counts_right_answers_as_argmax_does(dtype, compiled, monkeypatch, 
 @pytest.mark.parametrize("compiled", [True, False], ids=["kernel", "numpy"])
 def test_out_of_range_labels_are_refused_on_both_paths(compiled, monkeypatch):
     if not compiled:
-        monkeypatch.setattr(_kernels, "get", lambda name: None)
+        npp.config.configure(kernels="numpy")
     loss = npp.SoftmaxCrossEntropy()
     z = np.zeros((4, 3), np.float32)
     for bad, shown in (([0, 1, 3, 2], "from 0 to 3"), ([0, -1, 2, 2], "from -1 to 2")):
@@ -303,7 +308,7 @@ def test_gather_and_standardise_kernel_matches_numpy_bit_for_bit(with_rows, monk
     np.testing.assert_array_equal(compiled[0], (expected * scale).astype(np.float32))
     with _blas.serial():
         _assert_same(compiled, run())
-    monkeypatch.setattr(_kernels, "get", lambda name: None)
+    npp.config.configure(kernels="numpy")
     _assert_same(compiled, run())
 
 
@@ -325,7 +330,7 @@ def test_augmented_batches_kernel_matches_the_numpy_path_bit_for_bit(augment, pr
     assert ("augment_rows", True) in kernel_calls
     with _blas.serial():
         _assert_same(compiled, batches())
-    monkeypatch.setattr(_kernels, "get", lambda name: None)
+    npp.config.configure(kernels="numpy")
     _assert_same(compiled, batches())
 
 
@@ -345,7 +350,7 @@ def test_mismatched_shapes_give_errors_not_stray_reads():
 def test_batch_loader_never_copies_a_strided_image_array_whole(monkeypatch):
     """The augmenting loader's NumPy path (no numba) gathers rows, not the whole array."""
     import tracemalloc
-    monkeypatch.setattr(_kernels, "get", lambda name: None)
+    npp.config.configure(kernels="numpy")
     rng = np.random.default_rng(7)
     wide = rng.integers(0, 256, (400, 32, 64, 3), dtype=np.uint8)
     images = wide[:, :, ::2]                                       # (400, 32, 32, 3), not contiguous

@@ -30,7 +30,7 @@ def make_run(seed=0, epochs=3, callbacks=(), lr=0.05, make_opt=None, val=True):
     valid = BatchLoader(x, y, pre, 100, shuffle=False, indices=np.arange(240, 300)) if val else None
     model = npp.models.mlp([192, 16, 3], dropout=0.1, rng=seed)
     opt = (make_opt or (lambda ps: npp.SGD(ps, lr=lr, momentum=0.9)))(model.named_parameters())
-    trainer = Trainer(model, npp.SoftmaxCrossEntropy(), opt, npp.WarmupCosine(warmup=1),
+    trainer = Trainer(model, npp.SoftmaxCrossEntropy(), opt, npp.WarmupCosine(opt.lr, warmup=1),
                       list(callbacks))
     history = trainer.fit(train, valid, epochs)
     return trainer, history, pre, valid
@@ -149,7 +149,7 @@ def resumable_run(tmp_path, epochs, extra=(), restore=None):
     train = BatchLoader(x, y, pre, 32, rng=rng, indices=np.arange(240))
     model = npp.models.mlp([192, 16, 3], dropout=0.2, rng=rng)
     opt = npp.SGD(model.named_parameters(), lr=0.05, momentum=0.9)
-    trainer = Trainer(model, npp.SoftmaxCrossEntropy(), opt, npp.WarmupCosine(warmup=1),
+    trainer = Trainer(model, npp.SoftmaxCrossEntropy(), opt, npp.WarmupCosine(0.05, warmup=1),
                       [npp.Checkpoint(tmp_path / "last.npz", rng), *extra])
     if restore is not None:
         model.load_state_dict(restore.model.state_dict())

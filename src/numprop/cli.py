@@ -55,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from numprop.data.preprocess import PREPROCESSING
-    from numprop.nn.models import ACTIVATIONS
+    from numprop.nn.layers import ACTIVATIONS
     from numprop.nn.optim import OPTIMIZERS
     from numprop.nn.schedules import SCHEDULES
     from numprop.training.experiment import TrainConfig
@@ -72,16 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     arch = t.add_argument_group("architecture")
     arch.add_argument("--hidden", type=_positive_int, nargs="+", default=d.hidden,
                       metavar="UNITS", help="hidden layer sizes, e.g. --hidden 1024 512")
-    arch.add_argument("--activation", choices=ACTIVATIONS, default=d.activation)
+    arch.add_argument("--activation", choices=ACTIVATIONS.names(), default=d.activation)
     arch.add_argument("--dropout", type=_float, default=d.dropout, help="dropout probability")
     arch.add_argument("--batchnorm", action="store_true", help="BatchNorm after each hidden Linear")
     opt = t.add_argument_group("optimization")
-    opt.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=d.optimizer)
+    opt.add_argument("--optimizer", choices=OPTIMIZERS.names(), default=d.optimizer)
     opt.add_argument("--lr", type=_float, default=d.lr, help="peak learning rate")
     opt.add_argument("--momentum", type=_float, default=d.momentum, help="SGD momentum")
     opt.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
     opt.add_argument("--weight-decay", type=_float, default=d.weight_decay)
-    opt.add_argument("--schedule", choices=sorted(SCHEDULES), default=d.schedule)
+    opt.add_argument("--schedule", choices=SCHEDULES.names(), default=d.schedule)
     opt.add_argument("--warmup", type=_float, default=d.warmup,
                      help="warm-up epochs of the cosine schedule")
     opt.add_argument("--epochs", type=_positive_int, default=d.epochs)
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "else ~/.cache/numprop, downloaded if missing)")
     data.add_argument("--no-download", dest="download", action="store_false",
                       help="fail instead of downloading CIFAR-10")
-    data.add_argument("--preprocessing", choices=sorted(PREPROCESSING), default=d.preprocessing)
+    data.add_argument("--preprocessing", choices=PREPROCESSING.names(), default=d.preprocessing)
     data.add_argument("--no-flip", dest="flip", action="store_false",
                       help="no random horizontal flips")
     data.add_argument("--crop", type=_nonneg_int, default=d.crop, metavar="PAD",
@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a Python file defining Module subclasses (constructible with no "
                    "arguments or via a make_module() function) to check")
     g.add_argument("--hidden", type=_positive_int, nargs="+", default=[7])
-    g.add_argument("--activation", choices=ACTIVATIONS, default="relu")
+    g.add_argument("--activation", choices=ACTIVATIONS.names(), default="relu")
     g.add_argument("--dropout", type=_float, default=0.0)
     g.add_argument("--batchnorm", action="store_true")
     g.add_argument("--inputs", type=_positive_int, default=9, help="input features of the test net")

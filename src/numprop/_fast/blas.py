@@ -8,8 +8,9 @@ or two passes over the largest arrays in the network.
 
 We call the OpenBLAS that NumPy itself loaded, through ctypes, so no second
 BLAS library or thread pool is brought in (two pools fight for the cores).
-If that library cannot be found, or ``NUMPROP_BLAS=numpy`` is set, every
-function falls back to NumPy expressions that give the same numbers.
+If that library cannot be found, or the setting ``blas="numpy"`` is in force
+(``numprop.config``), every function falls back to NumPy expressions that
+give the same numbers. The library is looked up on first use, not at import.
 
 ``parallel_for`` runs NumPy elementwise work on OpenBLAS's threads too: see
 the comment above it.
@@ -27,6 +28,9 @@ from collections.abc import Callable
 from contextlib import contextmanager
 
 import numpy as np
+
+from numprop import config
+from numprop._fast.grain import GRAIN
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
@@ -53,8 +57,8 @@ def _openblas_candidates() -> list[str]:
 class _Blas:
     """ctypes bindings to ILP64 OpenBLAS (``scipy_openblas64_`` as shipped with NumPy)."""
 
-    def __init__(self, lib: ctypes.CDLL):
-        self.lib = lib
+    def __init__(self, lib: ctypes.CDLL, path: str):
+        self.lib, self.path = lib, path
         prefix = None
         for candidate in ("scipy_cblas_", "cblas_"):
             if hasattr(lib, candidate + "sgemm64_"):
@@ -84,13 +88,17 @@ class _Blas:
                 self.get_num_threads.argtypes, self.get_num_threads.restype = [], ctypes.c_int
                 break
 
+    def threads(self) -> int:
+        """How many threads OpenBLAS runs its products on."""
+        return self.get_num_threads() if self.get_num_threads else 1
 
-def _load() -> _Blas | None:
-    if os.environ.get("NUMPROP_BLAS", "").lower() == "numpy":
-        return None
+
+@functools.cache
+def _openblas() -> _Blas | None:
+    """Bindings to NumPy's OpenBLAS, found and checked once; None when there is none."""
     for path in _openblas_candidates():
         try:
-            blas = _Blas(ctypes.CDLL(path))
+            blas = _Blas(ctypes.CDLL(path), path)
         except (OSError, AttributeError):
             continue
         # Never trust a binding we have not seen compute the right answer.
@@ -123,12 +131,14 @@ def _gemm_blas(blas: _Blas, a, b, out, alpha, beta) -> bool:
     return True
 
 
-_BLAS = _load()
+def library() -> _Blas | None:
+    """The OpenBLAS bindings in use, or None (the NumPy fallback)."""
+    return _openblas() if config.current().blas == "auto" else None
 
 
 def available() -> bool:
     """True when the BLAS fast path is in use (False: pure NumPy fallback)."""
-    return _BLAS is not None
+    return library() is not None
 
 
 def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, *, alpha: float = 1.0,
@@ -143,8 +153,9 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, *, alpha: float = 1.0,
     if a.shape[1] == 0:  # empty sum: BLAS would leave out untouched
         out *= beta
         return out
-    if (_BLAS is not None and out.dtype in _BLAS.gemm and a.dtype == out.dtype
-            and b.dtype == out.dtype and _gemm_blas(_BLAS, a, b, out, alpha, beta)):
+    blas = library()
+    if (blas is not None and out.dtype in blas.gemm and a.dtype == out.dtype
+            and b.dtype == out.dtype and _gemm_blas(blas, a, b, out, alpha, beta)):
         return out
     if beta == 0.0:
         np.matmul(a, b, out=out)
@@ -157,24 +168,20 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, *, alpha: float = 1.0,
     return out
 
 
-# From this size on, scal + axpy (which OpenBLAS runs on all cores) beat one
-# single-threaded axpby pass.
-_THREADED_FROM = 1 << 16
-
-
 def axpby(alpha: float, x: np.ndarray, beta: float, y: np.ndarray) -> np.ndarray:
     """``y = alpha * x + beta * y`` in place (x and y contiguous, same dtype)."""
-    if (_BLAS is not None and y.dtype in _BLAS.axpby and x.dtype == y.dtype
+    blas = library()
+    if (blas is not None and y.dtype in blas.axpby and x.dtype == y.dtype
             and x.flags.c_contiguous and y.flags.c_contiguous and x.size == y.size):
         n, dt = y.size, y.dtype
         if beta == 1.0:
-            _BLAS.axpy[dt](n, alpha, x.ctypes.data, 1, y.ctypes.data, 1)
-        elif beta != 0.0 and n >= _THREADED_FROM:
+            blas.axpy[dt](n, alpha, x.ctypes.data, 1, y.ctypes.data, 1)
+        elif beta != 0.0 and n >= GRAIN.axpby_threaded:
             # (scal with 0 would keep NaNs in y on recent OpenBLAS: hence beta != 0.)
-            _BLAS.scal[dt](n, beta, y.ctypes.data, 1)
-            _BLAS.axpy[dt](n, alpha, x.ctypes.data, 1, y.ctypes.data, 1)
+            blas.scal[dt](n, beta, y.ctypes.data, 1)
+            blas.axpy[dt](n, alpha, x.ctypes.data, 1, y.ctypes.data, 1)
         else:
-            _BLAS.axpby[dt](n, alpha, x.ctypes.data, 1, beta, y.ctypes.data, 1)
+            blas.axpby[dt](n, alpha, x.ctypes.data, 1, beta, y.ctypes.data, 1)
         return y
     if beta != 1.0:
         y *= beta
@@ -225,6 +232,7 @@ class _Pool:
         self._error: BaseException | None = None
         self._pinned: set[int] = set()
         self.checked = False                               # the split was seen to be right
+        self.broken = False                                # ... or seen to be wrong: never use
         os.register_at_fork(after_in_child=self._pinned.clear)
 
     def _run_piece(self, m, n, k, alpha, a, lda, b, ldb, c, ldc, sb):
@@ -266,11 +274,9 @@ class _Pool:
 
     def _ready(self, threads: int) -> bool:
         """Check the split on first use; if it is wrong, drop the pool for good."""
-        global _POOL
         if not self.checked:
             self.checked = self._check(threads)
-            if not self.checked:
-                _POOL = None
+            self.broken = not self.checked
         return self.checked
 
     def _threads_for(self, n: int, grain: int) -> int:
@@ -302,20 +308,27 @@ def _as_function(kernel: int):
     return _PIECE(kernel)
 
 
-def _make_pool() -> _Pool | None:
-    if _BLAS is None or _BLAS.get_num_threads is None:
+@functools.cache
+def _openblas_pool() -> _Pool | None:
+    blas = _openblas()
+    if blas is None or blas.get_num_threads is None:
         return None
     try:
-        return _Pool(_BLAS)
+        return _Pool(blas)
     except AttributeError:
         return None
 
 
-_POOL = _make_pool()
+def _pool() -> _Pool | None:
+    """OpenBLAS's worker threads for our pieces, or None (work runs on this thread)."""
+    if library() is None:
+        return None
+    pool = _openblas_pool()
+    return None if pool is None or pool.broken else pool
 _serial = threading.local()
 
 
-def parallel_for(n: int, piece: Callable[[int, int], None], grain: int = 1 << 16) -> None:
+def parallel_for(n: int, piece: Callable[[int, int], None], grain: int) -> None:
     """Call ``piece(lo, hi)`` on pieces that cover range(n), on all of BLAS's threads.
 
     Pieces are at least ``grain`` items (smaller ranges run as one call here).
@@ -325,8 +338,21 @@ def parallel_for(n: int, piece: Callable[[int, int], None], grain: int = 1 << 16
     _run(n, grain, lambda pool, threads: pool._call(n, piece, threads), lambda: piece(0, n))
 
 
+def parallel_elementwise(piece: Callable[..., None], arrays: tuple[np.ndarray, ...],
+                         grain: int) -> None:
+    """``piece(*blocks)`` on matching pieces of same-shaped ``arrays``, on all cores.
+
+    Pieces are flat ranges when every array is C-contiguous, row blocks
+    otherwise; ``piece`` must be elementwise, so the result is the same as one
+    call on the whole arrays.
+    """
+    if all(a.flags.c_contiguous for a in arrays):
+        arrays = tuple(a.reshape(-1) for a in arrays)
+    parallel_for(len(arrays[0]), lambda lo, hi: piece(*(a[lo:hi] for a in arrays)), grain)
+
+
 def parallel_for_kernel(n: int, kernel: int, scalars: array.array, ints: array.array,
-                        grain: int = 1 << 16) -> None:
+                        grain: int) -> None:
     """Run a compiled piece (see ``_kernels``) over range(n) on all of BLAS's threads.
 
     ``kernel`` is the address of a C function with OpenBLAS's piece signature;
@@ -346,7 +372,7 @@ def parallel_for_kernel(n: int, kernel: int, scalars: array.array, ints: array.a
 
 def _run(n: int, grain: int, split, alone) -> None:
     """What parallel_for and parallel_for_kernel share: the pool, or one call here."""
-    pool = _POOL
+    pool = _pool()
     if pool is None or n < 2 * grain or getattr(_serial, "on", False):
         alone()
     else:
@@ -355,7 +381,8 @@ def _run(n: int, grain: int, split, alone) -> None:
 
 def parallel_available() -> bool:
     """True when ``parallel_for`` can use more than one thread."""
-    return _POOL is not None and bool(_POOL._threads and _POOL._threads() > 1)
+    pool = _pool()
+    return pool is not None and bool(pool._threads and pool._threads() > 1)
 
 
 @contextmanager

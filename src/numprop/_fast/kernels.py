@@ -1,88 +1,174 @@
-"""Optional compiled elementwise kernels (numba), run on OpenBLAS's threads.
+"""Compiled twins of numprop's elementwise operations (numba), run on OpenBLAS's threads.
 
 NumPy makes one pass over memory per operation: the Adam update, for one,
 is twelve NumPy calls and 28 array-passes, where a fused loop needs 7.
 With numba installed (``pip install 'numprop[fast]'``) the loops in
-``_numba_kernels`` are compiled once (cached on disk) and handed to
-``_blas.parallel_for_kernel``, which runs them on OpenBLAS's worker threads
-with no Python and no GIL in the way. Without numba, or with
-``NUMPROP_KERNELS=numpy``, ``run`` returns False and callers use their NumPy
-code, which does the same arithmetic in the same order: the tests hold the
-two paths to the same bits. The one exception is the softmax cross-entropy
-kernel, whose exp and row sums are not NumPy's: it agrees to rounding.
+``numba_kernels`` are compiled once (cached on disk) and handed to
+``blas.parallel_for_kernel``, which runs them on OpenBLAS's worker threads
+with no Python and no GIL in the way.
+
+Each function here is one kernel with named arguments. It returns True when
+the kernel ran, and False (doing nothing) when the caller must run the plain
+NumPy reference instead: numba missing, the ``kernels="numpy"`` setting
+(``numprop.config``), or arrays the kernel does not take (not C-contiguous,
+not float32/float64). The references live beside their callers, in
+``numprop.nn.ops`` and ``numprop.data``; each kernel does their arithmetic
+in their order, so the two give the same bits (tested). The one exception is
+``softmax_xent``, whose exp and row sums are not NumPy's: it agrees to rounding.
+
+How arguments reach a kernel: the C signature OpenBLAS calls pieces with is
+fixed, so a kernel gets its float scalars as one float64 array and its sizes
+and array addresses as one int64 array, in the order its ``_launch`` call
+below lists them (and ``numba_kernels`` documents above each kernel).
 """
 
 from __future__ import annotations
 
 import array
 import functools
-import os
 
 import numpy as np
 
-from numprop._fast import blas as _blas
+from numprop import config
+from numprop._fast import blas
+from numprop._fast.grain import GRAIN
 
-_DISABLED = os.environ.get("NUMPROP_KERNELS", "").lower() == "numpy"
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 @functools.cache
 def _compiled():
-    """The module of compiled kernels, or None when numba is missing or turned off."""
-    if _DISABLED:
-        return None
+    """The module of compiled kernels, or None when numba is missing."""
     try:
-        from numprop._fast import numba_kernels as _numba_kernels
+        from numprop._fast import numba_kernels
     except ImportError:
         return None
-    return _numba_kernels
+    return numba_kernels
 
 
-def run(name: str, n: int, arrays, scalars=(), sizes=(), grain: int = 1 << 16,
-        others=()) -> bool:
-    """Run kernel `name` over range(n) on all cores if it exists for these arrays.
+def available() -> bool:
+    """True when the compiled kernels are in use."""
+    return config.current().kernels == "auto" and _compiled() is not None
 
-    arrays: C-contiguous, all of the first one's dtype, float32 or float64;
-    others: C-contiguous arrays of the dtypes the kernel expects. The kernel
-    gets (item size, *sizes, *addresses of arrays, *addresses of others) as
-    its int64 arguments. Returns False (and does nothing) when the caller
-    must use its NumPy code.
+
+@functools.cache
+def _address(name: str) -> int:
+    return getattr(_compiled(), name).address
+
+
+def address(name: str) -> int | None:
+    """Address of the compiled kernel ``name``, or None (use NumPy)."""
+    return _address(name) if available() else None
+
+
+def _launch(name: str, n: int, arrays: tuple, *, grain: int, floats: tuple = (),
+            sizes: tuple = (), others: tuple = ()) -> bool:
+    """Run kernel ``name`` over range(n) on all cores, if it can take these arrays.
+
+    ``arrays``: C-contiguous, all of the first one's float dtype; ``others``:
+    C-contiguous arrays of the dtypes the kernel expects. The kernel gets
+    ``floats`` as float64s and (item size, *sizes, *addresses of arrays, *addresses
+    of others) as int64s.
     """
     dtype = arrays[0].dtype
     if (dtype not in _FLOATS or not all(a.flags.c_contiguous and a.dtype == dtype for a in arrays)
             or not all(a.flags.c_contiguous for a in others)):
         return False
-    kernel = get(name)
+    kernel = address(name)
     if kernel is None:
         return False
     ints = array.array("q", (dtype.itemsize, *sizes, *(a.ctypes.data for a in arrays),
                              *(a.ctypes.data for a in others)))
-    _blas.parallel_for_kernel(n, kernel, array.array("d", scalars), ints, grain)
+    blas.parallel_for_kernel(n, kernel, array.array("d", floats), ints, grain)
     return True
 
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+# -- layers ----------------------------------------------------------------------------
+
+def relu(x: np.ndarray, out: np.ndarray) -> bool:
+    """``out = max(x, 0)`` (NaN stays NaN)."""
+    return _launch("relu", x.size, (x, out), grain=GRAIN.kernel)
 
 
-def elementwise(name: str, arrays, piece, *, scalars=(), scratch=(), grain: int = 1 << 16,
-                numpy_grain: int | None = None) -> None:
-    """Kernel `name` over the same-shaped `arrays`, or else its NumPy twin, on all cores.
+def relu_backward(y: np.ndarray, dout: np.ndarray, dx: np.ndarray) -> bool:
+    """``dx = dout * (y > 0)``."""
+    return _launch("relu_backward", y.size, (y, dout, dx), grain=GRAIN.kernel)
 
-    The NumPy twin is ``piece(*blocks)``, one block of every array and then of
-    every `scratch` array, on pieces of the flattened arrays (row blocks when
-    one of them is not contiguous); it must do the kernel's arithmetic in the
-    kernel's order. `numpy_grain` (default `grain`): the NumPy pieces' minimum size.
+
+def multiply(x: np.ndarray, y: np.ndarray, out: np.ndarray) -> bool:
+    """``out = x * y``."""
+    return _launch("multiply", x.size, (x, y, out), grain=GRAIN.kernel)
+
+
+def dropout(x: np.ndarray, key: int, threshold: int, scale: float, mask: np.ndarray,
+            out: np.ndarray) -> bool:
+    """``mask = (bits >= threshold) * scale``, ``out = x * mask``, bits from ``dropout_bits(key)``."""
+    return _launch("dropout", -(-x.size // 4), (x, mask, out), floats=(threshold, scale),
+                   sizes=(x.size, key), grain=GRAIN.dropout_words)
+
+
+def batchnorm(x: np.ndarray, eps: float, gamma: np.ndarray, beta: np.ndarray, *, xc: np.ndarray,
+              out: np.ndarray, mean: np.ndarray, var: np.ndarray, inv_std: np.ndarray) -> bool:
+    """BatchNorm's training forward on column blocks; see ``ops.batchnorm_train``."""
+    n, h = x.shape
+    return _launch("batchnorm", h, (x, xc, out, mean, var, inv_std, gamma, beta), floats=(eps,),
+                   sizes=(n, h), grain=GRAIN.rows(GRAIN.row_kernel, n, minimum=8))
+
+
+def batchnorm_backward(dout: np.ndarray, xc: np.ndarray, inv_std: np.ndarray, gamma: np.ndarray,
+                       *, dx: np.ndarray, dgamma: np.ndarray, dbeta: np.ndarray) -> bool:
+    """BatchNorm's training backward on column blocks; see ``ops.batchnorm_train_backward``."""
+    n, h = dout.shape
+    return _launch("batchnorm_backward", h, (dout, xc, dx, inv_std, gamma, dgamma, dbeta),
+                   sizes=(n, h), grain=GRAIN.rows(GRAIN.row_kernel, n, minimum=8))
+
+
+def softmax_xent(logits: np.ndarray, labels: np.ndarray, label_smoothing: float, *,
+                 probs: np.ndarray, grad: np.ndarray, totals: np.ndarray) -> bool:
+    """Softmax cross-entropy forward and backward for integer labels, one row at a time.
+
+    ``totals`` (3,) float64 gets (sum of the loss, rows right, rows with a label
+    outside [0, C)); one sum, so it runs as one piece.
     """
-    if run(name, arrays[0].size, arrays, scalars=scalars, grain=grain):
-        return
-    views = (*arrays, *scratch)
-    if all(v.flags.c_contiguous for v in views):
-        views = tuple(v.reshape(-1) for v in views)
-    _blas.parallel_for(len(views[0]), lambda lo, hi: piece(*(v[lo:hi] for v in views)),
-                       grain if numpy_grain is None else numpy_grain)
+    n, c = logits.shape
+    eps = label_smoothing
+    return _launch("softmax_xent", n, (logits, probs, grad), floats=(1 - eps, eps / c, 1.0 / n, eps),
+                   sizes=(c,), others=(np.ascontiguousarray(labels, np.int64), totals),
+                   grain=GRAIN.one_piece)
 
 
-@functools.cache
-def get(name: str) -> int | None:
-    """Address of the compiled kernel `name`, or None (use NumPy)."""
-    module = _compiled()
-    return None if module is None else getattr(module, name).address
+# -- optimizers ------------------------------------------------------------------------
+
+def sgd_momentum(w: np.ndarray, v: np.ndarray, weight_decay: float, step: float) -> bool:
+    """``v += weight_decay * w``, then ``w += step * v``."""
+    return _launch("sgd_momentum", w.size, (w, v), floats=(weight_decay, step),
+                   grain=GRAIN.optimizer)
+
+
+def adam(w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, *, b1: float, b2: float,
+         eps: float, step: float, decay: float, l2: float) -> bool:
+    """One Adam/AdamW update of ``w`` from gradient ``g``; see ``ops.adam_step``."""
+    return _launch("adam", w.size, (w, g, m, v),
+                   floats=(b1, 1.0 - b1, b2, 1.0 - b2, eps, step, decay, l2),
+                   grain=GRAIN.optimizer)
+
+
+# -- data ------------------------------------------------------------------------------
+
+def affine_rows(source: np.ndarray, rows: np.ndarray, shift: np.ndarray, scale: np.ndarray,
+                out: np.ndarray) -> bool:
+    """``out[i] = (source[rows[i]] - shift) * scale`` for a uint8 source (N, D), rows clipped."""
+    n, d = source.shape
+    return _launch("affine_rows", len(out), (out, shift, scale), sizes=(d, n),
+                   others=(source, np.asarray(rows, np.int64)),
+                   grain=GRAIN.rows(GRAIN.row_kernel, d))
+
+
+def augment_rows(images: np.ndarray, rows: np.ndarray, flips: np.ndarray, dy: np.ndarray,
+                 dx: np.ndarray, shift: np.ndarray, scale: np.ndarray, out: np.ndarray) -> bool:
+    """Gather uint8 images (N, H, W, C) by ``rows``, flip and shift each, then ``(v - shift) * scale``."""
+    n, h, w, c = images.shape
+    return _launch("augment_rows", len(rows), (out, shift, scale), sizes=(h, w, c, n),
+                   others=(images, np.asarray(rows, np.int64), flips.view(np.uint8),
+                           np.asarray(dy, np.int64), np.asarray(dx, np.int64)),
+                   grain=GRAIN.rows(GRAIN.row_kernel, h * w * c))

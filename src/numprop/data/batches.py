@@ -7,7 +7,7 @@ import numbers
 
 import numpy as np
 
-from numprop._fast import kernels as _kernels
+from numprop._fast import kernels
 from numprop.errors import ConfigError, DataError
 
 __all__ = ["stratified_split", "Augment", "BatchLoader"]
@@ -139,10 +139,7 @@ def _augment_and_convert(images: np.ndarray, idx: np.ndarray, moves, preprocessi
     if shift.shape != (h * w * c,):      # fitted on other images: the NumPy path says so
         return False
     flips, dy, dx = moves
-    return _kernels.run("augment_rows", len(idx), (out, shift, scale), sizes=(h, w, c, n),
-                        others=(images, np.asarray(idx, np.int64), flips.view(np.uint8),
-                                np.asarray(dy, np.int64), np.asarray(dx, np.int64)),
-                        grain=max(1, (1 << 15) // (h * w * c)))
+    return kernels.augment_rows(images, idx, flips, dy, dx, shift, scale, out)
 
 
 class BatchLoader:

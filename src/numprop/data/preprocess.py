@@ -10,14 +10,15 @@ Standardize and MeanImage D = H*W*3 and the columns keep the HWC order, so
 
 from __future__ import annotations
 
-import inspect
 import numbers
 
 import numpy as np
 
-from numprop._fast import blas as _blas
-from numprop._fast import kernels as _kernels
+from numprop._fast import kernels
+from numprop._fast import blas
+from numprop._fast.grain import GRAIN
 from numprop.errors import ConfigError, DataError
+from numprop.registry import Registry
 
 __all__ = [
     "Preprocessing",
@@ -66,9 +67,7 @@ def affine_rows(source: np.ndarray, shift: np.ndarray, scale: np.ndarray, out: n
     if shift.shape != (d,) or scale.shape != (d,) or out.shape != (len(index), d):
         raise ConfigError(f"affine_rows: for rows of {d} values, shift and scale must be ({d},) "
                           f"and out ({len(index)}, {d}); got {shift.shape}, {scale.shape}, {out.shape}")
-    if source.dtype == np.uint8 and _kernels.run(
-            "affine_rows", len(out), (out, shift, scale), sizes=(d, len(source)),
-            others=(source, index), grain=max(1, (1 << 15) // max(1, d))):
+    if source.dtype == np.uint8 and kernels.affine_rows(source, index, shift, scale, out):
         return out
 
     def piece(lo, hi):
@@ -78,7 +77,7 @@ def affine_rows(source: np.ndarray, shift: np.ndarray, scale: np.ndarray, out: n
         np.subtract(block, shift, out=out[lo:hi])
         out[lo:hi] *= scale
 
-    _blas.parallel_for(len(out), piece, grain=max(1, (1 << 17) // max(1, d)))
+    blas.parallel_for(len(out), piece, GRAIN.rows(GRAIN.numpy, d))
     return out
 
 
@@ -433,41 +432,27 @@ class ZCAWhiten(PCAWhiten):
     def __init__(self, eps: float = 1e-2, max_fit_images: int = 10_000, seed: int = 0) -> None:
         super().__init__(n_components=None, zca=True, eps=eps, max_fit_images=max_fit_images, seed=seed)
 
-
-PREPROCESSING: dict[str, type[Preprocessing]] = {
-    "standardize": Standardize,
-    "mean_image": MeanImage,
-    "pca": PCAWhiten,
-    "zca": ZCAWhiten,
-}
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], params: dict) -> "PCAWhiten":
+        return super().from_state(arrays, {**params, "zca": True})
 
 
-def _lookup(name: str) -> type[Preprocessing]:
-    try:
-        return PREPROCESSING[name]
-    except (KeyError, TypeError):
-        raise ConfigError(
-            f"unknown preprocessing {name!r}; choose one of: {', '.join(PREPROCESSING)}"
-        ) from None
+# The one table that turns preprocessing names (CLI, saved models) into classes.
+PREPROCESSING = Registry("preprocessing")
+for _cls in (Standardize, MeanImage, PCAWhiten, ZCAWhiten):
+    PREPROCESSING.add(_cls.name, _cls)
 
 
 def make_preprocessing(name: str, **kw) -> Preprocessing:
     """Build an unfitted preprocessing by name ('standardize', 'mean_image', 'pca', 'zca') with options `kw`."""
-    cls = _lookup(name)
-    try:
-        inspect.signature(cls).bind(**kw)
-    except TypeError as exc:
-        raise ConfigError(f"preprocessing {name!r}: {exc}") from None
-    return cls(**kw)
+    return PREPROCESSING.create(name, **kw)
 
 
 def preprocessing_from_state(name: str, arrays: dict[str, np.ndarray], params: dict) -> Preprocessing:
     """Rebuild a fitted preprocessing from its name and state() (arrays, params)."""
-    cls = _lookup(name)
+    cls = PREPROCESSING.get(name)
     if not isinstance(params, dict) or not hasattr(arrays, "__getitem__"):
         raise ConfigError(f"{name} state: expected a dict of arrays and a dict of parameters")
-    if name == "zca":
-        params = {**params, "zca": True}
     obj = cls.from_state(arrays, params)
     if obj.name != name:
         raise ConfigError(f"state is for {obj.name!r}, not {name!r}")

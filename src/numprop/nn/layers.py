@@ -8,12 +8,39 @@ from __future__ import annotations
 
 import numpy as np
 
-from numprop._fast import blas as _blas
-from numprop._fast import kernels as _kernels
+from numprop._fast.blas import gemm
 from numprop.errors import ConfigError
+from numprop.nn import ops
 from numprop.nn.module import Module, Parameter
+from numprop.registry import Registry
 
 Seed = int | np.random.Generator | None
+
+# Names to classes, for saved files and configurations: a layer class must be
+# registered to be saved (``register_layer``); activations also go by their
+# lower-case names ("relu"), as ``--activation`` and ``models.mlp`` take them.
+LAYERS = Registry("layer")
+ACTIVATIONS = Registry("activation")
+
+
+def register_layer(cls: type[Module] | None = None, *, name: str | None = None):
+    """Register a Module subclass so ``numprop.save`` can write it and ``load`` rebuild it.
+
+    Use as ``@register_layer`` on the class, or call ``register_layer(MyLayer)``.
+    The class's ``config()`` must return the keyword arguments that rebuild it.
+    """
+    def decorate(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Module)):
+            raise ConfigError(f"register_layer takes a Module subclass, got {cls!r}")
+        return LAYERS.add(name or cls.__name__, cls)
+    return decorate if cls is None else decorate(cls)
+
+
+def register_activation(name: str):
+    """Register an activation layer under ``name`` (and as a layer, under its class name)."""
+    def decorate(cls):
+        return ACTIVATIONS.add(name, register_layer(cls))
+    return decorate
 
 
 def as_rng(rng: Seed) -> np.random.Generator:
@@ -27,6 +54,7 @@ def _check_input(x: np.ndarray, features: int, layer: str) -> None:
         raise ConfigError(f"{layer} expects input of shape (N, {features}), got {shape}")
 
 
+@register_layer
 class Linear(Module):
     """Affine map ``y = x @ W + b``: x (N, D), W (D, H), b (H,), y (N, H).
 
@@ -59,51 +87,43 @@ class Linear(Module):
         self.x = x                                                     # (N, D)
         out = self._buf("out", (x.shape[0], self.out_features), self.weight.data.dtype)
         np.copyto(out, self.bias.data)                                 # (N, H): b in every row
-        return _blas.gemm(x, self.weight.data, out, beta=1.0)          # out += x @ W
+        return gemm(x, self.weight.data, out, beta=1.0)               # out += x @ W (one BLAS call)
 
     def backward_params(self, dout):
         x = self.x
-        self.weight.accumulate_matmul(x.T, dout)                       # (D, H) += (D, N) @ (N, H)
+        self.weight.accumulate_matmul(x.T, dout)                       # dW = x.T @ dout, (D, H)
+        # db = dout summed over the batch, as the product ones @ dout: (1, N) @ (N, H)
         ones = self._buf("ones", (x.shape[0],), dout.dtype)             # (N,): a partial batch gets a view
         ones.fill(1)
-        self.bias.accumulate_matmul(ones[None, :], dout)               # (1, H) += (1, N) @ (N, H)
+        self.bias.accumulate_matmul(ones[None, :], dout)
 
     def backward(self, dout):
         self.backward_params(dout)
         dx = self._buf("dx", self.x.shape, dout.dtype)
-        return np.matmul(dout, self.weight.data.T, out=dx)             # (N, D)
+        return np.matmul(dout, self.weight.data.T, out=dx)             # dx = dout @ W.T, (N, D)
 
     def config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,
                 "init": self.init, "scale": self.scale}
 
 
+@register_activation("relu")
 class ReLU(Module):
-    """``max(x, 0)`` elementwise; the gradient flows where x > 0."""
+    """``y = max(x, 0)``; the gradient flows where x > 0: ``dx = dout * (y > 0)``."""
 
     def forward(self, x):
-        y = self._buf("out", x.shape, x.dtype)
-        _kernels.elementwise("relu", (x, y), lambda x, y: np.maximum(x, 0, out=y),
-                             numpy_grain=1 << 18)
-        self.y = y
-        return y
+        self.y = ops.relu(x, out=self._buf("out", x.shape, x.dtype))            # (N, H)
+        return self.y
 
     def backward(self, dout):
-        # The mask is made here, not in forward, so inference never pays for it;
-        # multiplying by it is an order of magnitude faster than np.where.
-        dx = self._buf("dx", dout.shape, dout.dtype)
-
-        def piece(y, dout, dx, mask):
-            np.greater(y, 0, out=mask)
-            np.multiply(dout, mask, out=dx)
-
-        _kernels.elementwise("relu_backward", (self.y, dout, dx), piece, numpy_grain=1 << 17,
-                             scratch=(self._buf("mask", dout.shape, np.bool_),))
-        return dx
+        # The mask is made here, not in forward, so inference never pays for it.
+        return ops.relu_backward(self.y, dout, out=self._buf("dx", dout.shape, dout.dtype),
+                                 mask=self._buf("mask", dout.shape, np.bool_))
 
 
+@register_activation("leaky_relu")
 class LeakyReLU(Module):
-    """``x`` where x > 0, else ``slope * x``."""
+    """``y = x`` where x > 0, else ``slope * x``; ``dx = dout * (1 or slope)``."""
 
     def __init__(self, slope: float = 0.01):
         self.slope = slope
@@ -122,8 +142,11 @@ class LeakyReLU(Module):
         return {"slope": self.slope}
 
 
+@register_activation("tanh")
 class Tanh(Module):
-    """``tanh(x)``; its derivative is ``1 - y**2``."""
+    """``y = tanh(x)``; its derivative is ``1 - y**2``."""
+
+    init = "glorot"   # the Linear layers before a saturating activation: Glorot, not He
 
     def forward(self, x):
         self.y = np.tanh(x, out=self._buf("out", x.shape, x.dtype))
@@ -133,11 +156,14 @@ class Tanh(Module):
         dx = self._buf("dx", dout.shape, dout.dtype)
         np.multiply(self.y, self.y, out=dx)
         np.subtract(1, dx, out=dx)
-        return np.multiply(dx, dout, out=dx)
+        return np.multiply(dx, dout, out=dx)                           # dout * (1 - y**2)
 
 
+@register_activation("sigmoid")
 class Sigmoid(Module):
-    """``1 / (1 + exp(-x))``, computed without overflow; derivative ``y (1 - y)``."""
+    """``y = 1 / (1 + exp(-x))``, computed without overflow; derivative ``y (1 - y)``."""
+
+    init = "glorot"
 
     def forward(self, x):
         y = self._buf("out", x.shape, x.dtype)
@@ -153,48 +179,20 @@ class Sigmoid(Module):
         dx = self._buf("dx", dout.shape, dout.dtype)
         np.subtract(1, self.y, out=dx)
         dx *= self.y
-        return np.multiply(dx, dout, out=dx)
+        return np.multiply(dx, dout, out=dx)                           # dout * y (1 - y)
 
 
-def _times_mask(x: np.ndarray, mask: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = x * mask on all cores (Dropout's forward with a fixed mask, and its backward)."""
-    _kernels.elementwise("multiply", (x, mask, out), lambda x, m, o: np.multiply(x, m, out=o),
-                         numpy_grain=1 << 17)
-    return out
-
-
-_GOLDEN, _MIX1, _MIX2 = (np.uint64(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9,
-                                                   0x94D049BB133111EB))
-
-
-def dropout_bits(key: int, n: int) -> np.ndarray:
-    """(n,) uint16 random bits for a Dropout mask, from one 63-bit key.
-
-    Element e gets bits 16*(e % 4) .. 16*(e % 4) + 15 of ``mix64(key + e // 4)``,
-    with SplitMix64's output function as mix64. Counter-based: any block of
-    elements can be made on its own (on any core) and comes out the same, so
-    the compiled kernel and this NumPy code agree bit for bit.
-    """
-    z = np.arange(-(-n // 4), dtype=np.uint64)                         # (ceil(n / 4),)
-    z += np.uint64(key)
-    z *= _GOLDEN
-    z ^= z >> np.uint64(30)
-    z *= _MIX1
-    z ^= z >> np.uint64(27)
-    z *= _MIX2
-    z ^= z >> np.uint64(31)
-    return z.astype("<u8", copy=False).view("<u2")[:n]                 # lane 0 = low bits
-
-
+@register_layer
 class Dropout(Module):
     """Inverted dropout: zero each unit with probability ``p``, scale the rest by 1/(1-p).
 
-    Identity in eval mode, so no rescaling is needed at test time.
-    ``fix_mask = True`` reuses the last mask (for gradient checking).
-    Masks come from 16-bit random integers (``dropout_bits``, keyed by one draw
-    from ``rng`` per mask), so the drop probability is ``p`` rounded to a
-    multiple of 1/65536, and the scale is exactly 1/(1 - that probability):
-    the layer stays unbiased.
+    ``y = x * mask`` with ``mask = (u >= p) / (1 - p)``, u uniform in [0, 1);
+    ``dx = dout * mask``. Identity in eval mode, so no rescaling is needed at
+    test time. ``fix_mask = True`` reuses the last mask (for gradient checking).
+    u comes in steps of 1/65536 (16 random bits per unit, ``ops.dropout_bits``,
+    keyed by one draw from ``rng`` per mask), so the drop probability is ``p``
+    rounded to a multiple of 1/65536 and the scale is exactly 1/(1 - that
+    probability): the layer stays unbiased.
     """
 
     def __init__(self, p: float = 0.5, *, rng: Seed = None):
@@ -204,48 +202,38 @@ class Dropout(Module):
         self.rng = as_rng(rng)
         self.fix_mask = False
         self.mask = None
-        self._threshold = min(round(p * 65536), 65535)     # drop where bits < threshold
+        self._threshold = min(round(p * 65536), 65535)     # drop where the bits are below it
         self._scale = 65536 / (65536 - self._threshold)
 
     def forward(self, x):
         if not self.training or self.p == 0.0:
             self.mask = None
             return x
-        out = self._buf("out", x.shape, x.dtype)
+        out = self._buf("out", x.shape, x.dtype)                       # (N, H)
         if self.fix_mask and self.mask is not None and self.mask.shape == x.shape:
-            return _times_mask(x, self.mask, out)
+            return ops.multiply(x, self.mask, out=out)
+        self.mask = self._buf("mask", x.shape, x.dtype)                # (N, H): 0 or 1/(1-p)
         key = int(self.rng.integers(0, 1 << 63))                       # one draw per mask
-        mask = self._buf("mask", x.shape, x.dtype)                     # (N, H): 0 or 1/(1-p)
-        self.mask = mask
-        if _kernels.run("dropout", -(-x.size // 4), (x, mask, out), sizes=(x.size, key),
-                        scalars=(self._threshold, self._scale), grain=1 << 14):
-            return out
-        bits = dropout_bits(key, x.size)
-        X, M, O = x.reshape(-1), mask.reshape(-1), out.reshape(-1)
-
-        def piece(lo, hi):
-            np.greater_equal(bits[lo:hi], self._threshold, out=M[lo:hi])
-            M[lo:hi] *= self._scale
-            np.multiply(X[lo:hi], M[lo:hi], out=O[lo:hi])
-
-        _blas.parallel_for(X.size, piece, grain=1 << 16)
-        return out
+        return ops.dropout(x, key=key, threshold=self._threshold, scale=self._scale,
+                           mask=self.mask, out=out)
 
     def backward(self, dout):
         if self.mask is None:
             return dout
-        return _times_mask(dout, self.mask, self._buf("dx", dout.shape, dout.dtype))
+        return ops.multiply(dout, self.mask, out=self._buf("dx", dout.shape, dout.dtype))
 
     def config(self):
         return {"p": self.p}
 
 
+@register_layer
 class BatchNorm1d(Module):
     """Normalise each feature over the batch, then scale and shift: x (N, H).
 
-    Training uses the batch mean and (biased) variance and updates running
-    estimates (``momentum`` weight for the new batch, unbiased variance);
-    eval mode uses the running estimates.
+    Training: ``xhat = (x - mean) / sqrt(var + eps)`` with the batch's mean and
+    (biased) variance, ``y = gamma * xhat + beta``, and running estimates
+    updated (``momentum`` weight for the new batch, unbiased variance). Eval
+    mode uses the running estimates, which are constants for the backward.
     """
 
     _buffers = ("running_mean", "running_var")
@@ -258,19 +246,13 @@ class BatchNorm1d(Module):
         self.running_mean = np.zeros(num_features, dtype)
         self.running_var = np.ones(num_features, dtype)
 
-    # The compiled kernels (numba) work on column blocks on all cores. The NumPy
-    # code reduces per-column statistics over the batch on one core, with the
-    # same arithmetic in the same order, and runs the elementwise passes on row
-    # blocks on all cores (parallel_for).
-
     def forward(self, x):
         _check_input(x, self.num_features, "BatchNorm1d")
         n, h = x.shape
         if self.training and n < 2:
             raise ConfigError("BatchNorm1d needs at least 2 examples per batch in training")
-        xc = self._buf("xc", x.shape, x.dtype)                         # x - mean, (N, H)
-        out = self._buf("out", x.shape, x.dtype)
-        self.xc = xc
+        xc = self.xc = self._buf("xc", x.shape, x.dtype)              # x - mean, (N, H)
+        out = self._buf("out", x.shape, x.dtype)                       # (N, H)
         if not self.training:
             np.subtract(x, self.running_mean, out=xc)
             self.inv_std = (1.0 / np.sqrt(self.running_var + self.eps)).astype(x.dtype)
@@ -278,22 +260,9 @@ class BatchNorm1d(Module):
             out += self.beta.data
             return out
         mean, var = self._buf("mean", (h,), x.dtype), self._buf("var", (h,), x.dtype)
-        inv_std = self.inv_std = self._buf("inv_std", (h,), x.dtype)
-        arrays = (x, xc, out, mean, var, inv_std, self.gamma.data, self.beta.data)
-        if not _kernels.run("batchnorm", h, arrays, scalars=(self.eps,), sizes=(n, h),
-                            grain=max(8, (1 << 15) // n)):
-            grain = max(1, (1 << 17) // h)
-            np.divide(np.add.reduce(x, axis=0), n, out=mean)           # (H,)
-            _blas.parallel_for(n, lambda lo, hi: np.subtract(x[lo:hi], mean, out=xc[lo:hi]), grain)
-            np.divide(np.add.reduce(np.multiply(xc, xc, out=out), axis=0), n, out=var)  # biased
-            np.divide(1.0, np.sqrt(var + self.eps), out=inv_std)
-            scale, beta = self.gamma.data * inv_std, self.beta.data    # (H,)
-
-            def piece(lo, hi):  # out = gamma * xhat + beta with xhat = xc * inv_std
-                np.multiply(xc[lo:hi], scale, out=out[lo:hi])
-                out[lo:hi] += beta
-
-            _blas.parallel_for(n, piece, grain)
+        self.inv_std = self._buf("inv_std", (h,), x.dtype)            # 1 / sqrt(var + eps), (H,)
+        ops.batchnorm_train(x, self.gamma.data, self.beta.data, self.eps, xc=xc, out=out,
+                            mean=mean, var=var, inv_std=self.inv_std)
         m = self.momentum
         self.running_mean *= 1 - m
         self.running_mean += m * mean
@@ -304,29 +273,14 @@ class BatchNorm1d(Module):
     def backward(self, dout):
         n, h = dout.shape
         xc, inv_std = self.xc, self.inv_std
-        dx = self._buf("dx", dout.shape, dout.dtype)
-        if not self.training:  # running statistics are constants
+        dx = self._buf("dx", dout.shape, dout.dtype)                   # (N, H)
+        if not self.training:  # running statistics are constants: y is affine in x
             self.gamma.accumulate(np.einsum("nh,nh->h", dout, xc) * inv_std)
             self.beta.accumulate(dout.sum(axis=0))
             return np.multiply(dout, self.gamma.data * inv_std, out=dx)
         dgamma, dbeta = self._buf("dgamma", (h,), dout.dtype), self._buf("dbeta", (h,), dout.dtype)
-        arrays = (dout, xc, dx, inv_std, self.gamma.data, dgamma, dbeta)
-        if not _kernels.run("batchnorm_backward", h, arrays, sizes=(n, h),
-                            grain=max(8, (1 << 15) // n)):
-            np.add.reduce(dout, axis=0, out=dbeta)                     # (H,)
-            np.add.reduce(np.multiply(dout, xc, out=dx), axis=0, out=dgamma)
-            dgamma *= inv_std                                          # (H,) = sum dout * xhat
-            # dx = gamma/std * (dout - mean(dout) - xhat * mean(dout * xhat))
-            a, b, scale = inv_std * dgamma / n, dbeta / n, self.gamma.data * inv_std  # (H,)
-
-            def piece(lo, hi):
-                d = dx[lo:hi]
-                np.multiply(xc[lo:hi], a, out=d)
-                np.subtract(dout[lo:hi], d, out=d)
-                d -= b
-                d *= scale
-
-            _blas.parallel_for(n, piece, max(1, (1 << 17) // h))
+        ops.batchnorm_train_backward(dout, xc, inv_std, self.gamma.data, dx=dx, dgamma=dgamma,
+                                     dbeta=dbeta)
         self.gamma.accumulate(dgamma)
         self.beta.accumulate(dbeta)
         return dx
@@ -335,6 +289,7 @@ class BatchNorm1d(Module):
         return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum}
 
 
+@register_layer
 class Flatten(Module):
     """(N, d1, d2, ...) -> (N, d1*d2*...), e.g. images (N, 32, 32, 3) -> (N, 3072)."""
 
@@ -344,10 +299,3 @@ class Flatten(Module):
 
     def backward(self, dout):
         return dout.reshape(self.shape)
-
-
-# The one table that turns layer names (in saved models and configs) into classes.
-LAYERS: dict[str, type[Module]] = {
-    cls.__name__: cls
-    for cls in (Linear, ReLU, LeakyReLU, Tanh, Sigmoid, Dropout, BatchNorm1d, Flatten)
-}

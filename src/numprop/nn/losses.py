@@ -1,4 +1,4 @@
-"""Softmax, log-softmax and the fused softmax cross-entropy loss.
+"""Losses: the ``Loss`` protocol the Trainer trains with, softmax and the fused softmax cross-entropy.
 
 Why fused: the gradient of mean cross-entropy through a softmax collapses to
 ``(softmax(z) - target) / N``. Computing the two separately (``dA2`` then the
@@ -7,11 +7,35 @@ softmax Jacobian) is slower and, with extreme logits, loses precision.
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import numpy as np
 
-from numprop._fast import kernels as _kernels
+from numprop._fast import kernels
 from numprop.errors import ConfigError
 from numprop.nn.module import work_buffer
+from numprop.registry import Registry
+
+
+@runtime_checkable
+class Loss(Protocol):
+    """What ``Trainer`` needs of a loss; any class with these methods will do.
+
+    The loss keeps what ``backward`` needs from the last ``forward``, as layers do.
+    """
+
+    def forward(self, outputs: np.ndarray, target: np.ndarray) -> float:
+        """The mean loss over the batch: outputs (N, C), target (N,) labels or (N, C)."""
+        ...
+
+    def backward(self) -> np.ndarray:
+        """d loss / d outputs for the last ``forward``, shape (N, C)."""
+        ...
+
+    def count_correct(self) -> int | None:
+        """How many examples of the last ``forward`` were right; None where accuracy
+        does not apply (the Trainer then records no accuracy)."""
+        ...
 
 
 def log_softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -127,10 +151,7 @@ class SoftmaxCrossEntropy:
         grad = work_buffer(self._work, "grad", (n, c), logits.dtype)
         totals = work_buffer(self._work, "totals", (3,), np.float64)   # nll sum, right, bad labels
         eps = self.label_smoothing
-        # grain 2**40: one piece, on this thread, as the single sum in totals needs.
-        if not _kernels.run("softmax_xent", n, (logits, p, grad), grain=1 << 40,
-                            scalars=(1 - eps, eps / c, 1.0 / n, eps), sizes=(c,),
-                            others=(np.ascontiguousarray(labels, np.int64), totals)):
+        if not kernels.softmax_xent(logits, labels, eps, probs=p, grad=grad, totals=totals):
             return None
         nll_sum, correct, bad = totals
         if bad:
@@ -171,3 +192,8 @@ class SoftmaxCrossEntropy:
 
     def __repr__(self) -> str:
         return f"SoftmaxCrossEntropy(label_smoothing={self.label_smoothing})"
+
+
+# The one table that turns loss names (configs) into classes.
+LOSSES = Registry("loss")
+LOSSES.add("softmax_cross_entropy", SoftmaxCrossEntropy)

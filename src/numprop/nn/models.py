@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+import warnings
+
 import numpy as np
 
 from numprop.errors import ConfigError
-from numprop.nn.layers import LAYERS, BatchNorm1d, Dropout, Linear, Seed, as_rng
+from numprop.nn.layers import ACTIVATIONS, LAYERS, BatchNorm1d, Dropout, Linear, Seed, as_rng
 from numprop.nn.module import Module, Sequential
-
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
-
-
-def _activation(name: str) -> Module:
-    from numprop.nn.layers import LeakyReLU, ReLU, Sigmoid, Tanh
-    table = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigmoid}
-    if name not in table:
-        raise ConfigError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
-    return table[name]()
 
 
 def two_layer(in_features: int, hidden: int, classes: int, *, rng: Seed = None,
@@ -36,15 +29,15 @@ def mlp(sizes: list[int], activation: str = "relu", dropout: float = 0.0,
     """
     if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
         raise ConfigError(f"mlp needs at least [in, out] positive sizes, got {sizes}")
-    if init is None:
-        init = "glorot" if activation in ("tanh", "sigmoid") else "he"
+    if init is None:  # each activation class says which initialisation suits it
+        init = getattr(ACTIVATIONS.get(activation), "init", "he")
     rng = as_rng(rng)
     layers: list[Module] = []
     for fan_in, fan_out in zip(sizes[:-2], sizes[1:-1]):
         layers.append(Linear(fan_in, fan_out, init=init, rng=rng, dtype=dtype))
         if batchnorm:
             layers.append(BatchNorm1d(fan_out, dtype=dtype))
-        layers.append(_activation(activation))
+        layers.append(ACTIVATIONS.create(activation))
         if dropout:
             layers.append(Dropout(dropout, rng=rng))
     layers.append(Linear(sizes[-2], sizes[-1], init="glorot" if init == "he" else init,
@@ -53,27 +46,56 @@ def mlp(sizes: list[int], activation: str = "relu", dropout: float = 0.0,
 
 
 def architecture(model: Sequential) -> list[dict]:
-    """A JSON-able description of a Sequential: one {"type", **config} per layer."""
+    """A JSON-able description of a Sequential: one {"type", **config} per layer.
+
+    Every layer's class must be registered (``numprop.register_layer``), so the
+    description can be loaded again; an unregistered one is a ConfigError here,
+    at save time, not later when loading.
+    """
     if not isinstance(model, Sequential):
         raise ConfigError("only Sequential models can be described and saved")
-    return [{"type": type(layer).__name__, **layer.config()} for layer in model]
+    spec = []
+    for layer in model:
+        name = LAYERS.name_of(type(layer))
+        if name is None:
+            raise ConfigError(f"layer {type(layer).__name__} is not registered, so a saved model "
+                              f"could not be loaded again: register it with "
+                              f"numprop.register_layer({type(layer).__name__})")
+        spec.append({"type": name, **layer.config()})
+    return spec
 
 
-def from_architecture(spec: list[dict], dtype=np.float32) -> Sequential:
-    """Rebuild a Sequential from ``architecture(model)`` (weights not included)."""
+def from_architecture(spec: list[dict], dtype=np.float32, *, warn=None) -> Sequential:
+    """Rebuild a Sequential from ``architecture(model)`` (weights not included).
+
+    Settings a layer does not take (written by a newer numprop, say) are left
+    out, with a message to ``warn`` (default: ``warnings.warn``).
+    """
+    if not isinstance(spec, list):
+        raise ConfigError(f"the architecture must be a list of layers, got {type(spec).__name__}")
     layers = []
     for entry in spec:
+        if not isinstance(entry, dict):
+            raise ConfigError(f"each layer of the architecture must be an object, got {entry!r}")
         entry = dict(entry)
         name = entry.pop("type", None)
         if name not in LAYERS:
-            raise ConfigError(f"unknown layer type {name!r} in the architecture")
-        cls = LAYERS[name]
-        if cls in (Linear, BatchNorm1d):
-            entry["dtype"] = dtype
-        if cls is Linear:
-            entry["rng"] = 0  # weights are loaded afterwards; keep construction deterministic
+            raise ConfigError(f"unknown layer type {name!r} in the architecture; a layer of your "
+                              f"own must be registered (numprop.register_layer) before loading")
+        cls = LAYERS.get(name)
+        accepted = inspect.signature(cls).parameters
+        unknown = sorted(k for k in entry if k not in accepted)
+        if unknown:
+            (warn or _warn)(f"layer {name}: ignored unknown settings {', '.join(unknown)}")
+            entry = {k: v for k, v in entry.items() if k in accepted}
+        # Weights are loaded afterwards: build in the saved dtype, deterministically.
+        entry.update({k: v for k, v in (("dtype", dtype), ("rng", 0)) if k in accepted})
         try:
             layers.append(cls(**entry))
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise ConfigError(f"bad settings for layer {name}: {exc}") from None
     return Sequential(*layers)
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, stacklevel=3)

@@ -14,10 +14,11 @@ Conventions used by every layer:
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
-from numprop._fast import blas as _blas
+from numprop._fast.blas import axpby, gemm
 from numprop.errors import ConfigError
 
 
@@ -35,11 +36,34 @@ def work_buffer(store: dict, key: str, shape: tuple[int, ...], dtype) -> np.ndar
     return buf[:shape[0]] if shape and buf.shape[0] != shape[0] else buf
 
 
+@dataclass
+class GradTarget:
+    """Where a parameter's gradient goes instead of ``grad``: ``array = beta * array + gradient``.
+
+    An optimizer hands these out during ``Optimizer.fused_backward()`` (SGD
+    with momentum: its velocity, with beta = momentum), so the backward pass
+    writes the gradient straight into the optimizer's state, in the same BLAS
+    call that computes it. The first gradient to arrive is combined with
+    ``beta``, later ones (shared weights) are added; ``received`` says whether
+    any arrived.
+    """
+
+    array: np.ndarray
+    beta: float
+    received: bool = False
+
+
 class Parameter:
-    """A trainable array and its gradient.
+    """A trainable array ``data`` and its gradient ``grad``, of the same shape and dtype.
 
     ``decay`` says whether weight decay applies (True for weights, False for
     biases and normalisation parameters).
+
+    Gradients: ``backward`` *adds* into ``grad`` through ``accumulate`` and
+    ``accumulate_matmul``; ``zero_grad()`` starts it again from zero. While
+    ``grad_target`` is set (by an optimizer's ``fused_backward()``), the
+    gradient goes to that target instead and ``grad`` is left as it was
+    (zeros after ``zero_grad()``).
     """
 
     def __init__(self, data: np.ndarray, *, decay: bool = True):
@@ -48,10 +72,7 @@ class Parameter:
         # zero_grad() only raises this flag: the next accumulation overwrites
         # the buffer instead of adding to it, which saves one pass over memory.
         self._grad_stale = False
-        # Set by an optimizer inside ``fused_backward``: gradients go straight
-        # into this buffer as ``sink = sink_beta * sink + grad``.
-        self._sink: np.ndarray | None = None
-        self._sink_beta = 1.0
+        self.grad_target: GradTarget | None = None
         self.decay = decay
 
     @property
@@ -76,7 +97,7 @@ class Parameter:
     def accumulate_matmul(self, a: np.ndarray, b: np.ndarray) -> None:
         """``grad += a @ b`` in one BLAS call, with no temporary array."""
         target, beta = self._target()
-        _blas.gemm(a, b, target.reshape(a.shape[0], b.shape[1]), beta=beta)
+        gemm(a, b, target.reshape(a.shape[0], b.shape[1]), beta=beta)
 
     def accumulate(self, g: np.ndarray) -> None:
         """``grad += g`` for gradients that are not a matrix product."""
@@ -84,12 +105,15 @@ class Parameter:
         if beta == 0.0:
             np.copyto(target, g)
         else:
-            _blas.axpby(1.0, g, beta, target)
+            axpby(1.0, g, beta, target)
 
     def _target(self) -> tuple[np.ndarray, float]:
-        if self._sink is not None:
-            beta, self._sink_beta = self._sink_beta, 1.0
-            return self._sink, beta
+        """The array the next gradient goes into, and what to scale its old content by."""
+        t = self.grad_target
+        if t is not None:
+            beta = 1.0 if t.received else t.beta
+            t.received = True
+            return t.array, beta
         beta = 0.0 if self._grad_stale else 1.0
         self._grad_stale = False
         return self._grad, beta

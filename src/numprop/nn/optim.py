@@ -13,10 +13,11 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from numprop._fast import blas as _blas
-from numprop._fast import kernels as _kernels
+from numprop._fast.blas import axpby
 from numprop.errors import ConfigError
-from numprop.nn.module import Parameter
+from numprop.nn import ops
+from numprop.nn.module import GradTarget, Parameter
+from numprop.registry import Registry
 
 Params = Iterable[tuple[str, Parameter]] | Iterable[Parameter]
 
@@ -81,9 +82,12 @@ class Optimizer:
     def fused_backward(self):
         """Inside this block, gradients may go straight into optimizer state.
 
-        Only for training loops: ``p.grad`` is not filled for fused parameters,
-        and the next ``step()`` consumes what was accumulated. Optimizers that
-        cannot fuse leave gradients in ``p.grad`` as usual.
+        The optimizer sets a ``GradTarget`` on the parameters it can fuse, and
+        the backward pass accumulates into it instead of ``p.grad``, which
+        stays as it was (zeros after ``zero_grad()``); the next ``step()``
+        consumes what arrived. For training loops: run backward inside the
+        block, then ``step()``. Optimizers that cannot fuse leave gradients in
+        ``p.grad`` as usual (this base version sets no targets).
         """
         yield
 
@@ -120,7 +124,7 @@ class SGD(Optimizer):
         self.state_names = ("velocity",) if momentum else ()
         self.momentum, self.nesterov = momentum, nesterov
         super().__init__(params, lr, weight_decay, decay_all)
-        self._fused: dict[int, bool] = {}   # id(p) -> a gradient arrived in fused_backward
+        self._fused: dict[int, GradTarget] = {}   # id(p) -> its target in the last fused backward
 
     @contextmanager
     def fused_backward(self):
@@ -130,50 +134,38 @@ class SGD(Optimizer):
             yield
             return
         for name, p in self.params:
-            p._sink, p._sink_beta = self.state[name]["velocity"], self.momentum
+            p.grad_target = self._fused[id(p)] = GradTarget(self.state[name]["velocity"],
+                                                            self.momentum)
         try:
             yield
         finally:
             for _, p in self.params:
-                # _sink_beta is reset to 1 once a gradient has arrived.
-                self._fused[id(p)] = p._sink_beta == 1.0
-                p._sink, p._sink_beta = None, 1.0
+                p.grad_target = None
 
     def _update(self, p, state):
         wd = self._decay(p)
         if not self.momentum:
             if wd:
-                _blas.axpby(-self.lr * wd, p.data, 1.0, p.data)
-            _blas.axpby(-self.lr, p.grad, 1.0, p.data)
+                axpby(-self.lr * wd, p.data, 1.0, p.data)
+            axpby(-self.lr, p.grad, 1.0, p.data)
             return
         v = state["velocity"]
-        arrived = self._fused.pop(id(p), None)
-        if arrived is not None:        # fused: v = m v + g already, unless no gradient came
-            if not arrived:
+        fused = self._fused.pop(id(p), None)
+        if fused is not None:          # fused: v = m v + g already, unless no gradient came
+            if not fused.received:
                 v *= self.momentum
         else:
-            _blas.axpby(1.0, p.grad, self.momentum, v)
+            axpby(1.0, p.grad, self.momentum, v)
         if self.nesterov:              # W -= lr (g + wd W + m v)
             if wd:
-                _blas.axpby(wd, p.data, 1.0, v)
+                axpby(wd, p.data, 1.0, v)
             g = self._tmp(p)
             np.multiply(p.data, wd, out=g)
             g += p.grad
-            _blas.axpby(self.momentum, v, 1.0, g)
-            _blas.axpby(-self.lr, g, 1.0, p.data)
+            axpby(self.momentum, v, 1.0, g)
+            axpby(-self.lr, g, 1.0, p.data)
             return
-        # v += wd W, then W -= lr v: one pass over both.
-        step = -self.lr
-
-        def piece(w, v, t):  # the kernel's arithmetic, in the same order
-            if wd:
-                np.multiply(w, wd, out=t)
-                v += t
-            np.multiply(v, step, out=t)
-            w += t
-
-        _kernels.elementwise("sgd_momentum", (p.data, v), piece, scalars=(wd, step),
-                             scratch=(self._tmp(p),), grain=1 << 15)
+        ops.sgd_momentum_step(p.data, v, weight_decay=wd, lr=self.lr, scratch=self._tmp(p))
 
 
 class Adam(Optimizer):
@@ -207,31 +199,8 @@ class Adam(Optimizer):
         step, eps = -self.lr * math.sqrt(bc2) / bc1, self.eps * math.sqrt(bc2)
         if l2 and id(p) not in self._l2:
             self._l2[id(p)] = np.empty_like(p.data)
-        scratch = (self._tmp(p), self._l2[id(p)]) if l2 else (self._tmp(p),)
-
-        def piece(w, g, m, v, t, g_l2=None):  # the kernel's arithmetic, in the same order
-            if l2:                                      # g + l2 W
-                np.multiply(w, l2, out=g_l2)
-                g_l2 += g
-                g = g_l2
-            m *= b1                                     # m = b1 m + (1 - b1) g
-            np.multiply(g, 1.0 - b1, out=t)
-            m += t
-            np.multiply(g, g, out=t)                    # v = b2 v + (1 - b2) g^2
-            t *= 1.0 - b2
-            v *= b2
-            v += t
-            np.sqrt(v, out=t)                           # W = decay W + step m / (sqrt(v) + eps)
-            t += eps
-            np.divide(m, t, out=t)
-            t *= step
-            if decay != 1.0:
-                w *= decay
-            w += t
-
-        _kernels.elementwise("adam", (p.data, p.grad, state["m"], state["v"]), piece,
-                             scalars=(b1, 1.0 - b1, b2, 1.0 - b2, eps, step, decay, l2),
-                             scratch=scratch, grain=1 << 15)
+        ops.adam_step(p.data, p.grad, state["m"], state["v"], b1=b1, b2=b2, eps=eps, step=step,
+                      decay=decay, l2=l2, scratch=self._tmp(p), l2_scratch=self._l2.get(id(p)))
 
 
 class AdamW(Adam):
@@ -245,4 +214,7 @@ class AdamW(Adam):
 
 
 # The one table that turns optimizer names (CLI, configs) into classes.
-OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+OPTIMIZERS = Registry("optimizer")
+OPTIMIZERS.add("sgd", SGD)
+OPTIMIZERS.add("adam", Adam)
+OPTIMIZERS.add("adamw", AdamW)

@@ -54,11 +54,15 @@ class ProgressBar(Callback):
 
 def format_record(record: dict, epochs: int) -> str:
     """One line: epoch, losses, accuracies, learning rate, seconds."""
+    def loss_and_accuracy(split):
+        text = f"{split} loss {record[split + '_loss']:.4f}"
+        accuracy = record.get(split + "_acc")
+        return text if accuracy is None else f"{text} acc {100 * accuracy:5.2f}%"
+
     width = len(str(epochs))
-    parts = [f"epoch {record['epoch']:>{width}}/{epochs}",
-             f"train loss {record['train_loss']:.4f} acc {100 * record['train_acc']:5.2f}%"]
+    parts = [f"epoch {record['epoch']:>{width}}/{epochs}", loss_and_accuracy("train")]
     if record.get("val_loss") is not None:
-        parts.append(f"val loss {record['val_loss']:.4f} acc {100 * record['val_acc']:5.2f}%")
+        parts.append(loss_and_accuracy("val"))
     parts += [f"lr {record['lr']:.3g}", f"{record['seconds']:.1f} s"]
     return "  ".join(parts)
 
@@ -132,7 +136,7 @@ class NaNGuard(Callback):
             raise TrainingError(
                 f"training diverged: the loss {what} at epoch {epoch}, batch {batch + 1} "
                 f"(learning rate {trainer.optimizer.lr:.3g}). Try a lower learning rate "
-                f"(for example {trainer.base_lr / 10:.3g}), a warm-up, or BatchNorm.")
+                f"(for example {trainer.schedule.peak_lr / 10:.3g}), a warm-up, or BatchNorm.")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

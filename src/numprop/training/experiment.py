@@ -15,11 +15,12 @@ import numpy as np
 
 from numprop.data.batches import Augment, BatchLoader, stratified_split
 from numprop.data.cifar10 import Cifar10, load_cifar10
-from numprop.data.preprocess import make_preprocessing
+from numprop.data.preprocess import PREPROCESSING
 from numprop.errors import ConfigError
 from numprop.nn import models
-from numprop.nn.losses import SoftmaxCrossEntropy
-from numprop.nn.optim import OPTIMIZERS, SGD, Optimizer
+from numprop.nn.layers import ACTIVATIONS
+from numprop.nn.losses import LOSSES
+from numprop.nn.optim import OPTIMIZERS, Optimizer
 from numprop.nn.schedules import SCHEDULES, Schedule
 from numprop.training.callbacks import (
     Checkpoint,
@@ -53,6 +54,7 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 128
     label_smoothing: float = 0.0
+    loss: str = "softmax_cross_entropy"
     flip: bool = True
     crop: int = 0
     preprocessing: str = "standardize"
@@ -66,12 +68,10 @@ class TrainConfig:
     def validate(self) -> None:
         if not self.hidden or any(h < 1 for h in self.hidden):
             raise ConfigError(f"hidden sizes must be positive, got {self.hidden}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of "
-                              f"{', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of "
-                              f"{', '.join(SCHEDULES)}")
+        for registry, name in ((OPTIMIZERS, self.optimizer), (SCHEDULES, self.schedule),
+                               (ACTIVATIONS, self.activation), (PREPROCESSING, self.preprocessing),
+                               (LOSSES, self.loss)):
+            registry.get(name)                         # a ConfigError that names the choices
         for name, value, low in (("epochs", self.epochs, 1), ("batch size", self.batch_size, 1),
                                  ("validation size", self.val_size, 0), ("crop", self.crop, 0),
                                  ("patience", self.patience, 0)):
@@ -86,20 +86,22 @@ class TrainConfig:
 
 
 def make_optimizer(config: TrainConfig, model) -> Optimizer:
-    """The optimizer named in the config, over the model's named parameters."""
-    cls = OPTIMIZERS[config.optimizer]
-    params = model.named_parameters()
-    if cls is SGD:
-        return SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
-                   weight_decay=config.weight_decay)
-    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+    """The optimizer named in the config, over the model's named parameters.
+
+    Each optimizer takes the settings it has (SGD: momentum and Nesterov).
+    """
+    settings = {"lr": config.lr, "momentum": config.momentum, "nesterov": config.nesterov,
+                "weight_decay": config.weight_decay}
+    return OPTIMIZERS.create_from(config.optimizer, model.named_parameters(), settings=settings)
 
 
 def make_schedule(config: TrainConfig) -> Schedule:
-    cls = SCHEDULES[config.schedule]
-    if config.schedule == "cosine":
-        return cls(warmup=min(config.warmup, config.epochs / 2))
-    return cls()
+    """The schedule named in the config, peaking at ``config.lr``.
+
+    Each schedule takes the settings it has (cosine: the warm-up, at most half the run).
+    """
+    settings = {"warmup": min(config.warmup, config.epochs / 2)}
+    return SCHEDULES.create_from(config.schedule, config.lr, settings=settings)
 
 
 def subset(images, labels, n: int, rng: np.random.Generator):
@@ -161,7 +163,7 @@ def train_cifar10(config: TrainConfig | None, out_dir: str | Path, *, resume: bo
     train_idx, val_idx = stratified_split(train_y, n_val, rng)
 
     # Fitted on the training split only: validation and test stay unseen.
-    pre = make_preprocessing(config.preprocessing).fit(train_x[train_idx])
+    pre = PREPROCESSING.create(config.preprocessing).fit(train_x[train_idx])
     augment = Augment(flip=config.flip, crop_padding=config.crop) if (
         config.flip or config.crop) else None
     train = BatchLoader(train_x, train_y, pre, config.batch_size, shuffle=True, rng=rng,
@@ -173,7 +175,7 @@ def train_cifar10(config: TrainConfig | None, out_dir: str | Path, *, resume: bo
     model = models.mlp([pre.output_dim, *config.hidden, len(data.class_names)],
                        activation=config.activation, dropout=config.dropout,
                        batchnorm=config.batchnorm, rng=rng)
-    loss = SoftmaxCrossEntropy(config.label_smoothing)
+    loss = LOSSES.create(config.loss, label_smoothing=config.label_smoothing)
     optimizer = make_optimizer(config, model)
     meta = {"preprocessing": pre, "config": asdict(config), "class_names": data.class_names}
     monitor = "val_acc" if val is not None else None

@@ -13,10 +13,10 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from numprop.errors import ConfigError
-from numprop.nn.losses import SoftmaxCrossEntropy
+from numprop.nn.losses import Loss
 from numprop.nn.module import Module
 from numprop.nn.optim import Optimizer
-from numprop.nn.schedules import Schedule
+from numprop.nn.schedules import Constant, Schedule
 
 Batches = Iterable[tuple[np.ndarray, np.ndarray]]
 FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
@@ -55,23 +55,44 @@ class Callback:
 class Trainer:
     """Minibatch training of ``model`` with ``loss`` and ``optimizer``.
 
+    Parameters
+    ----------
+    model : Module
+        Maps a batch x (B, D) to outputs (B, C).
+    loss : Loss
+        Any object with ``forward(outputs, target) -> float``, ``backward() ->
+        (B, C)`` and, for accuracy, ``count_correct() -> int | None``
+        (``numprop.nn.losses.Loss``).
+    optimizer : Optimizer
+        Its ``lr`` is the current rate, set from ``schedule`` before every step.
+    schedule : Schedule, optional
+        Owns the peak rate; without one, the optimizer's rate at construction
+        is kept throughout (``Constant(optimizer.lr)``).
+    callbacks : iterable of Callback
+        Side effects: printing, checkpoints, early stopping, ...
+    fused : bool
+        Run the backward pass inside ``optimizer.fused_backward()``, so the
+        optimizer may take gradients straight from it (same numbers, less
+        memory traffic).
+
     ``fit(train, val, epochs)`` iterates ``train`` once per epoch: any
-    re-iterable of (x (B, D) float, y (B,) int) batches with a ``len``, such
-    as ``numprop.batches.BatchLoader``. ``fused=True`` lets the optimizer take
-    gradients straight from the backward pass (same numbers, less memory traffic).
+    re-iterable of (x (B, D) float, y (B,)) batches with a ``len``, such as
+    ``numprop.data.batches.BatchLoader``.
     """
 
-    def __init__(self, model: Module, loss: SoftmaxCrossEntropy, optimizer: Optimizer,
+    def __init__(self, model: Module, loss: Loss, optimizer: Optimizer,
                  schedule: Schedule | None = None, callbacks: Iterable[Callback] = (),
                  fused: bool = True):
+        for method in ("forward", "backward"):
+            if not callable(getattr(loss, method, None)):
+                raise ConfigError(f"the loss needs a {method}() method (see numprop.nn.losses.Loss)")
         self.model, self.loss, self.optimizer = model, loss, optimizer
-        self.schedule = schedule or Schedule()
+        self.schedule = schedule if schedule is not None else Constant(optimizer.lr)
         self.callbacks = list(callbacks)
         self.fused = fused
         self.history = History()
         self.stop_training = False
         self.epochs = self.steps_per_epoch = 0
-        self.base_lr = optimizer.lr   # the schedule's peak; optimizer.lr moves during fit
 
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
         """Everything needed to resume training: (arrays, JSON-able values).
@@ -81,14 +102,12 @@ class Trainer:
         """
         opt = self.optimizer.state_dict()
         meta = {"optimizer": {k: v for k, v in opt.items() if k != "arrays"},
-                "schedule": self.schedule.state(), "history": self.history.to_list(),
-                "base_lr": self.base_lr}
+                "schedule": self.schedule.state(), "history": self.history.to_list()}
         return opt["arrays"], meta
 
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
         """Restore what ``state()`` returned (the model's weights are loaded by the caller)."""
         self.optimizer.load_state_dict({**meta["optimizer"], "arrays": arrays})
-        self.optimizer.lr = meta["base_lr"]
         self.schedule.load_state(meta["schedule"])
         self.history = History(meta["history"])
 
@@ -96,65 +115,72 @@ class Trainer:
         for cb in self.callbacks:
             getattr(cb, hook)(self, *args)
 
-    def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
-        """One optimizer step on a batch; returns (mean loss, number correct)."""
-        logits = self.model.forward(x)
-        value = self.loss.forward(logits, y)
-        correct = self.loss.count_correct()
-        dlogits = self.loss.backward()
+    def _count_correct(self) -> int | None:
+        count = getattr(self.loss, "count_correct", None)
+        return None if count is None else count()
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int | None]:
+        """One optimizer step on a batch; returns (mean loss, number correct or None)."""
+        outputs = self.model.forward(x)
+        value = self.loss.forward(outputs, y)
+        correct = self._count_correct()
+        doutputs = self.loss.backward()
         self.optimizer.zero_grad()
         if self.fused:
             with self.optimizer.fused_backward():
-                self.model.backward_params(dlogits)
+                self.model.backward_params(doutputs)
         else:
-            self.model.backward_params(dlogits)
+            self.model.backward_params(doutputs)
         self.optimizer.step()
         return value, correct
 
-    def evaluate(self, batches: Batches) -> tuple[float, float]:
-        """(mean loss, accuracy) over batches, in eval mode."""
+    def evaluate(self, batches: Batches) -> tuple[float, float | None]:
+        """(mean loss, accuracy or None) over batches, in eval mode."""
         self.model.eval()
-        total = correct = 0
+        total = 0
+        correct: int | None = 0
         loss_sum = 0.0
         try:
             for x, y in batches:
-                logits = self.model.forward(x)
-                loss_sum += self.loss.forward(logits, y) * len(y)
-                correct += self.loss.count_correct()
+                outputs = self.model.forward(x)
+                loss_sum += self.loss.forward(outputs, y) * len(y)
+                correct = _plus(correct, self._count_correct())
                 total += len(y)
         finally:
             self.model.train()
         if total == 0:
             raise ConfigError("nothing to evaluate: no batches")
-        return loss_sum / total, correct / total
+        return loss_sum / total, None if correct is None else correct / total
 
     def fit(self, train: Batches, val: Batches | None = None, epochs: int = 1) -> History:
+        """Train until ``epochs`` epochs are in the history (a resumed run goes on from
+        where it was); returns the history."""
         if epochs < 1:
             raise ConfigError(f"epochs must be at least 1, got {epochs}")
         steps = len(train)
         if steps == 0:
             raise ConfigError("the training set gives no batches")
         self.epochs, self.stop_training, self.steps_per_epoch = epochs, False, steps
-        base_lr = self.base_lr = self.optimizer.lr
         start_epoch = len(self.history)
         self.model.train()
         self._call("on_train_begin")
         for epoch in range(start_epoch, epochs):
             self._call("on_epoch_begin", epoch)
             started = time.perf_counter()
-            loss_sum, correct, seen = 0.0, 0, 0
+            loss_sum, seen = 0.0, 0
+            correct: int | None = 0
             for i, (x, y) in enumerate(train):
-                self.optimizer.lr = self.schedule.lr(base_lr, epoch + i / steps, epochs)
+                self.optimizer.lr = self.schedule.lr(epoch + i / steps, epochs)
                 value, right = self.train_step(x, y)
                 loss_sum += value * len(y)
-                correct += right
+                correct = _plus(correct, right)
                 seen += len(y)
                 self._call("on_batch_end", i, value, len(y))
                 if self.stop_training:
                     break
             record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
-                      "train_acc": correct / max(seen, 1), "val_loss": None, "val_acc": None,
-                      "lr": self.optimizer.lr}
+                      "train_acc": None if correct is None else correct / max(seen, 1),
+                      "val_loss": None, "val_acc": None, "lr": self.optimizer.lr}
             if val is not None and not self.stop_training:
                 record["val_loss"], record["val_acc"] = self.evaluate(val)
             record["seconds"] = time.perf_counter() - started
@@ -164,6 +190,10 @@ class Trainer:
             self._call("on_epoch_end", record)
             if self.stop_training:
                 break
-        self.optimizer.lr = base_lr
         self._call("on_train_end")
         return self.history
+
+
+def _plus(total: int | None, count: int | None) -> int | None:
+    """A running count of right answers, None once any batch has none."""
+    return None if total is None or count is None else total + count

@@ -1,0 +1,213 @@
+"""The elementwise operations of layers and optimizers, each defined once.
+
+Every operation here is written as its plain NumPy reference: the arithmetic
+the docs quote. When numba is installed, a compiled twin in
+``numprop._fast.kernels`` does the same arithmetic in the same order in one
+fused pass on all cores, and the operation uses it; otherwise the NumPy code
+runs, on row pieces spread over BLAS's threads (``parallel_elementwise``).
+The two give the same bits (tests compare them), so a reader can take the
+NumPy lines below as the definition of what every path computes.
+
+Operations write into arrays the caller owns (``out=``, ``mask=``, ...): the
+layers keep those buffers from one batch to the next.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from numprop._fast import kernels
+from numprop._fast import blas
+from numprop._fast.grain import GRAIN
+
+# -- ReLU ------------------------------------------------------------------------------
+
+
+def relu(x: np.ndarray, *, out: np.ndarray) -> np.ndarray:
+    """``out = max(x, 0)`` elementwise (NaN stays NaN, as with ``np.maximum``)."""
+    if not kernels.relu(x, out):
+        blas.parallel_elementwise(lambda x, out: np.maximum(x, 0, out=out), (x, out), GRAIN.relu_numpy)
+    return out
+
+
+def relu_backward(y: np.ndarray, dout: np.ndarray, *, out: np.ndarray,
+                  mask: np.ndarray) -> np.ndarray:
+    """``out = dout * (y > 0)``; ``mask`` is bool scratch of the same shape.
+
+    Multiplying by the mask is an order of magnitude faster than ``np.where``.
+    """
+    def piece(y, dout, out, mask):
+        np.greater(y, 0, out=mask)
+        np.multiply(dout, mask, out=out)
+
+    if not kernels.relu_backward(y, dout, out):
+        blas.parallel_elementwise(piece, (y, dout, out, mask), GRAIN.numpy)
+    return out
+
+
+def multiply(x: np.ndarray, y: np.ndarray, *, out: np.ndarray) -> np.ndarray:
+    """``out = x * y`` elementwise, on all cores."""
+    if not kernels.multiply(x, y, out):
+        blas.parallel_elementwise(lambda x, y, out: np.multiply(x, y, out=out), (x, y, out),
+                             GRAIN.numpy)
+    return out
+
+
+# -- Dropout ---------------------------------------------------------------------------
+
+_GOLDEN, _MIX1, _MIX2 = (np.uint64(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9,
+                                                   0x94D049BB133111EB))
+
+
+def dropout_bits(key: int, n: int) -> np.ndarray:
+    """(n,) uint16 random bits for a Dropout mask, from one 63-bit key.
+
+    Element e gets bits 16*(e % 4) .. 16*(e % 4) + 15 of ``mix64(key + e // 4)``,
+    with SplitMix64's output function as mix64. Counter-based: any block of
+    elements can be made on its own (on any core) and comes out the same, so
+    the compiled kernel and this NumPy code agree bit for bit.
+    """
+    z = np.arange(-(-n // 4), dtype=np.uint64)                         # (ceil(n / 4),)
+    z += np.uint64(key)
+    z *= _GOLDEN
+    z ^= z >> np.uint64(30)
+    z *= _MIX1
+    z ^= z >> np.uint64(27)
+    z *= _MIX2
+    z ^= z >> np.uint64(31)
+    return z.astype("<u8", copy=False).view("<u2")[:n]                 # lane 0 = low bits
+
+
+def dropout(x: np.ndarray, *, key: int, threshold: int, scale: float, mask: np.ndarray,
+            out: np.ndarray) -> np.ndarray:
+    """``mask = (bits >= threshold) * scale`` and ``out = x * mask``, bits = ``dropout_bits(key)``.
+
+    With 16-bit bits, ``threshold = p * 65536`` drops a unit with probability p
+    and ``scale = 1 / (1 - p)`` keeps the expected output equal to x.
+    """
+    def piece(bits, x, mask, out):
+        np.greater_equal(bits, threshold, out=mask)
+        mask *= scale
+        np.multiply(x, mask, out=out)
+
+    if not kernels.dropout(x, key, threshold, scale, mask, out):
+        bits = dropout_bits(key, x.size).reshape(x.shape)
+        blas.parallel_elementwise(piece, (bits, x, mask, out), GRAIN.dropout_numpy)
+    return out
+
+
+# -- BatchNorm -------------------------------------------------------------------------
+# The compiled kernels work on column blocks on all cores. The NumPy code reduces
+# per-column statistics over the batch on one core, with the same arithmetic in the
+# same order, and runs the elementwise passes on row blocks on all cores.
+
+
+def batchnorm_train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, *,
+                    xc: np.ndarray, out: np.ndarray, mean: np.ndarray, var: np.ndarray,
+                    inv_std: np.ndarray) -> np.ndarray:
+    """Batch normalisation with the batch's statistics: x, xc, out (N, H); the rest (H,).
+
+    ``mean = sum(x) / N``, ``xc = x - mean``, ``var = sum(xc**2) / N`` (biased),
+    ``inv_std = 1 / sqrt(var + eps)``, ``out = xc * (gamma * inv_std) + beta``.
+    """
+    if kernels.batchnorm(x, eps, gamma, beta, xc=xc, out=out, mean=mean, var=var,
+                         inv_std=inv_std):
+        return out
+    n, h = x.shape
+    rows = GRAIN.rows(GRAIN.numpy, h)
+    np.divide(np.add.reduce(x, axis=0), n, out=mean)                      # (H,)
+    blas.parallel_for(n, lambda lo, hi: np.subtract(x[lo:hi], mean, out=xc[lo:hi]), rows)
+    np.divide(np.add.reduce(np.multiply(xc, xc, out=out), axis=0), n, out=var)
+    np.divide(1.0, np.sqrt(var + eps), out=inv_std)
+    scale = gamma * inv_std                                               # (H,)
+
+    def piece(lo, hi):
+        np.multiply(xc[lo:hi], scale, out=out[lo:hi])
+        out[lo:hi] += beta
+
+    blas.parallel_for(n, piece, rows)
+    return out
+
+
+def batchnorm_train_backward(dout: np.ndarray, xc: np.ndarray, inv_std: np.ndarray,
+                             gamma: np.ndarray, *, dx: np.ndarray, dgamma: np.ndarray,
+                             dbeta: np.ndarray) -> np.ndarray:
+    """Gradients of ``batchnorm_train``: dout, xc, dx (N, H); the rest (H,).
+
+    With ``xhat = xc * inv_std``: ``dbeta = sum(dout)``, ``dgamma = sum(dout * xhat)``,
+    ``dx = gamma * inv_std * (dout - mean(dout) - xhat * mean(dout * xhat))``.
+    """
+    if kernels.batchnorm_backward(dout, xc, inv_std, gamma, dx=dx, dgamma=dgamma, dbeta=dbeta):
+        return dx
+    n, h = dout.shape
+    np.add.reduce(dout, axis=0, out=dbeta)                                # (H,)
+    np.add.reduce(np.multiply(dout, xc, out=dx), axis=0, out=dgamma)
+    dgamma *= inv_std                                                     # sum dout * xhat
+    a, b, scale = inv_std * dgamma / n, dbeta / n, gamma * inv_std        # (H,)
+
+    def piece(lo, hi):
+        d = dx[lo:hi]
+        np.multiply(xc[lo:hi], a, out=d)
+        np.subtract(dout[lo:hi], d, out=d)
+        d -= b
+        d *= scale
+
+    blas.parallel_for(n, piece, GRAIN.rows(GRAIN.numpy, h))
+    return dx
+
+
+# -- optimizer updates -----------------------------------------------------------------
+
+
+def sgd_momentum_step(w: np.ndarray, v: np.ndarray, *, weight_decay: float, lr: float,
+                      scratch: np.ndarray) -> None:
+    """After ``v = momentum * v + grad``: ``v += weight_decay * w``, then ``w -= lr * v``.
+
+    One pass over both arrays; ``scratch`` is an array of w's shape.
+    """
+    step = -lr
+
+    def piece(w, v, t):
+        if weight_decay:
+            np.multiply(w, weight_decay, out=t)
+            v += t
+        np.multiply(v, step, out=t)
+        w += t
+
+    if not kernels.sgd_momentum(w, v, weight_decay, step):
+        blas.parallel_elementwise(piece, (w, v, scratch), GRAIN.optimizer)
+
+
+def adam_step(w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, *, b1: float,
+              b2: float, eps: float, step: float, decay: float, l2: float,
+              scratch: np.ndarray, l2_scratch: np.ndarray | None = None) -> None:
+    """One Adam update of w from gradient g with moments m, v, all of one shape.
+
+    ``g' = g + l2 * w`` (Adam's L2 term; 0 for AdamW), ``m = b1 m + (1 - b1) g'``,
+    ``v = b2 v + (1 - b2) g'**2``, ``w = decay * w + step * m / (sqrt(v) + eps)``
+    (``decay``: AdamW's ``1 - lr * wd``; bias corrections folded into step and eps).
+    ``scratch`` (and ``l2_scratch`` when ``l2``) are arrays of w's shape.
+    """
+    def piece(w, g, m, v, t, g_l2=None):
+        if l2:
+            np.multiply(w, l2, out=g_l2)
+            g_l2 += g
+            g = g_l2
+        m *= b1
+        np.multiply(g, 1.0 - b1, out=t)
+        m += t
+        np.multiply(g, g, out=t)
+        t *= 1.0 - b2
+        v *= b2
+        v += t
+        np.sqrt(v, out=t)
+        t += eps
+        np.divide(m, t, out=t)
+        t *= step
+        if decay != 1.0:
+            w *= decay
+        w += t
+
+    if not kernels.adam(w, g, m, v, b1=b1, b2=b2, eps=eps, step=step, decay=decay, l2=l2):
+        arrays = (w, g, m, v, scratch) + ((l2_scratch,) if l2 else ())
+        blas.parallel_elementwise(piece, arrays, GRAIN.optimizer)
