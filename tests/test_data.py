@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import numprop as npp
+
 from numprop.data.batches import Augment, BatchLoader, stratified_split
 from numprop.data.cifar10 import (
     BIN_FOLDER,
@@ -211,13 +213,15 @@ def test_root_may_be_the_batches_folder(tmp_path):
     check_loaded(load_cifar10(tmp_path / BIN_FOLDER, download=False, records_per_batch=RPB), images, labels)
 
 
-def test_env_var_and_default_data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("NUMPROP_DATA_DIR", str(tmp_path))
+def test_env_var_setting_and_default_data_dir(tmp_path):
+    assert npp.config.from_environment({"NUMPROP_DATA_DIR": str(tmp_path)}).data_dir == str(tmp_path)
+    assert npp.config.from_environment({"NUMPROP_DATA_DIR": ""}).data_dir is None
+    npp.config.configure(data_dir=tmp_path)
     assert resolve_data_dir() == tmp_path
     assert resolve_data_dir(tmp_path / "x") == tmp_path / "x"
     images, labels = write_bin(tmp_path)
     check_loaded(load_cifar10(download=False, records_per_batch=RPB), images, labels)
-    monkeypatch.delenv("NUMPROP_DATA_DIR")
+    npp.config.configure(data_dir=None)
     assert resolve_data_dir() == Path.home() / ".cache" / "numprop"
 
 

@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     parser = _Parser(
         prog="numprop", description="Neural networks from scratch in NumPy, on CIFAR-10.")
+    from numprop import __version__
+    parser.add_argument("--version", action="version", version=f"numprop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train a network on CIFAR-10 and report test accuracy",
@@ -141,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--classes", type=_positive_int, default=4)
     g.add_argument("--batch", type=_positive_int, default=6)
     g.add_argument("--seed", type=int, default=0)
+
+    sub.add_parser("info", help="version, BLAS, compiled kernels, threads and CPU extensions in use",
+                   description="What numprop runs on here: its version, the BLAS library it calls, "
+                   "whether the compiled kernels (numba) are active, thread counts and the CPU's "
+                   "vector and matrix extensions.")
     return parser
 
 
@@ -336,8 +343,14 @@ def _gradcheck_file(path: Path, rng) -> int:
     return 0 if all_ok else EXIT_TRAINING_FAILED
 
 
+def cmd_info(args) -> int:
+    from numprop import config
+    print(config.describe())
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "plot": cmd_plot, "gradcheck": cmd_gradcheck}
+            "plot": cmd_plot, "gradcheck": cmd_gradcheck, "info": cmd_info}
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ environment variables below, and ``configure()`` changes the settings in-process
 ``NUMPROP_BLAS``
     ``numpy`` turns the direct OpenBLAS calls off (NumPy expressions instead);
     default ``auto``.
+``NUMPROP_DATA_DIR``
+    Where data sets are looked for (and downloaded to) when no folder is
+    given; default ``~/.cache/numprop``.
 
 Both paths give the same numbers; the switches exist to compare and debug.
 
@@ -36,28 +39,27 @@ CHOICES = ("auto", "numpy")
 
 @dataclass(frozen=True)
 class Settings:
-    """What numprop may use: ``"auto"`` (whatever is installed) or ``"numpy"`` (plain NumPy)."""
+    """What numprop may use and where it finds data.
+
+    ``kernels`` and ``blas``: ``"auto"`` (whatever is installed) or ``"numpy"``
+    (plain NumPy). ``data_dir``: the default data folder, or None (the cache).
+    """
 
     kernels: str = "auto"
     blas: str = "auto"
-
-    @property
-    def use_kernels(self) -> bool:
-        return self.kernels == "auto"
-
-    @property
-    def use_blas(self) -> bool:
-        return self.blas == "auto"
+    data_dir: str | None = None
 
 
 _settings: Settings | None = None
 
 
 def from_environment(environ: dict[str, str] | None = None) -> Settings:
-    """Settings from ``NUMPROP_KERNELS`` and ``NUMPROP_BLAS`` (unset or unknown: ``auto``)."""
+    """Settings from ``NUMPROP_KERNELS``, ``NUMPROP_BLAS`` (unset or unknown: ``auto``)
+    and ``NUMPROP_DATA_DIR`` (unset or empty: None)."""
     env = os.environ if environ is None else environ
-    return Settings(**{name: "numpy" if env.get(f"NUMPROP_{name.upper()}", "").lower() == "numpy"
-                       else "auto" for name in ("kernels", "blas")})
+    paths = {name: "numpy" if env.get(f"NUMPROP_{name.upper()}", "").lower() == "numpy"
+             else "auto" for name in ("kernels", "blas")}
+    return Settings(**paths, data_dir=env.get("NUMPROP_DATA_DIR") or None)
 
 
 def current() -> Settings:
@@ -68,12 +70,18 @@ def current() -> Settings:
     return _settings
 
 
-def configure(**changes: str) -> Settings:
+def configure(**changes) -> Settings:
     """Change settings, e.g. ``configure(kernels="numpy")``; returns the new settings."""
     global _settings
     for name, value in changes.items():
+        if name == "data_dir":
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise ConfigError(f"data_dir must be a path or None, got {value!r}")
+            changes[name] = None if value is None else os.fspath(value)
+            continue
         if name not in ("kernels", "blas"):
-            raise ConfigError(f"unknown setting {name!r}; the settings are kernels and blas")
+            raise ConfigError(f"unknown setting {name!r}; the settings are kernels, blas and "
+                              f"data_dir")
         if value not in CHOICES:
             raise ConfigError(f"{name} must be one of {', '.join(CHOICES)}, got {value!r}")
     _settings = replace(current(), **changes)
@@ -81,7 +89,7 @@ def configure(**changes: str) -> Settings:
 
 
 @contextmanager
-def override(**changes: str) -> Iterator[Settings]:
+def override(**changes) -> Iterator[Settings]:
     """Settings changed inside a ``with`` block, restored after it."""
     before = current()
     try:

@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from numprop import config
 from numprop.errors import ConfigError, DataError
 
 __all__ = [
@@ -66,12 +67,13 @@ class Cifar10:
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """Return the data folder: the argument, else $NUMPROP_DATA_DIR, else ~/.cache/numprop."""
+    """Return the data folder: the argument, else the ``data_dir`` setting
+    (``numprop.config``, from $NUMPROP_DATA_DIR), else ~/.cache/numprop."""
     if data_dir is not None and str(data_dir) != "":
         return Path(data_dir).expanduser()
-    env = os.environ.get("NUMPROP_DATA_DIR")
-    if env:
-        return Path(env).expanduser()
+    setting = config.current().data_dir
+    if setting:
+        return Path(setting).expanduser()
     return Path.home() / ".cache" / "numprop"
 
 
