@@ -17,6 +17,7 @@ def layer_cases():
         ("leaky relu", lambda: npp.LeakyReLU(0.1)),
         ("tanh", npp.Tanh),
         ("sigmoid", npp.Sigmoid),
+        ("gelu", npp.nn.layers.GELU),
         ("dropout", lambda: npp.Dropout(0.4, rng=3)),
         ("batchnorm", lambda: npp.BatchNorm1d(7)),
         ("flatten", npp.Flatten),

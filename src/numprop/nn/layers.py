@@ -6,6 +6,8 @@ in float32 (the default) and float64.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from numprop._fast.blas import gemm
@@ -180,6 +182,26 @@ class Sigmoid(Module):
         np.subtract(1, self.y, out=dx)
         dx *= self.y
         return np.multiply(dx, dout, out=dx)                           # dout * y (1 - y)
+
+
+@register_activation("gelu")
+class GELU(Module):
+    """Gaussian error linear unit, tanh form: ``y = x/2 (1 + tanh(c (x + 0.044715 x**3)))``.
+
+    c = sqrt(2/pi). With t that tanh: ``dy/dx = (1 + t)/2 + x/2 (1 - t**2) c (1 + 3 * 0.044715 x**2)``.
+    """
+
+    C, A = math.sqrt(2 / math.pi), 0.044715   # Python floats: float32 stays float32
+
+    def forward(self, x):
+        self.x = x                                                     # (N, H)
+        self.t = np.tanh(self.C * (x + self.A * x**3))
+        return 0.5 * x * (1 + self.t)
+
+    def backward(self, dout):
+        x, t = self.x, self.t
+        dt = (1 - t**2) * self.C * (1 + 3 * self.A * x**2)             # d tanh(...) / dx
+        return dout * (0.5 * (1 + t) + 0.5 * x * dt)
 
 
 @register_layer
