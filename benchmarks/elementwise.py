@@ -26,15 +26,9 @@ from numprop.data.preprocess import affine_rows
 HERE = Path(__file__).resolve().parent
 
 
-@contextmanager
 def numpy_only():
     """Turn the compiled kernels off (as NUMPROP_KERNELS=numpy does)."""
-    get = _kernels.get
-    _kernels.get = lambda name: None
-    try:
-        yield
-    finally:
-        _kernels.get = get
+    return npp.config.override(kernels="numpy")
 
 
 PATHS = {  # name -> the context managers that select it
@@ -132,7 +126,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--write", action="store_true", help="write the table into RESULTS.md")
     args = parser.parse_args()
-    if _kernels.get("adam") is None:
+    if not _kernels.available():
         raise SystemExit("numba is not installed (pip install -e '.[fast]'): nothing to compare")
     rows = measure(args.repeats)
     text = table(rows)
