@@ -14,6 +14,7 @@ DIR holds data_batch_1.bin ... data_batch_5.bin and test_batch.bin (CIFAR-10 bin
 version). Default: $NUMPROP_DATA_DIR, else ../shared/datasets/cifar-10-batches-bin
 relative to the repository root.
 """
+
 import argparse
 import os
 import time
@@ -23,10 +24,12 @@ import numpy as np
 
 def init_params(n_x, n_h, n_y, rng, dtype=np.float64):
     """He initialisation: std sqrt(2 / fan_in), the right scale in front of a ReLU."""
-    return {"W1": (rng.standard_normal((n_h, n_x)) * np.sqrt(2.0 / n_x)).astype(dtype),
-            "b1": np.zeros((n_h, 1), dtype),
-            "W2": (rng.standard_normal((n_y, n_h)) * np.sqrt(2.0 / n_h)).astype(dtype),
-            "b2": np.zeros((n_y, 1), dtype)}
+    return {
+        "W1": (rng.standard_normal((n_h, n_x)) * np.sqrt(2.0 / n_x)).astype(dtype),
+        "b1": np.zeros((n_h, 1), dtype),
+        "W2": (rng.standard_normal((n_y, n_h)) * np.sqrt(2.0 / n_h)).astype(dtype),
+        "b2": np.zeros((n_y, 1), dtype),
+    }
 
 
 def softmax(Z):
@@ -37,9 +40,9 @@ def softmax(Z):
 
 def forward(X, params):
     Z1 = params["W1"] @ X + params["b1"]
-    A1 = np.maximum(Z1, 0)                       # ReLU on the hidden layer, not softmax
+    A1 = np.maximum(Z1, 0)  # ReLU on the hidden layer, not softmax
     Z2 = params["W2"] @ A1 + params["b2"]
-    A2 = softmax(Z2)                             # softmax only on the output layer
+    A2 = softmax(Z2)  # softmax only on the output layer
     return A2, {"Z1": Z1, "A1": A1, "Z2": Z2, "A2": A2}
 
 
@@ -50,11 +53,11 @@ def cost(A2, Y):
 
 def backward(X, Y, params, cache):
     m = X.shape[1]
-    dZ2 = (cache["A2"] - Y) / m                  # softmax + cross-entropy, see the doc
+    dZ2 = (cache["A2"] - Y) / m  # softmax + cross-entropy, see the doc
     dW2 = dZ2 @ cache["A1"].T
     db2 = dZ2.sum(axis=1, keepdims=True)
     dA1 = params["W2"].T @ dZ2
-    dZ1 = dA1 * (cache["Z1"] > 0)                # ReLU derivative: 1 where Z1 > 0
+    dZ1 = dA1 * (cache["Z1"] > 0)  # ReLU derivative: 1 where Z1 > 0
     dW1 = dZ1 @ X.T
     db1 = dZ1.sum(axis=1, keepdims=True)
     return {"dW1": dW1, "db1": db1, "dW2": dW2, "db2": db2}
@@ -71,19 +74,26 @@ def update(params, grads, velocity, lr, momentum):
 
 def load_cifar10(data_dir):
     """Each record: 1 label byte, then 3072 pixel bytes (1024 R, 1024 G, 1024 B)."""
+
     def read(names):
         raw = np.concatenate([np.fromfile(os.path.join(data_dir, n), np.uint8) for n in names])
         raw = raw.reshape(-1, 3073)
         return raw[:, 1:], raw[:, 0].astype(np.int64)
+
     X_train, y_train = read([f"data_batch_{i}.bin" for i in range(1, 6)])
     X_test, y_test = read(["test_batch.bin"])
-    return X_train, y_train, X_test, y_test     # pixels as rows here: (N, 3072) uint8
+    return X_train, y_train, X_test, y_test  # pixels as rows here: (N, 3072) uint8
 
 
 def main():
     default_dir = os.environ.get("NUMPROP_DATA_DIR") or os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "datasets",
-        "cifar-10-batches-bin")
+        os.path.dirname(os.path.abspath(__file__)),
+        "..",
+        "..",
+        "shared",
+        "datasets",
+        "cifar-10-batches-bin",
+    )
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=default_dir)
     ap.add_argument("--hidden", type=int, default=1000)
@@ -96,8 +106,9 @@ def main():
     args = ap.parse_args()
 
     if not os.path.isfile(os.path.join(args.data_dir, "test_batch.bin")):
-        raise SystemExit(f"no CIFAR-10 binary files in {args.data_dir}: pass --data-dir "
-                         "or set NUMPROP_DATA_DIR")
+        raise SystemExit(
+            f"no CIFAR-10 binary files in {args.data_dir}: pass --data-dir or set NUMPROP_DATA_DIR"
+        )
     t0 = time.perf_counter()
     Xtr, ytr, Xte, yte = load_cifar10(args.data_dir)
     # Per-channel standardisation with TRAINING statistics only
@@ -118,17 +129,21 @@ def main():
         perm = rng.permutation(m)
         total = 0.0
         for i in range(0, m, args.batch_size):
-            idx = perm[i:i + args.batch_size]
+            idx = perm[i : i + args.batch_size]
             X, Y = X_train[:, idx], Y_train[:, idx]
             A2, cache = forward(X, params)
             total += cost(A2, Y) * len(idx)
             update(params, backward(X, Y, params, cache), velocity, lr, args.momentum)
         lr *= args.lr_decay
         acc = np.mean(forward(X_test, params)[0].argmax(axis=0) == yte)
-        print(f"epoch {epoch + 1}: train loss {total / m:.4f}  test accuracy {acc:.4f}  "
-              f"({time.perf_counter() - t1:.0f}s)")
-    print(f"test accuracy {acc:.4f}; training {time.perf_counter() - t1:.1f}s, "
-          f"total {time.perf_counter() - t0:.1f}s")
+        print(
+            f"epoch {epoch + 1}: train loss {total / m:.4f}  test accuracy {acc:.4f}  "
+            f"({time.perf_counter() - t1:.0f}s)"
+        )
+    print(
+        f"test accuracy {acc:.4f}; training {time.perf_counter() - t1:.1f}s, "
+        f"total {time.perf_counter() - t0:.1f}s"
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = os.environ.get("NUMPROP_DATA_DIR")
 needs_cifar = pytest.mark.skipif(
     not DATA or not (Path(DATA) / "cifar-10-batches-bin").is_dir(),
-    reason="set NUMPROP_DATA_DIR to the folder holding cifar-10-batches-bin/ (CI does)")
+    reason="set NUMPROP_DATA_DIR to the folder holding cifar-10-batches-bin/ (CI does)",
+)
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "predict", "plot", "gradcheck"])
@@ -24,12 +25,15 @@ def test_help_for_every_command(command, capsys):
     assert "usage: numprop " + command in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["train", "--epochs", "0"], "expected a positive number"),
-    (["train", "--lr", "fast"], "expected a number"),
-    (["train", "--optimizer", "rmsprop"], "invalid choice"),
-    (["bogus"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "--epochs", "0"], "expected a positive number"),
+        (["train", "--lr", "fast"], "expected a number"),
+        (["train", "--optimizer", "rmsprop"], "invalid choice"),
+        (["bogus"], "invalid choice"),
+    ],
+)
 def test_bad_arguments_exit_2_without_traceback(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
@@ -84,7 +88,7 @@ def test_gradcheck_command_on_a_users_file(tmp_path, capsys):
 
 def test_readme_test_command_is_what_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
-    block = ci.split("# --- the README's \"Run the tests\" block, verbatim ---\n")[1]
+    block = ci.split('# --- the README\'s "Run the tests" block, verbatim ---\n')[1]
     block = block.split("# --- end ---")[0].strip()
     assert block and block in (ROOT / "README.md").read_text()
 
@@ -92,13 +96,38 @@ def test_readme_test_command_is_what_ci_runs():
 @needs_cifar
 def test_train_evaluate_predict_plot_end_to_end(tmp_path, capsys):
     run = tmp_path / "run"
-    code = main(["train", "--limit", "1000", "--epochs", "2", "--hidden", "64", "--val-size",
-                 "100", "--out", str(run), "--quiet", "--crop", "2"])
+    code = main(
+        [
+            "train",
+            "--limit",
+            "1000",
+            "--epochs",
+            "2",
+            "--hidden",
+            "64",
+            "--val-size",
+            "100",
+            "--out",
+            str(run),
+            "--quiet",
+            "--crop",
+            "2",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert re.search(r"test accuracy \d+\.\d\d%", out)
-    for name in ("model.npz", "best.npz", "history.csv", "history.json", "summary.json",
-                 "curves.png", "confusion.png", "weights.png", "mistakes.png"):
+    for name in (
+        "model.npz",
+        "best.npz",
+        "history.csv",
+        "history.json",
+        "summary.json",
+        "curves.png",
+        "confusion.png",
+        "weights.png",
+        "mistakes.png",
+    ):
         assert (run / name).is_file(), name
     acc = float(re.search(r"test accuracy (\d+\.\d\d)%", out).group(1))
     assert acc > 15.0  # 2 epochs on 800 images: clearly better than chance (10%)
@@ -109,6 +138,7 @@ def test_train_evaluate_predict_plot_end_to_end(tmp_path, capsys):
 
     from numprop.data.cifar10 import load_cifar10
     from numprop.data.images import write_png
+
     data = load_cifar10(download=False)
     paths = []
     for i in range(2):
@@ -135,13 +165,26 @@ def test_interrupted_run_resumes_to_the_same_model(tmp_path, capsys):
             if record["epoch"] == 2:
                 raise KeyboardInterrupt
 
-    args = ["--limit", "600", "--epochs", "3", "--hidden", "32", "--dropout", "0.1",
-            "--val-size", "100", "--quiet", "--no-plots"]
+    args = [
+        "--limit",
+        "600",
+        "--epochs",
+        "3",
+        "--hidden",
+        "32",
+        "--dropout",
+        "0.1",
+        "--val-size",
+        "100",
+        "--quiet",
+        "--no-plots",
+    ]
     assert main(["train", *args, "--out", str(tmp_path / "full")]) == 0
     config = TrainConfig(hidden=[32], dropout=0.1, epochs=3, limit=600, val_size=100)
     with pytest.raises(KeyboardInterrupt):
-        train_cifar10(config, tmp_path / "cut", progress=False, print_fn=lambda *a: None,
-                      callbacks=[Crash()])
+        train_cifar10(
+            config, tmp_path / "cut", progress=False, print_fn=lambda *a: None, callbacks=[Crash()]
+        )
     assert not (tmp_path / "cut" / "model.npz").exists()
     assert main(["train", "--resume", str(tmp_path / "cut"), "--quiet", "--no-plots"]) == 0
     assert "resuming after epoch 2 of 3" in capsys.readouterr().out

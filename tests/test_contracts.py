@@ -22,6 +22,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "numprop"
 
 # -- the fused gradient ------------------------------------------------------------------
 
+
 def _model_and_batch():
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((16, 6)).astype(np.float64), rng.integers(0, 3, 16)
@@ -49,18 +50,19 @@ def test_fused_backward_puts_the_gradient_in_the_target_and_leaves_grad_alone():
         model.backward(loss.backward())
         assert all(p.grad_target.received for p in model.parameters())
     for name, p in model.named_parameters():
-        assert p.grad_target is None                           # handed back after the block
-        np.testing.assert_array_equal(p.grad, 0)               # grad: as zero_grad() left it
-        np.testing.assert_allclose(opt.state[name]["velocity"], 0.9 * velocity[name] + grads[name],
-                                   rtol=1e-13, atol=1e-15)
+        assert p.grad_target is None  # handed back after the block
+        np.testing.assert_array_equal(p.grad, 0)  # grad: as zero_grad() left it
+        np.testing.assert_allclose(
+            opt.state[name]["velocity"], 0.9 * velocity[name] + grads[name], rtol=1e-13, atol=1e-15
+        )
 
 
 def test_grad_target_takes_the_first_gradient_with_beta_and_adds_the_rest():
     p = npp.Parameter(np.zeros((2, 3)))
     target = np.ones((2, 3))
     p.grad_target = npp.nn.module.GradTarget(target, beta=0.5)
-    p.accumulate(np.full((2, 3), 4.0))                         # 0.5 * 1 + 4
-    p.accumulate_matmul(np.ones((2, 1)), np.ones((1, 3)))      # + 1
+    p.accumulate(np.full((2, 3), 4.0))  # 0.5 * 1 + 4
+    p.accumulate_matmul(np.ones((2, 1)), np.ones((1, 3)))  # + 1
     np.testing.assert_array_equal(target, 5.5)
     np.testing.assert_array_equal(p.grad, 0)
 
@@ -78,6 +80,7 @@ def test_fused_and_plain_training_give_the_same_weights():
 
 
 # -- the Loss protocol ---------------------------------------------------------------------
+
 
 class SquaredErrorToOneHot:
     """A user's own loss: mean over the batch of ||outputs - onehot(y)||^2 / 2."""
@@ -113,7 +116,7 @@ def test_a_users_own_loss_trains_through_fit():
     loss = SquaredErrorToOneHot()
     assert isinstance(loss, Loss)
     trainer = npp.Trainer(model, loss, npp.SGD(model.named_parameters(), lr=0.1, momentum=0.9))
-    batches = [(x[i:i + 50], y[i:i + 50]) for i in range(0, 250, 50)]
+    batches = [(x[i : i + 50], y[i : i + 50]) for i in range(0, 250, 50)]
     history = trainer.fit(batches, [(x[250:], y[250:])], epochs=15)
     assert history["train_loss"][-1] < 0.5 * history["train_loss"][0]
     assert history["val_acc"][-1] > 0.9
@@ -125,8 +128,12 @@ def test_a_loss_without_accuracy_records_none():
     t = (x @ np.array([1.0, -2.0, 0.5, 0.0], np.float32)).astype(np.float32)
     model = npp.Sequential(npp.Linear(4, 1, rng=0))
     lines = []
-    trainer = npp.Trainer(model, RegressionLoss(), npp.SGD(model.named_parameters(), lr=0.05),
-                          callbacks=[npp.EpochSummary(lines.append)])
+    trainer = npp.Trainer(
+        model,
+        RegressionLoss(),
+        npp.SGD(model.named_parameters(), lr=0.05),
+        callbacks=[npp.EpochSummary(lines.append)],
+    )
     history = trainer.fit([(x, t)], [(x, t)], epochs=30)
     assert history["train_acc"] == [None] * 30 and history["val_acc"] == [None] * 30
     assert history["train_loss"][-1] < 0.1 * history["train_loss"][0]
@@ -141,9 +148,15 @@ def test_the_trainer_refuses_an_object_that_is_not_a_loss():
 
 # -- registries ----------------------------------------------------------------------------
 
+
 def test_every_kind_has_a_registry_that_names_its_choices():
-    for registry, name in ((LAYERS, "Linear"), (ACTIVATIONS, "relu"), (LOSSES, "softmax_cross_entropy"),
-                           (OPTIMIZERS, "sgd"), (SCHEDULES, "cosine")):
+    for registry, name in (
+        (LAYERS, "Linear"),
+        (ACTIVATIONS, "relu"),
+        (LOSSES, "softmax_cross_entropy"),
+        (OPTIMIZERS, "sgd"),
+        (SCHEDULES, "cosine"),
+    ):
         assert name in registry
         with pytest.raises(npp.ConfigError, match=f"unknown .*'nope'; choose one of .*{name}"):
             registry.get("nope")
@@ -166,7 +179,7 @@ def test_registry_create_checks_keywords_and_create_from_picks_them():
 def test_registry_names_are_unique():
     registry = Registry("thing")
     registry.add("a", int)
-    registry.add("a", int)                                     # the same again: harmless
+    registry.add("a", int)  # the same again: harmless
     with pytest.raises(npp.ConfigError, match="'a' is taken by int"):
         registry.add("a", float)
     with pytest.raises(npp.ConfigError, match="non-empty string"):
@@ -180,11 +193,12 @@ def test_register_layer_takes_module_classes_only():
 
 # -- layering and import ----------------------------------------------------------------------
 
+
 def _numprop_imports(path: Path) -> set[str]:
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module == "numprop":
-            names.update(f"numprop.{a.name}" for a in node.names)   # from numprop import config
+            names.update(f"numprop.{a.name}" for a in node.names)  # from numprop import config
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("numprop"):
             names.add(node.module)
         elif isinstance(node, ast.Import):
@@ -192,12 +206,26 @@ def _numprop_imports(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("package,allowed", [
-    ("_fast", ("numprop._fast", "numprop.config", "numprop.errors")),
-    ("nn", ("numprop.nn", "numprop._fast", "numprop.config", "numprop.errors", "numprop.registry")),
-    ("data", ("numprop.data", "numprop._fast", "numprop.config", "numprop.errors",
-              "numprop.registry")),
-])
+@pytest.mark.parametrize(
+    "package,allowed",
+    [
+        ("_fast", ("numprop._fast", "numprop.config", "numprop.errors")),
+        (
+            "nn",
+            ("numprop.nn", "numprop._fast", "numprop.config", "numprop.errors", "numprop.registry"),
+        ),
+        (
+            "data",
+            (
+                "numprop.data",
+                "numprop._fast",
+                "numprop.config",
+                "numprop.errors",
+                "numprop.registry",
+            ),
+        ),
+    ],
+)
 def test_lower_layers_never_import_higher_ones(package, allowed):
     files = sorted((SRC / package).glob("*.py"))
     assert len(files) >= 3
@@ -219,19 +247,25 @@ print(json.dumps({
                     if m in sys.modules),
 }))
 """
-    out = subprocess.run([sys.executable, "-c", "import json" + script], capture_output=True,
-                         text=True, check=True)
-    assert json.loads(out.stdout) == {"blas_loaded": 0, "kernels_loaded": 0,
-                                      "settings_read": False, "heavy": []}
+    out = subprocess.run(
+        [sys.executable, "-c", "import json" + script], capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == {
+        "blas_loaded": 0,
+        "kernels_loaded": 0,
+        "settings_read": False,
+        "heavy": [],
+    }
 
 
 # -- numprop info / --version -----------------------------------------------------------------
+
 
 def test_info_says_what_is_in_use(capsys):
     assert main(["info"]) == 0
     text = capsys.readouterr().out
     assert f"numprop {npp.__version__}" in text
-    assert "OpenBLAS at" in text and "compiled (numba" in text     # the test install has both
+    assert "OpenBLAS at" in text and "compiled (numba" in text  # the test install has both
     with npp.config.override(kernels="numpy", blas="numpy"):
         assert main(["info"]) == 0
     text = capsys.readouterr().out

@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 
 import numprop as npp
-
 from numprop.data.batches import Augment, BatchLoader, stratified_split
 from numprop.data.cifar10 import (
     BIN_FOLDER,
@@ -31,7 +30,6 @@ from numprop.data.cifar10 import (
     load_cifar10,
     resolve_data_dir,
 )
-from numprop.errors import ConfigError, DataError
 from numprop.data.preprocess import (
     PREPROCESSING,
     MeanImage,
@@ -40,6 +38,7 @@ from numprop.data.preprocess import (
     make_preprocessing,
     preprocessing_from_state,
 )
+from numprop.errors import ConfigError, DataError
 
 RPB = 10  # records per batch file in the small data sets
 NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -54,8 +53,14 @@ def make_dataset(seed: int = 0, rpb: int = RPB):
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, size=(6 * rpb, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, size=6 * rpb).astype(np.int64)
-    images[0, ..., 0], images[0, ..., 1], images[0, ..., 2] = 1, 2, 3  # R plane 1, G plane 2, B plane 3
-    images[1, ..., 0] = (np.arange(1024) % 251).reshape(32, 32)  # row-major pattern in the red plane
+    images[0, ..., 0], images[0, ..., 1], images[0, ..., 2] = (
+        1,
+        2,
+        3,
+    )  # R plane 1, G plane 2, B plane 3
+    images[1, ..., 0] = (np.arange(1024) % 251).reshape(
+        32, 32
+    )  # row-major pattern in the red plane
     return images, labels
 
 
@@ -190,7 +195,9 @@ def server():
 def serve(srv, archive: bytes) -> dict:
     """Put `archive` on the server; return the load_cifar10 keywords that fetch it."""
     srv.content = archive
-    return dict(url=srv.url, md5=hashlib.md5(archive).hexdigest(), size=len(archive), records_per_batch=RPB)
+    return dict(
+        url=srv.url, md5=hashlib.md5(archive).hexdigest(), size=len(archive), records_per_batch=RPB
+    )
 
 
 # --------------------------------------------------------------------------- loading
@@ -203,18 +210,24 @@ def test_binary_layout_round_trip(tmp_path):
     # Channel planes land on the last axis, rows and columns in row-major order.
     assert (data.train_images[0, ..., 0] == 1).all() and (data.train_images[0, ..., 1] == 2).all()
     assert (data.train_images[0, ..., 2] == 3).all()
-    np.testing.assert_array_equal(data.train_images[1, ..., 0], (np.arange(1024) % 251).reshape(32, 32))
+    np.testing.assert_array_equal(
+        data.train_images[1, ..., 0], (np.arange(1024) % 251).reshape(32, 32)
+    )
     with pytest.raises(dataclasses.FrozenInstanceError):
         data.class_names = []
 
 
 def test_root_may_be_the_batches_folder(tmp_path):
     images, labels = write_bin(tmp_path)
-    check_loaded(load_cifar10(tmp_path / BIN_FOLDER, download=False, records_per_batch=RPB), images, labels)
+    check_loaded(
+        load_cifar10(tmp_path / BIN_FOLDER, download=False, records_per_batch=RPB), images, labels
+    )
 
 
 def test_env_var_setting_and_default_data_dir(tmp_path):
-    assert npp.config.from_environment({"NUMPROP_DATA_DIR": str(tmp_path)}).data_dir == str(tmp_path)
+    assert npp.config.from_environment({"NUMPROP_DATA_DIR": str(tmp_path)}).data_dir == str(
+        tmp_path
+    )
     assert npp.config.from_environment({"NUMPROP_DATA_DIR": ""}).data_dir is None
     npp.config.configure(data_dir=tmp_path)
     assert resolve_data_dir() == tmp_path
@@ -237,7 +250,9 @@ def test_python_layout_accepts_pre_numpy2_module_names(tmp_path):
         raw = f.read_bytes()
         # Protocol 2 names globals as text: rewrite them the way NumPy 1.x wrote them.
         f.write_bytes(raw.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n"))
-    assert b"numpy.core.multiarray\n" in (tmp_path / "cifar-10-batches-py" / "test_batch").read_bytes()
+    assert (
+        b"numpy.core.multiarray\n" in (tmp_path / "cifar-10-batches-py" / "test_batch").read_bytes()
+    )
     check_loaded(load_cifar10(tmp_path, download=False, records_per_batch=RPB), images, labels)
 
 
@@ -256,7 +271,10 @@ def test_malicious_pickle_is_refused_and_does_not_run(tmp_path):
     (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(pickle.dumps(evil, protocol=2))
     # The payload is real: plain pickle.loads would run it.
     assert b"system" in (tmp_path / "cifar-10-batches-py" / "data_batch_1").read_bytes()
-    with pytest.raises(DataError, match=r"data_batch_1: the pickle tries to load '(posix|os|nt)\.system' and is refused"):
+    with pytest.raises(
+        DataError,
+        match=r"data_batch_1: the pickle tries to load '(posix|os|nt)\.system' and is refused",
+    ):
         load_cifar10(tmp_path, download=False, records_per_batch=RPB)
     assert not marker.exists()
 
@@ -267,13 +285,19 @@ def test_corrupt_or_wrong_pickles(tmp_path):
     (folder / "data_batch_4").write_bytes(b"\x80\x02garbage")
     with pytest.raises(DataError, match="data_batch_4: not a valid pickle"):
         load_cifar10(tmp_path, download=False, records_per_batch=RPB)
-    (folder / "data_batch_4").write_bytes(pickle.dumps({b"data": np.zeros((RPB, 100), np.uint8), b"labels": [0] * RPB}))
+    (folder / "data_batch_4").write_bytes(
+        pickle.dumps({b"data": np.zeros((RPB, 100), np.uint8), b"labels": [0] * RPB})
+    )
     with pytest.raises(DataError, match=r"data_batch_4: 'data' is uint8 \(10, 100\)"):
         load_cifar10(tmp_path, download=False, records_per_batch=RPB)
-    (folder / "data_batch_4").write_bytes(pickle.dumps({b"data": np.zeros((RPB, 3072), np.uint8), b"labels": [0] * (RPB - 1)}))
+    (folder / "data_batch_4").write_bytes(
+        pickle.dumps({b"data": np.zeros((RPB, 3072), np.uint8), b"labels": [0] * (RPB - 1)})
+    )
     with pytest.raises(DataError, match="data_batch_4: 'labels' has 9 entries"):
         load_cifar10(tmp_path, download=False, records_per_batch=RPB)
-    (folder / "data_batch_4").write_bytes(pickle.dumps({b"data": np.zeros((RPB, 3072), np.uint8), b"labels": [0] * 9 + [12]}))
+    (folder / "data_batch_4").write_bytes(
+        pickle.dumps({b"data": np.zeros((RPB, 3072), np.uint8), b"labels": [0] * 9 + [12]})
+    )
     with pytest.raises(DataError, match="data_batch_4: bad label 12 at record 9"):
         load_cifar10(tmp_path, download=False, records_per_batch=RPB)
 
@@ -282,13 +306,18 @@ def test_truncated_file(tmp_path):
     write_bin(tmp_path)
     path = tmp_path / BIN_FOLDER / "data_batch_3.bin"
     path.write_bytes(path.read_bytes()[:-30])
-    with pytest.raises(DataError, match=r"data_batch_3\.bin: truncated: 30,700 bytes, expected 30,730 \(10 records"):
+    with pytest.raises(
+        DataError, match=r"data_batch_3\.bin: truncated: 30,700 bytes, expected 30,730 \(10 records"
+    ):
         load_cifar10(tmp_path, download=False, records_per_batch=RPB)
 
 
 def test_full_size_check_uses_10000_records_by_default(tmp_path):
     write_bin(tmp_path)  # files of 10 records
-    with pytest.raises(DataError, match=r"data_batch_1\.bin: truncated: 30,730 bytes, expected 30,730,000 \(10,000 records of 3,073 bytes\)"):
+    with pytest.raises(
+        DataError,
+        match=r"data_batch_1\.bin: truncated: 30,730 bytes, expected 30,730,000 \(10,000 records of 3,073 bytes\)",
+    ):
         load_cifar10(tmp_path, download=False)
 
 
@@ -307,7 +336,9 @@ def test_missing_file(tmp_path, name):
     write_bin(tmp_path)
     (tmp_path / BIN_FOLDER / name).unlink()
     with pytest.raises(DataError, match=rf"{name}: missing"):
-        load_cifar10(tmp_path, download=True, records_per_batch=RPB)  # a present folder is never re-downloaded
+        load_cifar10(
+            tmp_path, download=True, records_per_batch=RPB
+        )  # a present folder is never re-downloaded
 
 
 def test_bad_meta(tmp_path):
@@ -333,9 +364,14 @@ def test_download_good_checksum(tmp_path, server):
     check_loaded(data, images, labels)
     assert (root / "cifar-10-binary.tar.gz").read_bytes() == archive
     assert not (root / "cifar-10-binary.tar.gz.part").exists()
-    assert sorted(p.name for p in root.iterdir()) == [BIN_FOLDER, "cifar-10-binary.tar.gz"]  # no temp folder left
+    assert sorted(p.name for p in root.iterdir()) == [
+        BIN_FOLDER,
+        "cifar-10-binary.tar.gz",
+    ]  # no temp folder left
     # Only the expected members were extracted.
-    assert sorted(p.name for p in (root / BIN_FOLDER).iterdir()) == sorted(bin_batches(images, labels))
+    assert sorted(p.name for p in (root / BIN_FOLDER).iterdir()) == sorted(
+        bin_batches(images, labels)
+    )
     # A second load uses the files on disk.
     check_loaded(load_cifar10(root, **serve(server, b"")), images, labels)
     assert len(server.log) == 1
@@ -357,7 +393,9 @@ def test_download_wrong_size_is_rejected(tmp_path, server, delta):
     archive, _, _ = binary_archive()
     kw = serve(server, archive)
     kw["size"] = len(archive) + delta
-    with pytest.raises(DataError, match=f"downloaded {len(archive):,} bytes, expected {len(archive) + delta:,}"):
+    with pytest.raises(
+        DataError, match=f"downloaded {len(archive):,} bytes, expected {len(archive) + delta:,}"
+    ):
         load_cifar10(tmp_path, progress=False, **kw)
     assert list(tmp_path.iterdir()) == []  # the complete but wrong file is not kept
 
@@ -373,7 +411,9 @@ def test_download_cut_halfway_then_resume(tmp_path, server, ranges):
     assert str(part) in str(err.value)
     half = len(archive) // 2
     assert part.read_bytes() == archive[:half]
-    assert not (tmp_path / BIN_FOLDER).exists() and not (tmp_path / "cifar-10-binary.tar.gz").exists()
+    assert (
+        not (tmp_path / BIN_FOLDER).exists() and not (tmp_path / "cifar-10-binary.tar.gz").exists()
+    )
 
     server.cut = False
     check_loaded(load_cifar10(tmp_path, progress=False, **kw), images, labels)
@@ -432,12 +472,18 @@ def test_unsafe_archive_members_are_rejected(tmp_path, server, kind):
         load_cifar10(root, progress=False, **serve(server, archive))
     assert not outside.exists()
     assert not (root / BIN_FOLDER).exists()
-    assert [p.name for p in root.iterdir()] == ["cifar-10-binary.tar.gz"]  # no half-extracted folder
+    assert [p.name for p in root.iterdir()] == [
+        "cifar-10-binary.tar.gz"
+    ]  # no half-extracted folder
 
 
 def test_archive_missing_members(tmp_path, server):
     images, labels = make_dataset()
-    members = {f"{BIN_FOLDER}/{n}": d for n, d in bin_batches(images, labels).items() if n != "test_batch.bin"}
+    members = {
+        f"{BIN_FOLDER}/{n}": d
+        for n, d in bin_batches(images, labels).items()
+        if n != "test_batch.bin"
+    }
     with pytest.raises(DataError, match=f"missing {BIN_FOLDER}/test_batch.bin"):
         load_cifar10(tmp_path, progress=False, **serve(server, make_targz(members)))
     assert not (tmp_path / BIN_FOLDER).exists()
@@ -460,7 +506,9 @@ def test_no_server(tmp_path):
 def channel_images(n=300, h=8, w=8, seed=0):
     """Images whose three channels have clearly different means and spreads."""
     rng = np.random.default_rng(seed)
-    base = rng.normal(size=(n, h, w, 3)) * np.array([10.0, 30.0, 50.0]) + np.array([40.0, 128.0, 200.0])
+    base = rng.normal(size=(n, h, w, 3)) * np.array([10.0, 30.0, 50.0]) + np.array(
+        [40.0, 128.0, 200.0]
+    )
     return np.clip(base, 0, 255).astype(np.uint8)
 
 
@@ -548,7 +596,10 @@ def test_pca_components_and_seeded_subsample():
         PCAWhiten(n_components=49).fit(x)
 
 
-@pytest.mark.parametrize("name,kw", [("standardize", {}), ("mean_image", {}), ("pca", {"n_components": 7}), ("zca", {"eps": 0.05})])
+@pytest.mark.parametrize(
+    "name,kw",
+    [("standardize", {}), ("mean_image", {}), ("pca", {"n_components": 7}), ("zca", {"eps": 0.05})],
+)
 def test_state_round_trip(name, kw):
     x = correlated_images(500)
     p = make_preprocessing(name, **kw).fit(x)
@@ -565,7 +616,9 @@ def test_state_round_trip(name, kw):
 
 
 def test_preprocessing_errors():
-    with pytest.raises(ConfigError, match="unknown preprocessing 'whiten'.*standardize, mean_image, pca, zca"):
+    with pytest.raises(
+        ConfigError, match="unknown preprocessing 'whiten'.*standardize, mean_image, pca, zca"
+    ):
         make_preprocessing("whiten")
     with pytest.raises(ConfigError):
         make_preprocessing("standardize", eps=1)
@@ -592,7 +645,9 @@ def test_stratified_split():
     np.testing.assert_array_equal(np.sort(np.concatenate([train, val])), np.arange(100))
     assert (np.diff(train) > 0).all() and (np.diff(val) > 0).all()
     assert train.dtype == np.int64 and val.dtype == np.int64
-    np.testing.assert_array_equal(np.bincount(labels[val], minlength=3), [4, 3, 3])  # 3.4, 3.3, 3.3 rounded
+    np.testing.assert_array_equal(
+        np.bincount(labels[val], minlength=3), [4, 3, 3]
+    )  # 3.4, 3.3, 3.3 rounded
 
     labels = np.repeat(np.arange(10), 50)
     a = stratified_split(labels, 100, np.random.default_rng(7))
@@ -666,7 +721,9 @@ def test_batch_loader_with_augment_is_seeded():
     prep = Standardize().fit(images)
     runs = []
     for _ in range(2):
-        loader = BatchLoader(images, labels, prep, 16, rng=np.random.default_rng(5), augment=Augment(crop_padding=1))
+        loader = BatchLoader(
+            images, labels, prep, 16, rng=np.random.default_rng(5), augment=Augment(crop_padding=1)
+        )
         runs.append([(x.copy(), y.copy()) for x, y in loader])
     for (xa, ya), (xb, yb) in zip(*runs):
         np.testing.assert_array_equal(ya, yb)
@@ -712,7 +769,9 @@ def test_augment_crop_and_flip():
         found.append(matches[0])
     assert len(set(found)) > 30  # of the 50 possibilities
     shifted = [k for k in found if k[1:] != (p, p)]
-    assert shifted and (out[[i for i, k in enumerate(found) if k[1] == 0]][:, :p] == 0).all()  # padding is black
+    assert (
+        shifted and (out[[i for i, k in enumerate(found) if k[1] == 0]][:, :p] == 0).all()
+    )  # padding is black
     np.testing.assert_array_equal(Augment(crop_padding=p)(batch, np.random.default_rng(3)), out)
     with pytest.raises(ConfigError):
         Augment()(batch, np.random.default_rng(0), out=batch)
@@ -726,7 +785,12 @@ def test_augment_crop_and_flip():
 @pytest.mark.skipif(not os.environ.get("NUMPROP_DATA_DIR"), reason="NUMPROP_DATA_DIR not set")
 def test_real_cifar10():
     data = load_cifar10(download=False)
-    assert data.train_images.shape == (50_000, 32, 32, 3) and data.test_images.shape == (10_000, 32, 32, 3)
+    assert data.train_images.shape == (50_000, 32, 32, 3) and data.test_images.shape == (
+        10_000,
+        32,
+        32,
+        3,
+    )
     assert data.train_images.dtype == np.uint8
     np.testing.assert_array_equal(np.bincount(data.train_labels, minlength=10), [5000] * 10)
     np.testing.assert_array_equal(np.bincount(data.test_labels, minlength=10), [1000] * 10)

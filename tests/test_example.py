@@ -4,6 +4,7 @@ The example imports nothing from numprop; these tests check its gradients agains
 finite differences of its own cost, and against numprop's layers (row convention:
 W_lib = W_col.T, dW_lib = dW_col.T).
 """
+
 import importlib.util
 import warnings
 from pathlib import Path
@@ -30,7 +31,7 @@ def tiny_problem(ex, seed=0, n_x=7, n_h=5, n_y=4, m=6):
     params["b2"] += rng.standard_normal(params["b2"].shape) * 0.1
     X = rng.standard_normal((n_x, m))
     y = rng.integers(0, n_y, m)
-    Y = np.eye(n_y)[:, y]                      # one-hot columns (n_y, m)
+    Y = np.eye(n_y)[:, y]  # one-hot columns (n_y, m)
     return params, X, y, Y
 
 
@@ -100,20 +101,21 @@ def test_matches_numprop(ex):
     J = ex.cost(A2, Y)
     grads = ex.backward(X, Y, params, cache)
 
-    model = npp.Sequential(npp.Linear(n_x, n_h, dtype=np.float64), npp.ReLU(),
-                           npp.Linear(n_h, n_y, dtype=np.float64))
-    model[0].weight.data[...] = params["W1"].T   # numprop weights are (in, out)
+    model = npp.Sequential(
+        npp.Linear(n_x, n_h, dtype=np.float64), npp.ReLU(), npp.Linear(n_h, n_y, dtype=np.float64)
+    )
+    model[0].weight.data[...] = params["W1"].T  # numprop weights are (in, out)
     model[0].bias.data[...] = params["b1"].ravel()
     model[2].weight.data[...] = params["W2"].T
     model[2].bias.data[...] = params["b2"].ravel()
     loss = npp.SoftmaxCrossEntropy()
-    logits = model.forward(X.T)                  # rows = examples: (m, n_y)
+    logits = model.forward(X.T)  # rows = examples: (m, n_y)
     np.testing.assert_allclose(logits, cache["Z2"].T, rtol=1e-12, atol=1e-14)
     L = loss.forward(logits, y)
     model.zero_grad()
     model.backward(loss.backward())
 
-    assert J == pytest.approx(L, rel=1e-12)
+    assert pytest.approx(L, rel=1e-12) == J
     tol = dict(rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(model[0].weight.grad, grads["dW1"].T, **tol)
     np.testing.assert_allclose(model[0].bias.grad, grads["db1"].ravel(), **tol)
@@ -130,19 +132,17 @@ def test_softmax_is_per_example(ex):
 
 
 def test_softmax_and_cost_stable_for_huge_logits(ex):
-    Z = np.array([[1e4, -1e4, 0.0],
-                  [0.0, 1e4, -1e4],
-                  [-1e4, 0.0, 1e4]])
-    Y = np.eye(3)[:, [1, 0, 2]]                  # two confidently wrong examples
+    Z = np.array([[1e4, -1e4, 0.0], [0.0, 1e4, -1e4], [-1e4, 0.0, 1e4]])
+    Y = np.eye(3)[:, [1, 0, 2]]  # two confidently wrong examples
     with warnings.catch_warnings():
-        warnings.simplefilter("error")           # any RuntimeWarning fails the test
+        warnings.simplefilter("error")  # any RuntimeWarning fails the test
         with np.errstate(over="raise", invalid="raise", divide="raise"):
             A = ex.softmax(Z)
             J = ex.cost(A, Y)
     assert np.all(np.isfinite(A))
     np.testing.assert_allclose(A.sum(axis=0), np.ones(3))
     np.testing.assert_allclose(A, np.eye(3), atol=1e-300)
-    assert np.isfinite(J) and J > 100              # large but finite, not nan / inf
+    assert np.isfinite(J) and J > 100  # large but finite, not nan / inf
     for dtype in (np.float32, np.float64):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
@@ -151,12 +151,24 @@ def test_softmax_and_cost_stable_for_huge_logits(ex):
 
 
 def test_update_momentum_step(ex):
-    params = {"W1": np.array([[1.0, -2.0]]), "b1": np.array([[0.5]]),
-              "W2": np.array([[3.0]]), "b2": np.array([[0.0]])}
-    grads = {"dW1": np.array([[0.2, -0.4]]), "db1": np.array([[1.0]]),
-             "dW2": np.array([[-1.0]]), "db2": np.array([[0.3]])}
-    velocity = {"W1": np.array([[1.0, 0.0]]), "b1": np.array([[0.0]]),
-                "W2": np.array([[0.5]]), "b2": np.array([[0.0]])}
+    params = {
+        "W1": np.array([[1.0, -2.0]]),
+        "b1": np.array([[0.5]]),
+        "W2": np.array([[3.0]]),
+        "b2": np.array([[0.0]]),
+    }
+    grads = {
+        "dW1": np.array([[0.2, -0.4]]),
+        "db1": np.array([[1.0]]),
+        "dW2": np.array([[-1.0]]),
+        "db2": np.array([[0.3]]),
+    }
+    velocity = {
+        "W1": np.array([[1.0, 0.0]]),
+        "b1": np.array([[0.0]]),
+        "W2": np.array([[0.5]]),
+        "b2": np.array([[0.0]]),
+    }
     params, velocity = ex.update(params, grads, velocity, lr=0.1, momentum=0.9)
     # v = 0.9 v + g;  W = W - 0.1 v
     np.testing.assert_allclose(velocity["W1"], [[1.1, -0.4]])

@@ -94,8 +94,9 @@ def test_softmax_on_z1_is_caught():
 def test_square_transposed_gradient_is_named():
     w = rng.standard_normal((3, 3))
     x = rng.standard_normal((4, 3))
-    report = npp.gradcheck(lambda x, w: x @ w, x, w,
-                           backward=lambda d: (d @ w.T, (x.T @ d).T), names=["x", "w"])
+    report = npp.gradcheck(
+        lambda x, w: x @ w, x, w, backward=lambda d: (d @ w.T, (x.T @ d).T), names=["x", "w"]
+    )
     assert report.wrong == ["w"]
     assert "transpose" in report["w"].diagnosis
 
@@ -131,8 +132,7 @@ def test_model_with_loss_and_user_inputs_untouched():
     x32 = X.astype(np.float32)
     report = npp.gradcheck(model, x32, Y, loss=npp.SoftmaxCrossEntropy())
     assert report.ok, str(report)
-    assert [r.name for r in report.results] == ["0.weight", "0.bias", "2.weight", "2.bias",
-                                                "input"]
+    assert [r.name for r in report.results] == ["0.weight", "0.bias", "2.weight", "2.bias", "input"]
     np.testing.assert_array_equal(model[0].weight.data, before)
     assert model[0].weight.data.dtype == np.float32
 
@@ -162,7 +162,8 @@ def test_usage_errors():
         npp.gradcheck(np.tanh, X)
     with pytest.raises(npp.ConfigError, match="needs the inputs x and targets y"):
         npp.gradcheck(npp.Linear(D, H), X, loss=npp.SoftmaxCrossEntropy())
-    report = npp.gradcheck(lambda w: (X @ w).sum(), W1,
-                           backward=lambda d: (X.T @ np.ones((N, H))).T)
+    report = npp.gradcheck(
+        lambda w: (X @ w).sum(), W1, backward=lambda d: (X.T @ np.ones((N, H))).T
+    )
     assert not report.ok
     assert "it is transposed" in report["input 0"].diagnosis

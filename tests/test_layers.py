@@ -49,8 +49,9 @@ def test_batchnorm_eval_uses_running_statistics():
     np.testing.assert_allclose(bn.running_var, x.var(0, ddof=1))
     bn.eval()
     out = bn.forward(np.full((2, 3), 2.0))
-    np.testing.assert_allclose(out, (2.0 - x.mean(0)) / np.sqrt(x.var(0, ddof=1) + 1e-5)
-                               * np.ones((2, 1)))
+    np.testing.assert_allclose(
+        out, (2.0 - x.mean(0)) / np.sqrt(x.var(0, ddof=1) + 1e-5) * np.ones((2, 1))
+    )
 
 
 def test_batchnorm_train_output_is_normalised():

@@ -35,7 +35,7 @@ def test_integer_labels_and_one_hot_agree():
 
 def test_right_answers_count_against_the_most_likely_target_class():
     z = np.array([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [1.0, 1.0, 5.0], [0.0, 0.0, -1.0]])
-    labels = np.array([0, 2, 2, 1])                     # rows 0 and 2 right; row 3 ties to 0
+    labels = np.array([0, 2, 2, 1])  # rows 0 and 2 right; row 3 ties to 0
     soft = np.array([[0.6, 0.2, 0.2], [0.1, 0.2, 0.7], [0.0, 0.3, 0.7], [0.2, 0.5, 0.3]])
     for target in (labels, np.eye(3)[labels], soft):
         loss = npp.SoftmaxCrossEntropy(label_smoothing=0.1)

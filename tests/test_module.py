@@ -17,8 +17,14 @@ def test_named_parameters_and_modes():
     names = [n for n, _ in model.named_parameters()]
     assert names == ["0.weight", "0.bias", "1.gamma", "1.beta", "4.weight", "4.bias"]
     assert [n for n, _ in model.named_buffers()] == ["1.running_mean", "1.running_var"]
-    assert [p.decay for _, p in model.named_parameters()] == [True, False, False, False, True,
-                                                              False]
+    assert [p.decay for _, p in model.named_parameters()] == [
+        True,
+        False,
+        False,
+        False,
+        True,
+        False,
+    ]
     model.eval()
     assert not any(m.training for m in model.modules())
     model.train()
@@ -94,8 +100,8 @@ def test_a_partial_last_batch_reuses_the_work_buffers():
     step(8)
     full = buffers()
     assert sum(v.shape[:1] == (8,) for v in full.values()) >= 10
-    step(5)                                   # the partial batch
-    step(8)                                   # the next epoch's first batch
+    step(5)  # the partial batch
+    step(8)  # the next epoch's first batch
     assert all(buffers()[k] is v for k, v in full.items())
 
     # Computing into the first rows of a bigger buffer gives the right numbers.
@@ -126,20 +132,25 @@ def run_steps(make_opt, fused, steps=5, seed=0):
     return np.array(losses), model.state_dict()
 
 
-@pytest.mark.parametrize("make_opt", [
-    lambda ps: npp.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-3),
-    lambda ps: npp.SGD(ps, lr=0.05, momentum=0.9, nesterov=True),
-    lambda ps: npp.SGD(ps, lr=0.05),
-    lambda ps: npp.Adam(ps, lr=1e-3, weight_decay=1e-4),
-    lambda ps: npp.AdamW(ps, lr=1e-3),
-], ids=["sgd-momentum-wd", "nesterov", "sgd", "adam", "adamw"])
+@pytest.mark.parametrize(
+    "make_opt",
+    [
+        lambda ps: npp.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-3),
+        lambda ps: npp.SGD(ps, lr=0.05, momentum=0.9, nesterov=True),
+        lambda ps: npp.SGD(ps, lr=0.05),
+        lambda ps: npp.Adam(ps, lr=1e-3, weight_decay=1e-4),
+        lambda ps: npp.AdamW(ps, lr=1e-3),
+    ],
+    ids=["sgd-momentum-wd", "nesterov", "sgd", "adam", "adamw"],
+)
 def test_fused_path_matches_plain_path(make_opt):
     fast_losses, fast_state = run_steps(make_opt, fused=True)
     plain_losses, plain_state = run_steps(make_opt, fused=False)
     np.testing.assert_allclose(fast_losses, plain_losses, rtol=1e-5)
     for name in plain_state:
-        np.testing.assert_allclose(fast_state[name], plain_state[name], rtol=1e-5, atol=1e-6,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            fast_state[name], plain_state[name], rtol=1e-5, atol=1e-6, err_msg=name
+        )
 
 
 def test_blas_functions_match_numpy():
@@ -172,6 +183,7 @@ def test_blas_prefers_numpys_own_openblas():
 
 def test_pure_numpy_fallback_gives_the_same_training():
     """The ctypes BLAS path and the NumPy fallback train identically (float32 tolerance)."""
+
     def train():
         return run_steps(lambda ps: npp.SGD(ps, lr=0.05, momentum=0.9), fused=True)
 
@@ -188,6 +200,7 @@ def test_pure_numpy_fallback_gives_the_same_training():
 def test_blas_setting_comes_from_the_environment_in_a_fresh_process():
     script = "from numprop._fast import blas; print(blas.available())"
     env = dict(os.environ, NUMPROP_BLAS="numpy")
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "False"

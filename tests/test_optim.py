@@ -39,8 +39,9 @@ def test_sgd_momentum():
 
 
 def test_sgd_nesterov_and_weight_decay():
-    w1, w2 = two_steps(lambda ps: npp.SGD(ps, lr=0.1, momentum=0.5, nesterov=True,
-                                          weight_decay=0.1))
+    w1, w2 = two_steps(
+        lambda ps: npp.SGD(ps, lr=0.1, momentum=0.5, nesterov=True, weight_decay=0.1)
+    )
     g1 = G1 + 0.1 * W0
     v1 = g1
     e1 = W0 - 0.1 * (g1 + 0.5 * v1)
@@ -53,8 +54,7 @@ def test_sgd_nesterov_and_weight_decay():
 def test_weight_decay_skips_parameters_without_decay():
     w1, _ = two_steps(lambda ps: npp.SGD(ps, lr=0.1, weight_decay=0.5), decay=False)
     np.testing.assert_allclose(w1, [0.95, -2.025])
-    w1, _ = two_steps(lambda ps: npp.SGD(ps, lr=0.1, weight_decay=0.5, decay_all=True),
-                      decay=False)
+    w1, _ = two_steps(lambda ps: npp.SGD(ps, lr=0.1, weight_decay=0.5, decay_all=True), decay=False)
     np.testing.assert_allclose(w1, W0 - 0.1 * (G1 + 0.5 * W0))
 
 
@@ -68,7 +68,7 @@ def adam_reference(w, grads, lr, b1, b2, eps, wd=0.0, decoupled=False):
             g = g + wd * w
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
-        mhat, vhat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+        mhat, vhat = m / (1 - b1**t), v / (1 - b2**t)
         w = w - lr * mhat / (np.sqrt(vhat) + eps)
         out.append(w)
     return out
@@ -81,8 +81,8 @@ def test_adam_first_step_is_lr_times_sign():
     # second step by hand: m = 0.1*(0.9 g1 + g2)... compared with the reference formula
     np.testing.assert_allclose(w2, adam_reference(W0, [G1, G2], 0.01, 0.9, 0.999, 1e-8)[1])
     m2 = 0.9 * 0.1 * G1 + 0.1 * G2
-    v2 = 0.999 * 0.001 * G1 ** 2 + 0.001 * G2 ** 2
-    by_hand = w1 - 0.01 * (m2 / 0.19) / (np.sqrt(v2 / (1 - 0.999 ** 2)) + 1e-8)
+    v2 = 0.999 * 0.001 * G1**2 + 0.001 * G2**2
+    by_hand = w1 - 0.01 * (m2 / 0.19) / (np.sqrt(v2 / (1 - 0.999**2)) + 1e-8)
     np.testing.assert_allclose(w2, by_hand, rtol=1e-12)
 
 
@@ -90,14 +90,18 @@ def test_adam_l2_and_adamw_decoupled():
     got = two_steps(lambda ps: npp.Adam(ps, lr=0.01, weight_decay=0.1))
     np.testing.assert_allclose(got, adam_reference(W0, [G1, G2], 0.01, 0.9, 0.999, 1e-8, 0.1))
     got = two_steps(lambda ps: npp.AdamW(ps, lr=0.01, weight_decay=0.1))
-    np.testing.assert_allclose(got, adam_reference(W0, [G1, G2], 0.01, 0.9, 0.999, 1e-8, 0.1,
-                                                   decoupled=True))
+    np.testing.assert_allclose(
+        got, adam_reference(W0, [G1, G2], 0.01, 0.9, 0.999, 1e-8, 0.1, decoupled=True)
+    )
 
 
-@pytest.mark.parametrize("make", [
-    lambda ps: npp.SGD(ps, lr=0.1, momentum=0.9),
-    lambda ps: npp.Adam(ps, lr=0.01),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: npp.SGD(ps, lr=0.1, momentum=0.9),
+        lambda ps: npp.Adam(ps, lr=0.01),
+    ],
+)
 def test_optimizer_state_dict_round_trip(make):
     p = npp.Parameter(W0.copy())
     opt = make([("w", p)])
@@ -131,13 +135,19 @@ def test_schedules_own_the_peak_rate():
     assert npp.StepDecay(1.0, 2, 0.5).lr(4.9, 10) == 0.25
     assert npp.Exponential(1.0, 0.5).lr(2.0, 10) == 0.25
     cos = npp.WarmupCosine(1.0, warmup=1, min_lr=0.0)
-    assert cos.lr(0.5, 11) == 0.5                           # halfway through warm-up
-    assert cos.lr(1.0, 11) == pytest.approx(1.0)            # peak
-    assert cos.lr(6.0, 11) == pytest.approx(0.5)            # halfway through the decay
+    assert cos.lr(0.5, 11) == 0.5  # halfway through warm-up
+    assert cos.lr(1.0, 11) == pytest.approx(1.0)  # peak
+    assert cos.lr(6.0, 11) == pytest.approx(0.5)  # halfway through the decay
     assert cos.lr(11.0, 11) == pytest.approx(0.0, abs=1e-12)
     plateau = npp.ReduceOnPlateau(1.0, factor=0.5, patience=1)
-    for metric, expected in [(1.0, 1.0), (0.9, 1.0), (0.95, 1.0), (0.95, 0.5), (0.95, 0.5),
-                             (0.95, 0.25)]:
+    for metric, expected in [
+        (1.0, 1.0),
+        (0.9, 1.0),
+        (0.95, 1.0),
+        (0.95, 0.5),
+        (0.95, 0.5),
+        (0.95, 0.25),
+    ]:
         plateau.epoch_end(metric)
         assert plateau.lr(0, 10) == expected
     assert math.isclose(npp.WarmupCosine(2.0).lr(0.0, 5), 2.0)
@@ -151,7 +161,7 @@ def test_optimizer_lr_is_the_current_rate_and_the_peak_stays_in_the_schedule():
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((40, 5)).astype(np.float32), rng.integers(0, 3, 40)
     model = npp.models.mlp([5, 4, 3], rng=0)
-    opt = npp.SGD(model.named_parameters(), lr=123.0, momentum=0.9)   # replaced by the schedule
+    opt = npp.SGD(model.named_parameters(), lr=123.0, momentum=0.9)  # replaced by the schedule
     schedule = npp.WarmupCosine(0.1, warmup=1)
     seen = []
 
@@ -166,6 +176,8 @@ def test_optimizer_lr_is_the_current_rate_and_the_peak_stays_in_the_schedule():
     assert opt.lr == pytest.approx(expected[-1]) and schedule.peak_lr == 0.1
     assert trainer.history["lr"] == pytest.approx(expected[1::2])
     # No schedule: the optimizer's own rate throughout.
-    plain = npp.Trainer(model, npp.SoftmaxCrossEntropy(), npp.SGD(model.named_parameters(), lr=0.02))
+    plain = npp.Trainer(
+        model, npp.SoftmaxCrossEntropy(), npp.SGD(model.named_parameters(), lr=0.02)
+    )
     plain.fit([(x, y)], epochs=2)
     assert plain.history["lr"] == [0.02, 0.02]

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 import numprop as npp
-from numprop.errors import ConfigError, DataError
-from numprop._fast import blas as _blas, kernels as _kernels
+from numprop._fast import blas as _blas
+from numprop._fast import kernels as _kernels
 from numprop.data.batches import Augment, BatchLoader
 from numprop.data.preprocess import MeanImage, Standardize, affine_rows
+from numprop.errors import ConfigError, DataError
 
 
 def test_pool_is_used_where_it_can_be():
@@ -91,10 +92,16 @@ def _assert_same(a, b):
         np.testing.assert_array_equal(x, y)
 
 
-@pytest.mark.parametrize("make,training", [
-    (npp.ReLU, True), (npp.ReLU, False), (lambda: npp.Dropout(0.3, rng=5), True),
-    (lambda: npp.BatchNorm1d(1024), True),   # (eval mode: plain NumPy, covered by test_layers)
-], ids=["relu-train", "relu-eval", "dropout-train", "batchnorm-train"])
+@pytest.mark.parametrize(
+    "make,training",
+    [
+        (npp.ReLU, True),
+        (npp.ReLU, False),
+        (lambda: npp.Dropout(0.3, rng=5), True),
+        (lambda: npp.BatchNorm1d(1024), True),  # (eval mode: plain NumPy, covered by test_layers)
+    ],
+    ids=["relu-train", "relu-eval", "dropout-train", "batchnorm-train"],
+)
 def test_layers_give_the_same_bits_in_parallel(make, training, monkeypatch, numpy_only):
     _assert_same(*_both_paths(lambda: _layer_run(make, training), monkeypatch))
 
@@ -113,12 +120,16 @@ def _layer_run(make, training, shape=(600, 1024)):
     return outs + [v.copy() for v in layer.state_dict().values()]
 
 
-@pytest.mark.parametrize("make_opt", [
-    lambda ps: npp.Adam(ps, lr=1e-3),
-    lambda ps: npp.Adam(ps, lr=1e-3, weight_decay=0.1),
-    lambda ps: npp.AdamW(ps, lr=1e-3, weight_decay=0.1),
-    lambda ps: npp.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-3),
-], ids=["adam", "adam-l2", "adamw", "sgd-momentum-wd"])
+@pytest.mark.parametrize(
+    "make_opt",
+    [
+        lambda ps: npp.Adam(ps, lr=1e-3),
+        lambda ps: npp.Adam(ps, lr=1e-3, weight_decay=0.1),
+        lambda ps: npp.AdamW(ps, lr=1e-3, weight_decay=0.1),
+        lambda ps: npp.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-3),
+    ],
+    ids=["adam", "adam-l2", "adamw", "sgd-momentum-wd"],
+)
 def test_optimizers_give_the_same_bits_in_parallel(make_opt, monkeypatch, numpy_only):
     def run():
         rng = np.random.default_rng(1)
@@ -141,10 +152,22 @@ def test_standardize_gives_the_same_bits_in_parallel(monkeypatch, numpy_only):
 
 # --- compiled kernels (numba, the `fast` extra; the test extra installs it) ----------
 
+
 def test_numba_kernels_are_in_use_in_the_test_install():
     assert importlib.util.find_spec("numba") is not None, "pip install -e '.[test]' brings numba"
-    for name in ("adam", "sgd_momentum", "relu", "relu_backward", "multiply", "dropout",
-                 "batchnorm", "batchnorm_backward", "affine_rows", "augment_rows", "softmax_xent"):
+    for name in (
+        "adam",
+        "sgd_momentum",
+        "relu",
+        "relu_backward",
+        "multiply",
+        "dropout",
+        "batchnorm",
+        "batchnorm_backward",
+        "affine_rows",
+        "augment_rows",
+        "softmax_xent",
+    ):
         assert _kernels.address(name) is not None, name
 
 
@@ -179,10 +202,13 @@ def _adam_run(make_opt, dtype=np.float32, shape=(300, 700), steps=3):
     return [p.data.copy()] + [v for v in opt.state_dict()["arrays"].values()]
 
 
-ADAMS = [lambda ps: npp.Adam(ps, lr=1e-3), lambda ps: npp.Adam(ps, lr=1e-3, weight_decay=0.1),
-         lambda ps: npp.AdamW(ps, lr=1e-3, weight_decay=0.1),
-         lambda ps: npp.SGD(ps, lr=0.05, momentum=0.9),
-         lambda ps: npp.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-3)]
+ADAMS = [
+    lambda ps: npp.Adam(ps, lr=1e-3),
+    lambda ps: npp.Adam(ps, lr=1e-3, weight_decay=0.1),
+    lambda ps: npp.AdamW(ps, lr=1e-3, weight_decay=0.1),
+    lambda ps: npp.SGD(ps, lr=0.05, momentum=0.9),
+    lambda ps: npp.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-3),
+]
 OPT_IDS = ["adam", "adam-l2", "adamw", "sgd-momentum", "sgd-momentum-wd"]
 
 
@@ -209,8 +235,9 @@ def test_kernels_can_be_turned_off_in_process_and_by_the_environment():
     assert _kernels.address("adam") is not None
     script = "from numprop._fast import kernels; print(kernels.address('adam'))"
     env = dict(os.environ, NUMPROP_KERNELS="numpy")
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "None"
 
 
@@ -218,10 +245,12 @@ LAYERS = [npp.ReLU, lambda: npp.Dropout(0.3, rng=5), lambda: npp.BatchNorm1d(102
 
 
 @pytest.mark.parametrize("make", LAYERS, ids=["relu", "dropout", "batchnorm"])
-@pytest.mark.parametrize("shape", [(600, 1024), (37, 1024)])   # split across cores, and not
+@pytest.mark.parametrize("shape", [(600, 1024), (37, 1024)])  # split across cores, and not
 def test_layer_kernels_match_the_numpy_path_bit_for_bit(make, shape, monkeypatch, kernel_calls):
     compiled = _layer_run(make, True, shape=shape)
-    assert kernel_calls and all(ran for _, ran in kernel_calls), kernel_calls  # every call took the kernel
+    assert kernel_calls and all(ran for _, ran in kernel_calls), (
+        kernel_calls
+    )  # every call took the kernel
     with _blas.serial():
         _assert_same(compiled, _layer_run(make, True, shape=shape))
     npp.config.configure(kernels="numpy")
@@ -231,10 +260,10 @@ def test_layer_kernels_match_the_numpy_path_bit_for_bit(make, shape, monkeypatch
 def _loss_run(dtype, eps):
     rng = np.random.default_rng(4)
     z = (rng.standard_normal((300, 10)) * 4).astype(dtype)
-    z[0] = [1e4, -1e4] * 5                                    # exp would overflow unshifted
+    z[0] = [1e4, -1e4] * 5  # exp would overflow unshifted
     z[1] = -3e4
-    y = rng.integers(0, 10, 300).astype(np.int32)             # any integer dtype
-    y[0] = 1                                                  # 2e4 below row 0's best class
+    y = rng.integers(0, 10, 300).astype(np.int32)  # any integer dtype
+    y[0] = 1  # 2e4 below row 0's best class
     loss = npp.SoftmaxCrossEntropy(label_smoothing=eps)
     value = loss.forward(z, y)
     return value, loss.backward().copy(), loss.probs.copy()
@@ -259,14 +288,14 @@ def test_loss_kernel_matches_the_numpy_path(dtype, eps, monkeypatch, kernel_call
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_loss_counts_right_answers_as_argmax_does(dtype, compiled, monkeypatch, kernel_calls):
     rng = np.random.default_rng(5)
-    z = rng.integers(-2, 3, (400, 10)).astype(dtype)          # many ties: the first largest counts
-    z[3, 4] = np.nan                                          # the first NaN wins, as in np.argmax
+    z = rng.integers(-2, 3, (400, 10)).astype(dtype)  # many ties: the first largest counts
+    z[3, 4] = np.nan  # the first NaN wins, as in np.argmax
     z[5, [0, 7]] = np.nan
     y = rng.integers(0, 10, 400)
     y[3], y[5] = 4, 0
     expected = int(np.count_nonzero(z.argmax(axis=1) == y))
     last_largest = int(np.count_nonzero(9 - z[:, ::-1].argmax(axis=1) == y))
-    assert last_largest != expected                           # the ties do decide the count
+    assert last_largest != expected  # the ties do decide the count
     if not compiled:
         npp.config.configure(kernels="numpy")
     loss = npp.SoftmaxCrossEntropy()
@@ -274,7 +303,7 @@ def test_loss_counts_right_answers_as_argmax_does(dtype, compiled, monkeypatch, 
         loss.forward(z, y)
     assert kernel_calls == [("softmax_xent", compiled)]
     assert loss.count_correct() == expected
-    assert loss.count_correct() == expected                   # asking again changes nothing
+    assert loss.count_correct() == expected  # asking again changes nothing
 
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["kernel", "numpy"])
@@ -287,9 +316,9 @@ def test_out_of_range_labels_are_refused_on_both_paths(compiled, monkeypatch):
         with pytest.raises(ConfigError, match=rf"labels must be in \[0, 3\), got values {shown}"):
             loss.forward(z, np.array(bad))
         with pytest.raises(ConfigError, match="needs a forward"):
-            loss.count_correct()                              # a refused forward leaves nothing
+            loss.count_correct()  # a refused forward leaves nothing
     assert loss.forward(z, np.array([0, 1, 2, 2])) == pytest.approx(np.log(3))
-    assert loss.count_correct() == 1                          # all tied: class 0 counts
+    assert loss.count_correct() == 1  # all tied: class 0 counts
 
 
 @pytest.mark.parametrize("with_rows", [False, True])
@@ -297,7 +326,7 @@ def test_gather_and_standardise_kernel_matches_numpy_bit_for_bit(with_rows, monk
     rng = np.random.default_rng(3)
     source = rng.integers(0, 256, (700, 3072), dtype=np.uint8)
     shift, scale = (rng.random(3072, dtype=np.float32) * 200, rng.random(3072, dtype=np.float32))
-    rows = rng.integers(-5, 705, 300) if with_rows else None       # out of range: clipped
+    rows = rng.integers(-5, 705, 300) if with_rows else None  # out of range: clipped
     b = len(rows) if with_rows else len(source)
 
     def run():
@@ -312,18 +341,28 @@ def test_gather_and_standardise_kernel_matches_numpy_bit_for_bit(with_rows, monk
     _assert_same(compiled, run())
 
 
-@pytest.mark.parametrize("augment", [Augment(flip=True, crop_padding=0), Augment(flip=True, crop_padding=4),
-                                     Augment(flip=False, crop_padding=3)], ids=["flip", "flip-crop", "crop"])
+@pytest.mark.parametrize(
+    "augment",
+    [
+        Augment(flip=True, crop_padding=0),
+        Augment(flip=True, crop_padding=4),
+        Augment(flip=False, crop_padding=3),
+    ],
+    ids=["flip", "flip-crop", "crop"],
+)
 @pytest.mark.parametrize("prep", [Standardize, MeanImage], ids=["standardize", "mean-image"])
-def test_augmented_batches_kernel_matches_the_numpy_path_bit_for_bit(augment, prep, monkeypatch,
-                                                                     kernel_calls):
+def test_augmented_batches_kernel_matches_the_numpy_path_bit_for_bit(
+    augment, prep, monkeypatch, kernel_calls
+):
     rng = np.random.default_rng(4)
     images = rng.integers(0, 256, (300, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, 300)
     fitted = prep().fit(images)
 
     def batches():
-        loader = BatchLoader(images, labels, fitted, 64, rng=np.random.default_rng(9), augment=augment)
+        loader = BatchLoader(
+            images, labels, fitted, 64, rng=np.random.default_rng(9), augment=augment
+        )
         return [a.copy() for x, y in loader for a in (x, y)]
 
     compiled = batches()
@@ -337,12 +376,17 @@ def test_augmented_batches_kernel_matches_the_numpy_path_bit_for_bit(augment, pr
 def test_mismatched_shapes_give_errors_not_stray_reads():
     images = np.zeros((20, 32, 32, 3), np.uint8)
     with pytest.raises(ConfigError, match="affine_rows"):
-        affine_rows(images.reshape(20, -1), np.zeros(10, np.float32), np.ones(10, np.float32),
-                    np.empty((20, 3072), np.float32))
+        affine_rows(
+            images.reshape(20, -1),
+            np.zeros(10, np.float32),
+            np.ones(10, np.float32),
+            np.empty((20, 3072), np.float32),
+        )
     # preprocessing fitted on 16x16 images, applied to 32x32 ones through the fused batch path
     prep = Standardize().fit(np.zeros((4, 16, 16, 3), np.uint8))
-    loader = BatchLoader(images, np.zeros(20, np.int64), prep, 8, rng=np.random.default_rng(0),
-                         augment=Augment())
+    loader = BatchLoader(
+        images, np.zeros(20, np.int64), prep, 8, rng=np.random.default_rng(0), augment=Augment()
+    )
     with pytest.raises(DataError, match="fitted on 768 values per image"):
         next(iter(loader))
 
@@ -350,23 +394,24 @@ def test_mismatched_shapes_give_errors_not_stray_reads():
 def test_batch_loader_never_copies_a_strided_image_array_whole(monkeypatch):
     """The augmenting loader's NumPy path (no numba) gathers rows, not the whole array."""
     import tracemalloc
+
     npp.config.configure(kernels="numpy")
     rng = np.random.default_rng(7)
     wide = rng.integers(0, 256, (400, 32, 64, 3), dtype=np.uint8)
-    images = wide[:, :, ::2]                                       # (400, 32, 32, 3), not contiguous
+    images = wide[:, :, ::2]  # (400, 32, 32, 3), not contiguous
     labels = rng.integers(0, 10, 400)
     prep = Standardize().fit(np.ascontiguousarray(images))
 
     def loader(images):
         return BatchLoader(images, labels, prep, 4, rng=np.random.default_rng(1), augment=Augment())
 
-    next(iter(loader(images)))                                     # warm up
+    next(iter(loader(images)))  # warm up
     batches = iter(loader(images))
     tracemalloc.start()
     x, y = (a.copy() for a in next(batches))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert peak < images.nbytes // 10, peak                        # 4 images, not 400
+    assert peak < images.nbytes // 10, peak  # 4 images, not 400
     same_x, same_y = next(iter(loader(np.ascontiguousarray(images))))
     np.testing.assert_array_equal(x, same_x)
     np.testing.assert_array_equal(y, same_y)
@@ -374,17 +419,18 @@ def test_batch_loader_never_copies_a_strided_image_array_whole(monkeypatch):
 
 def test_transform_rows_of_a_strided_image_array_never_copies_it_whole():
     import tracemalloc
+
     rng = np.random.default_rng(6)
     wide = rng.integers(0, 256, (400, 32, 64, 3), dtype=np.uint8)
-    images = wide[:, :, ::2]                                       # (400, 32, 32, 3), not contiguous
+    images = wide[:, :, ::2]  # (400, 32, 32, 3), not contiguous
     prep = Standardize().fit(np.ascontiguousarray(images))
     rows = np.array([3, 0, 399, 7])
     out = np.empty((4, 3072), np.float32)
-    prep.transform_rows(images, rows, out)                         # load the kernels first
+    prep.transform_rows(images, rows, out)  # load the kernels first
     tracemalloc.start()
     prep.transform_rows(images, rows, out)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert peak < images.nbytes // 10, peak                      # 4 rows, not 400
+    assert peak < images.nbytes // 10, peak  # 4 rows, not 400
     shift, scale = prep.per_value_affine
     np.testing.assert_array_equal(out, (images[rows].reshape(4, -1) - shift) * scale)

@@ -4,20 +4,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from numprop.errors import ConfigError, DataError
 from numprop.data.images import read_images, write_png
-from numprop.training.metrics import accuracy, classification_report, confusion_matrix, precision_recall
+from numprop.errors import ConfigError, DataError
 from numprop.plots import plot_confusion, plot_first_layer, plot_history, plot_misclassified
+from numprop.training.metrics import (
+    accuracy,
+    classification_report,
+    confusion_matrix,
+    precision_recall,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # Four classes; class 3 never occurs in y_true and is never predicted, class 2 is never predicted.
 Y_TRUE = np.array([0, 0, 0, 1, 1, 2, 2, 2])
 Y_PRED = np.array([0, 0, 1, 1, 0, 1, 0, 1])
-CM = np.array([[2, 1, 0, 0],
-               [1, 1, 0, 0],
-               [1, 2, 0, 0],
-               [0, 0, 0, 0]])
+CM = np.array([[2, 1, 0, 0], [1, 1, 0, 0], [1, 2, 0, 0], [0, 0, 0, 0]])
 
 
 def assert_png(path, min_side=100):
@@ -32,6 +34,7 @@ def assert_png(path, min_side=100):
 
 
 # ----------------------------------------------------------------- metrics
+
 
 def test_confusion_matrix_by_hand():
     cm = confusion_matrix(Y_TRUE, Y_PRED, 4)
@@ -89,6 +92,7 @@ def test_classification_report_contains_names_and_numbers():
 
 
 # ----------------------------------------------------------------- images
+
 
 def test_png_round_trip_is_exact(tmp_path):
     rng = np.random.default_rng(0)
@@ -178,10 +182,20 @@ def test_empty_list():
 
 # ----------------------------------------------------------------- plots
 
+
 def history(n=5, with_val=True):
-    return [{"epoch": e, "train_loss": 2.0 / e, "train_acc": 0.1 * e,
-             "val_loss": 2.2 / e if with_val else None, "val_acc": 0.09 * e if with_val else None,
-             "lr": 0.01, "seconds": 1.5} for e in range(1, n + 1)]
+    return [
+        {
+            "epoch": e,
+            "train_loss": 2.0 / e,
+            "train_acc": 0.1 * e,
+            "val_loss": 2.2 / e if with_val else None,
+            "val_acc": 0.09 * e if with_val else None,
+            "lr": 0.01,
+            "seconds": 1.5,
+        }
+        for e in range(1, n + 1)
+    ]
 
 
 @pytest.mark.parametrize("with_val", [True, False])
@@ -196,8 +210,10 @@ def test_plot_history_single_epoch_and_bad_input(tmp_path):
     with pytest.raises(DataError):
         plot_history([], tmp_path / "empty.png")
     with pytest.raises(DataError, match="val_acc"):
-        plot_history([{"epoch": 1, "train_loss": 1, "train_acc": 0.5, "val_loss": None}],
-                     tmp_path / "bad.png")
+        plot_history(
+            [{"epoch": 1, "train_loss": 1, "train_acc": 0.5, "val_loss": None}],
+            tmp_path / "bad.png",
+        )
 
 
 def test_plot_confusion(tmp_path):

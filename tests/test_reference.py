@@ -12,8 +12,9 @@ import pytest
 import numprop as npp
 
 
-def reference_steps(params, batches, opt, lr, steps_wd=0.0, momentum=0.9, betas=(0.9, 0.999),
-                    eps=1e-8):
+def reference_steps(
+    params, batches, opt, lr, steps_wd=0.0, momentum=0.9, betas=(0.9, 0.999), eps=1e-8
+):
     """Two-layer ReLU network, mean softmax cross-entropy, SGD momentum or Adam, in float64."""
     W1, b1, W2, b2 = (p.astype(np.float64) for p in params)
     state = [dict(v=np.zeros_like(p), m=np.zeros_like(p)) for p in (W1, b1, W2, b2)]
@@ -33,8 +34,12 @@ def reference_steps(params, batches, opt, lr, steps_wd=0.0, momentum=0.9, betas=
         dW2, db2 = a1.T @ dz2, dz2.sum(axis=0)
         dz1 = (dz2 @ W2.T) * (z1 > 0)
         dW1, db1 = x.T @ dz1, dz1.sum(axis=0)
-        for param, grad, st, decay in ((W1, dW1, state[0], True), (b1, db1, state[1], False),
-                                       (W2, dW2, state[2], True), (b2, db2, state[3], False)):
+        for param, grad, st, decay in (
+            (W1, dW1, state[0], True),
+            (b1, db1, state[1], False),
+            (W2, dW2, state[2], True),
+            (b2, db2, state[3], False),
+        ):
             if decay:
                 grad = grad + steps_wd * param
             if opt == "sgd":
@@ -42,7 +47,7 @@ def reference_steps(params, batches, opt, lr, steps_wd=0.0, momentum=0.9, betas=
                 param -= lr * st["v"]
             else:
                 st["m"] = betas[0] * st["m"] + (1 - betas[0]) * grad
-                st["v"] = betas[1] * st["v"] + (1 - betas[1]) * grad ** 2
+                st["v"] = betas[1] * st["v"] + (1 - betas[1]) * grad**2
                 mhat = st["m"] / (1 - betas[0] ** t)
                 vhat = st["v"] / (1 - betas[1] ** t)
                 param -= lr * mhat / (np.sqrt(vhat) + eps)
@@ -52,13 +57,18 @@ def reference_steps(params, batches, opt, lr, steps_wd=0.0, momentum=0.9, betas=
 @pytest.mark.parametrize("opt,lr", [("sgd", 0.05), ("adam", 1e-3)])
 def test_trainer_matches_plain_numpy_reference(opt, lr):
     rng = np.random.default_rng(0)
-    batches = [(rng.standard_normal((64, 300)).astype(np.float32), rng.integers(0, 10, 64))
-               for _ in range(6)]
+    batches = [
+        (rng.standard_normal((64, 300)).astype(np.float32), rng.integers(0, 10, 64))
+        for _ in range(6)
+    ]
     model = npp.models.two_layer(300, 200, 10, rng=1)
     initial = [p.data.copy() for p in model.parameters()]
     params = model.named_parameters()
-    optimizer = (npp.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-3) if opt == "sgd"
-                 else npp.Adam(params, lr=lr, weight_decay=1e-3))
+    optimizer = (
+        npp.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-3)
+        if opt == "sgd"
+        else npp.Adam(params, lr=lr, weight_decay=1e-3)
+    )
     trainer = npp.Trainer(model, npp.SoftmaxCrossEntropy(), optimizer)
     losses = [trainer.train_step(x, y)[0] for x, y in batches]
 

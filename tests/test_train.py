@@ -7,9 +7,9 @@ import pytest
 
 import numprop as npp
 from numprop.data.batches import BatchLoader
-from numprop.training.io import load, save
 from numprop.data.preprocess import Standardize
 from numprop.training.callbacks import EarlyStopping, HistoryLogger, ModelCheckpoint, NaNGuard
+from numprop.training.io import load, save
 from numprop.training.trainer import Callback, Trainer
 
 
@@ -30,8 +30,9 @@ def make_run(seed=0, epochs=3, callbacks=(), lr=0.05, make_opt=None, val=True):
     valid = BatchLoader(x, y, pre, 100, shuffle=False, indices=np.arange(240, 300)) if val else None
     model = npp.models.mlp([192, 16, 3], dropout=0.1, rng=seed)
     opt = (make_opt or (lambda ps: npp.SGD(ps, lr=lr, momentum=0.9)))(model.named_parameters())
-    trainer = Trainer(model, npp.SoftmaxCrossEntropy(), opt, npp.WarmupCosine(opt.lr, warmup=1),
-                      list(callbacks))
+    trainer = Trainer(
+        model, npp.SoftmaxCrossEntropy(), opt, npp.WarmupCosine(opt.lr, warmup=1), list(callbacks)
+    )
     history = trainer.fit(train, valid, epochs)
     return trainer, history, pre, valid
 
@@ -90,8 +91,14 @@ def test_nan_guard_stops_with_advice():
 
 def test_save_load_round_trip_with_preprocessing(tmp_path):
     trainer, history, pre, _ = make_run(epochs=1)
-    path = save(tmp_path / "m.npz", trainer.model, preprocessing=pre, config={"lr": 0.05},
-                history=history.to_list(), class_names=["r", "g", "b"])
+    path = save(
+        tmp_path / "m.npz",
+        trainer.model,
+        preprocessing=pre,
+        config={"lr": 0.05},
+        history=history.to_list(),
+        class_names=["r", "g", "b"],
+    )
     saved = load(path)
     x, _ = toy_data(seed=5, n=20)
     expected = npp.softmax(trainer.model.predict(pre.transform(x)))
@@ -149,8 +156,13 @@ def resumable_run(tmp_path, epochs, extra=(), restore=None):
     train = BatchLoader(x, y, pre, 32, rng=rng, indices=np.arange(240))
     model = npp.models.mlp([192, 16, 3], dropout=0.2, rng=rng)
     opt = npp.SGD(model.named_parameters(), lr=0.05, momentum=0.9)
-    trainer = Trainer(model, npp.SoftmaxCrossEntropy(), opt, npp.WarmupCosine(0.05, warmup=1),
-                      [npp.Checkpoint(tmp_path / "last.npz", rng), *extra])
+    trainer = Trainer(
+        model,
+        npp.SoftmaxCrossEntropy(),
+        opt,
+        npp.WarmupCosine(0.05, warmup=1),
+        [npp.Checkpoint(tmp_path / "last.npz", rng), *extra],
+    )
     if restore is not None:
         model.load_state_dict(restore.model.state_dict())
         trainer.load_state(*restore.training)

@@ -17,26 +17,79 @@ from numprop import config, nn
 from numprop.errors import ConfigError, DataError, NumpropError, TrainingError
 from numprop.nn import models
 from numprop.nn.gradcheck import GradcheckReport, gradcheck
-from numprop.nn.layers import (BatchNorm1d, Dropout, Flatten, LeakyReLU, Linear, ReLU, Sigmoid,
-                               Tanh, register_layer)
+from numprop.nn.layers import (
+    BatchNorm1d,
+    Dropout,
+    Flatten,
+    LeakyReLU,
+    Linear,
+    ReLU,
+    Sigmoid,
+    Tanh,
+    register_layer,
+)
 from numprop.nn.losses import Loss, SoftmaxCrossEntropy, log_softmax, softmax
 from numprop.nn.module import Module, Parameter, Sequential
 from numprop.nn.optim import SGD, Adam, AdamW, Optimizer
 from numprop.nn.schedules import Constant, Exponential, ReduceOnPlateau, StepDecay, WarmupCosine
-from numprop.training.callbacks import (Checkpoint, EarlyStopping, EpochSummary, HistoryLogger,
-                                        ModelCheckpoint, NaNGuard, ProgressBar)
+from numprop.training.callbacks import (
+    Checkpoint,
+    EarlyStopping,
+    EpochSummary,
+    HistoryLogger,
+    ModelCheckpoint,
+    NaNGuard,
+    ProgressBar,
+)
 from numprop.training.io import SavedModel, load, save
 from numprop.training.trainer import Callback, History, Trainer
 
 __all__ = [
-    "config", "nn", "models", "gradcheck", "GradcheckReport",
-    "Parameter", "Module", "Sequential", "register_layer",
-    "Linear", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Dropout", "BatchNorm1d", "Flatten",
-    "Loss", "SoftmaxCrossEntropy", "softmax", "log_softmax",
-    "Optimizer", "SGD", "Adam", "AdamW",
-    "Constant", "StepDecay", "Exponential", "WarmupCosine", "ReduceOnPlateau",
-    "Trainer", "History", "Callback", "ProgressBar", "EpochSummary", "EarlyStopping",
-    "ModelCheckpoint", "Checkpoint", "HistoryLogger", "NaNGuard",
-    "save", "load", "SavedModel",
-    "NumpropError", "DataError", "ConfigError", "TrainingError",
+    "config",
+    "nn",
+    "models",
+    "gradcheck",
+    "GradcheckReport",
+    "Parameter",
+    "Module",
+    "Sequential",
+    "register_layer",
+    "Linear",
+    "ReLU",
+    "LeakyReLU",
+    "Tanh",
+    "Sigmoid",
+    "Dropout",
+    "BatchNorm1d",
+    "Flatten",
+    "Loss",
+    "SoftmaxCrossEntropy",
+    "softmax",
+    "log_softmax",
+    "Optimizer",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Constant",
+    "StepDecay",
+    "Exponential",
+    "WarmupCosine",
+    "ReduceOnPlateau",
+    "Trainer",
+    "History",
+    "Callback",
+    "ProgressBar",
+    "EpochSummary",
+    "EarlyStopping",
+    "ModelCheckpoint",
+    "Checkpoint",
+    "HistoryLogger",
+    "NaNGuard",
+    "save",
+    "load",
+    "SavedModel",
+    "NumpropError",
+    "DataError",
+    "ConfigError",
+    "TrainingError",
 ]

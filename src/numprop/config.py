@@ -57,8 +57,10 @@ def from_environment(environ: dict[str, str] | None = None) -> Settings:
     """Settings from ``NUMPROP_KERNELS``, ``NUMPROP_BLAS`` (unset or unknown: ``auto``)
     and ``NUMPROP_DATA_DIR`` (unset or empty: None)."""
     env = os.environ if environ is None else environ
-    paths = {name: "numpy" if env.get(f"NUMPROP_{name.upper()}", "").lower() == "numpy"
-             else "auto" for name in ("kernels", "blas")}
+    paths = {
+        name: "numpy" if env.get(f"NUMPROP_{name.upper()}", "").lower() == "numpy" else "auto"
+        for name in ("kernels", "blas")
+    }
     return Settings(**paths, data_dir=env.get("NUMPROP_DATA_DIR") or None)
 
 
@@ -80,8 +82,9 @@ def configure(**changes) -> Settings:
             changes[name] = None if value is None else os.fspath(value)
             continue
         if name not in ("kernels", "blas"):
-            raise ConfigError(f"unknown setting {name!r}; the settings are kernels, blas and "
-                              f"data_dir")
+            raise ConfigError(
+                f"unknown setting {name!r}; the settings are kernels, blas and data_dir"
+            )
         if value not in CHOICES:
             raise ConfigError(f"{name} must be one of {', '.join(CHOICES)}, got {value!r}")
     _settings = replace(current(), **changes)
@@ -101,8 +104,18 @@ def override(**changes) -> Iterator[Settings]:
 
 # -- what is there -------------------------------------------------------------------
 
-_CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16",
-              "amx_tile", "amx_bf16", "amx_int8")
+_CPU_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+)
 
 
 def cpu_extensions() -> list[str]:
@@ -132,6 +145,7 @@ def info() -> dict:
     library = blas.library()
     try:
         import numba
+
         numba_version = numba.__version__
     except ImportError:
         numba_version = None
@@ -154,11 +168,13 @@ def info() -> dict:
 def describe() -> str:
     """``info()`` as the lines ``numprop info`` prints."""
     i = info()
-    blas_line = (f"OpenBLAS at {i['blas']}, {i['blas_threads']} threads (direct calls)"
-                 if i["blas"] else
-                 "NumPy's own matmul (direct OpenBLAS calls off: NUMPROP_BLAS=numpy)"
-                 if i["blas_setting"] == "numpy" else
-                 "NumPy's own matmul (no 64-bit OpenBLAS found to call directly)")
+    blas_line = (
+        f"OpenBLAS at {i['blas']}, {i['blas_threads']} threads (direct calls)"
+        if i["blas"]
+        else "NumPy's own matmul (direct OpenBLAS calls off: NUMPROP_BLAS=numpy)"
+        if i["blas_setting"] == "numpy"
+        else "NumPy's own matmul (no 64-bit OpenBLAS found to call directly)"
+    )
     if i["kernels_active"]:
         kernels_line = f"compiled (numba {i['numba']})"
     elif i["kernels_setting"] == "numpy":

@@ -134,16 +134,24 @@ def plot_confusion(cm, class_names: Sequence[str], path: str | os.PathLike) -> P
         size = 9 if n <= 12 else 6
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=size,
-                        color="white" if frac[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{int(cm[i, j])}",
+                    ha="center",
+                    va="center",
+                    fontsize=size,
+                    color="white" if frac[i, j] > 0.5 else "black",
+                )
     total = counts.sum()
     acc = np.trace(counts) / total if total else 0.0
     ax.set_title(f"Confusion matrix ({int(total)} examples, accuracy {acc:.2%})")
     return _save(fig, path)
 
 
-def plot_first_layer(weights, path: str | os.PathLike, image_shape=(32, 32, 3),
-                     max_units: int = 100) -> Path:
+def plot_first_layer(
+    weights, path: str | os.PathLike, image_shape=(32, 32, 3), max_units: int = 100
+) -> Path:
     """Grid of first-layer templates: column j of ``weights`` (in_features, hidden) as an image of ``image_shape``; returns the Path.
 
     Each unit is min-max scaled to [0, 1] on its own. Raises ConfigError when
@@ -152,17 +160,24 @@ def plot_first_layer(weights, path: str | os.PathLike, image_shape=(32, 32, 3),
     w = np.asarray(weights)
     shape = tuple(int(s) for s in image_shape)
     if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3)):
-        raise ConfigError(f"plot_first_layer: image_shape must be (H, W) or (H, W, 1|3), got {image_shape}")
+        raise ConfigError(
+            f"plot_first_layer: image_shape must be (H, W) or (H, W, 1|3), got {image_shape}"
+        )
     if w.ndim != 2:
-        raise ConfigError(f"plot_first_layer: expected a weight matrix (in_features, hidden), got shape {w.shape}")
+        raise ConfigError(
+            f"plot_first_layer: expected a weight matrix (in_features, hidden), got shape {w.shape}"
+        )
     pixels = math.prod(shape)
     if w.shape[0] != pixels:
         raise ConfigError(
             f"plot_first_layer: the first layer has {w.shape[0]} inputs, not the {pixels} pixels of a "
             f"{'x'.join(map(str, shape))} image, so its weights are not images (is the input "
-            "PCA-reduced or otherwise preprocessed?)")
+            "PCA-reduced or otherwise preprocessed?)"
+        )
     if isinstance(max_units, bool) or not isinstance(max_units, (int, np.integer)) or max_units < 1:
-        raise ConfigError(f"plot_first_layer: max_units must be a positive integer, got {max_units!r}")
+        raise ConfigError(
+            f"plot_first_layer: max_units must be a positive integer, got {max_units!r}"
+        )
     if w.shape[1] == 0:
         raise ConfigError("plot_first_layer: the layer has no units")
     if not np.isfinite(w).all():
@@ -185,24 +200,35 @@ def plot_first_layer(weights, path: str | os.PathLike, image_shape=(32, 32, 3),
     for k in range(n):
         r, c = divmod(k, cols)
         y, x = pad + r * (h + pad), pad + c * (wd + pad)
-        mosaic[y:y + h, x:x + wd] = units[k]
+        mosaic[y : y + h, x : x + wd] = units[k]
 
     plt = _pyplot()
     tile = 0.6 / max(h, wd)  # inches per pixel: about 0.6 inch per tile, whatever its size
-    fig, ax = plt.subplots(figsize=(max(3.5, cols * wd * tile + 0.4), max(3.0, rows * h * tile + 0.8)),
-                           layout="constrained")
+    fig, ax = plt.subplots(
+        figsize=(max(3.5, cols * wd * tile + 0.4), max(3.0, rows * h * tile + 0.8)),
+        layout="constrained",
+    )
     if ch == 1:
         ax.imshow(mosaic[:, :, 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     else:
         ax.imshow(mosaic, interpolation="nearest")
     ax.axis("off")
-    ax.set_title(f"First-layer templates\n{n} of {w.shape[1]} units, each scaled to its own range",
-                 fontsize=9)
+    ax.set_title(
+        f"First-layer templates\n{n} of {w.shape[1]} units, each scaled to its own range",
+        fontsize=9,
+    )
     return _save(fig, path)
 
 
-def plot_misclassified(images, y_true, y_pred, class_names: Sequence[str], path: str | os.PathLike,
-                       max_images: int = 36, probs=None) -> Path:
+def plot_misclassified(
+    images,
+    y_true,
+    y_pred,
+    class_names: Sequence[str],
+    path: str | os.PathLike,
+    max_images: int = 36,
+    probs=None,
+) -> Path:
     """Grid of the first ``max_images`` misclassified images (N, 32, 32, 3) uint8, titled true / pred; returns the Path.
 
     With ``probs`` (N, C) the title also gives the predicted class's probability.
@@ -210,12 +236,20 @@ def plot_misclassified(images, y_true, y_pred, class_names: Sequence[str], path:
     """
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[3] not in (1, 3) or images.dtype != np.uint8:
-        raise DataError(f"plot_misclassified: images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+        raise DataError(
+            f"plot_misclassified: images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}"
+        )
     n = images.shape[0]
     t, p = np.asarray(y_true), np.asarray(y_pred)
-    if t.shape != (n,) or p.shape != (n,) or (n and (t.dtype.kind not in "iu" or p.dtype.kind not in "iu")):
-        raise DataError(f"plot_misclassified: y_true and y_pred must be integer labels of shape ({n},), "
-                        f"got {t.shape} and {p.shape}")
+    if (
+        t.shape != (n,)
+        or p.shape != (n,)
+        or (n and (t.dtype.kind not in "iu" or p.dtype.kind not in "iu"))
+    ):
+        raise DataError(
+            f"plot_misclassified: y_true and y_pred must be integer labels of shape ({n},), "
+            f"got {t.shape} and {p.shape}"
+        )
     names = [str(c) for c in class_names]
     for what, y in (("y_true", t), ("y_pred", p)):
         if n and (y.min() < 0 or y.max() >= len(names)):
@@ -223,34 +257,54 @@ def plot_misclassified(images, y_true, y_pred, class_names: Sequence[str], path:
     if probs is not None:
         probs = np.asarray(probs)
         if probs.shape != (n, len(names)):
-            raise DataError(f"plot_misclassified: probs must have shape ({n}, {len(names)}), got {probs.shape}")
-    if isinstance(max_images, bool) or not isinstance(max_images, (int, np.integer)) or max_images < 1:
-        raise ConfigError(f"plot_misclassified: max_images must be a positive integer, got {max_images!r}")
+            raise DataError(
+                f"plot_misclassified: probs must have shape ({n}, {len(names)}), got {probs.shape}"
+            )
+    if (
+        isinstance(max_images, bool)
+        or not isinstance(max_images, (int, np.integer))
+        or max_images < 1
+    ):
+        raise ConfigError(
+            f"plot_misclassified: max_images must be a positive integer, got {max_images!r}"
+        )
 
     wrong = np.flatnonzero(t != p)
-    shown = wrong[:int(max_images)]
+    shown = wrong[: int(max_images)]
     plt = _pyplot()
     if shown.size == 0:
         fig, ax = plt.subplots(figsize=(5, 2))
         ax.axis("off")
-        ax.text(0.5, 0.5, f"No misclassified examples\n({n} of {n} correct)",
-                ha="center", va="center", fontsize=12)
+        ax.text(
+            0.5,
+            0.5,
+            f"No misclassified examples\n({n} of {n} correct)",
+            ha="center",
+            va="center",
+            fontsize=12,
+        )
         return _save(fig, path)
 
     cols = min(6, shown.size)
     rows = math.ceil(shown.size / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.1 * rows + 0.4),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(1.9 * cols, 2.1 * rows + 0.4), squeeze=False, layout="constrained"
+    )
     for ax in axes.flat:
         ax.axis("off")
     for ax, k in zip(axes.flat, shown):
         img = images[k]
-        ax.imshow(img[:, :, 0] if img.shape[2] == 1 else img, cmap="gray" if img.shape[2] == 1 else None,
-                  interpolation="nearest")
+        ax.imshow(
+            img[:, :, 0] if img.shape[2] == 1 else img,
+            cmap="gray" if img.shape[2] == 1 else None,
+            interpolation="nearest",
+        )
         title = f"true: {names[t[k]]}\npred: {names[p[k]]}"
         if probs is not None:
             title += f" ({float(probs[k, p[k]]):.0%})"
         ax.set_title(title, fontsize=8)
-    fig.suptitle(f"Misclassified: {wrong.size} of {n} ({wrong.size / max(n, 1):.1%}), "
-                 f"showing {shown.size}", fontsize=10)
+    fig.suptitle(
+        f"Misclassified: {wrong.size} of {n} ({wrong.size / max(n, 1):.1%}), showing {shown.size}",
+        fontsize=10,
+    )
     return _save(fig, path)

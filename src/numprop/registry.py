@@ -41,15 +41,18 @@ class Registry:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"a {self.kind} name must be a non-empty string, got {name!r}")
         if self._entries.get(name, factory) is not factory:
-            raise ConfigError(f"the {self.kind} name {name!r} is taken by "
-                              f"{self._entries[name].__qualname__}")
+            raise ConfigError(
+                f"the {self.kind} name {name!r} is taken by {self._entries[name].__qualname__}"
+            )
         self._entries[name] = factory
         return factory
 
     def register(self, name: str | None = None) -> Callable[[Callable], Callable]:
         """Decorator form of ``add``; the name defaults to the class's own name."""
+
         def decorate(factory):
             return self.add(name or factory.__name__, factory)
+
         return decorate
 
     def get(self, name: str) -> Callable[..., Any]:
@@ -57,8 +60,9 @@ class Registry:
         try:
             return self._entries[name]
         except (KeyError, TypeError):
-            raise ConfigError(f"unknown {self.kind} {name!r}; choose one of "
-                              f"{', '.join(self.names())}") from None
+            raise ConfigError(
+                f"unknown {self.kind} {name!r}; choose one of {', '.join(self.names())}"
+            ) from None
 
     def create(self, name: str, *args, **kwargs) -> Any:
         """``get(name)(*args, **kwargs)``; wrong keywords are a ConfigError, not a TypeError."""

@@ -66,8 +66,13 @@ class _Blas:
                 break
         if prefix is None:
             raise OSError("no 64-bit-integer cblas symbols")
-        i64, i32, f32, f64, ptr = (ctypes.c_int64, ctypes.c_int, ctypes.c_float,
-                                   ctypes.c_double, ctypes.c_void_p)
+        i64, i32, f32, f64, ptr = (
+            ctypes.c_int64,
+            ctypes.c_int,
+            ctypes.c_float,
+            ctypes.c_double,
+            ctypes.c_void_p,
+        )
         self.gemm, self.axpby, self.axpy, self.scal = {}, {}, {}, {}
         for letter, dtype, real in (("s", np.float32, f32), ("d", np.float64, f64)):
             signatures = {
@@ -81,8 +86,11 @@ class _Blas:
                 fn.argtypes, fn.restype = argtypes, None
                 getattr(self, name)[np.dtype(dtype)] = fn
         self.get_num_threads = None
-        for name in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
-                     "openblas_get_num_threads"):
+        for name in (
+            "scipy_openblas_get_num_threads64_",
+            "openblas_get_num_threads64_",
+            "openblas_get_num_threads",
+        ):
             if hasattr(lib, name):
                 self.get_num_threads = getattr(lib, name)
                 self.get_num_threads.argtypes, self.get_num_threads.restype = [], ctypes.c_int
@@ -126,8 +134,22 @@ def _gemm_blas(blas: _Blas, a, b, out, alpha, beta) -> bool:
     if fa is None or fb is None or not out.flags.c_contiguous:
         return False
     (m, k), n = a.shape, b.shape[1]
-    blas.gemm[out.dtype](_ROW_MAJOR, fa[0], fb[0], m, n, k, alpha, a.ctypes.data, fa[1],
-                         b.ctypes.data, fb[1], beta, out.ctypes.data, max(1, n))
+    blas.gemm[out.dtype](
+        _ROW_MAJOR,
+        fa[0],
+        fb[0],
+        m,
+        n,
+        k,
+        alpha,
+        a.ctypes.data,
+        fa[1],
+        b.ctypes.data,
+        fb[1],
+        beta,
+        out.ctypes.data,
+        max(1, n),
+    )
     return True
 
 
@@ -141,8 +163,9 @@ def available() -> bool:
     return library() is not None
 
 
-def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, *, alpha: float = 1.0,
-         beta: float = 0.0) -> np.ndarray:
+def gemm(
+    a: np.ndarray, b: np.ndarray, out: np.ndarray, *, alpha: float = 1.0, beta: float = 0.0
+) -> np.ndarray:
     """``out = alpha * a @ b + beta * out`` in place.
 
     a (M, K), b (K, N), out (M, N), all of out's dtype; a and b may be
@@ -154,8 +177,13 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, *, alpha: float = 1.0,
         out *= beta
         return out
     blas = library()
-    if (blas is not None and out.dtype in blas.gemm and a.dtype == out.dtype
-            and b.dtype == out.dtype and _gemm_blas(blas, a, b, out, alpha, beta)):
+    if (
+        blas is not None
+        and out.dtype in blas.gemm
+        and a.dtype == out.dtype
+        and b.dtype == out.dtype
+        and _gemm_blas(blas, a, b, out, alpha, beta)
+    ):
         return out
     if beta == 0.0:
         np.matmul(a, b, out=out)
@@ -171,8 +199,14 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, *, alpha: float = 1.0,
 def axpby(alpha: float, x: np.ndarray, beta: float, y: np.ndarray) -> np.ndarray:
     """``y = alpha * x + beta * y`` in place (x and y contiguous, same dtype)."""
     blas = library()
-    if (blas is not None and y.dtype in blas.axpby and x.dtype == y.dtype
-            and x.flags.c_contiguous and y.flags.c_contiguous and x.size == y.size):
+    if (
+        blas is not None
+        and y.dtype in blas.axpby
+        and x.dtype == y.dtype
+        and x.flags.c_contiguous
+        and y.flags.c_contiguous
+        and x.size == y.size
+    ):
         n, dt = y.size, y.dtype
         if beta == 1.0:
             blas.axpy[dt](n, alpha, x.ctypes.data, 1, y.ctypes.data, 1)
@@ -208,31 +242,53 @@ def axpby(alpha: float, x: np.ndarray, beta: float, y: np.ndarray) -> np.ndarray
 # compare against one serial piece bit for bit). Pieces must not call threaded
 # BLAS routines (gemm, axpy, scal): they run on the pool those would wait for.
 
-_PIECE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_long, ctypes.c_long, ctypes.c_long,
-                          ctypes.c_float, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p,
-                          ctypes.c_long, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p)
-_BLAS_SINGLE_REAL = 2   # OpenBLAS's mode bits for float32 (pieces' pointers move 4 bytes per item)
+_PIECE = ctypes.CFUNCTYPE(
+    ctypes.c_int,
+    ctypes.c_long,
+    ctypes.c_long,
+    ctypes.c_long,
+    ctypes.c_float,
+    ctypes.c_void_p,
+    ctypes.c_long,
+    ctypes.c_void_p,
+    ctypes.c_long,
+    ctypes.c_void_p,
+    ctypes.c_long,
+    ctypes.c_void_p,
+)
+_BLAS_SINGLE_REAL = 2  # OpenBLAS's mode bits for float32 (pieces' pointers move 4 bytes per item)
 
 
 class _Pool:
     """Runs ``piece(lo, hi)`` over a split of range(n) on OpenBLAS's worker threads."""
 
     def __init__(self, blas: _Blas):
-        split = blas.lib.blas_level1_thread      # AttributeError: no pool, stay serial
-        split.argtypes = [ctypes.c_int, ctypes.c_long, ctypes.c_long, ctypes.c_long,
-                          ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p,
-                          ctypes.c_long, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p,
-                          ctypes.c_int]
+        split = blas.lib.blas_level1_thread  # AttributeError: no pool, stay serial
+        split.argtypes = [
+            ctypes.c_int,
+            ctypes.c_long,
+            ctypes.c_long,
+            ctypes.c_long,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_long,
+            ctypes.c_void_p,
+            ctypes.c_long,
+            ctypes.c_void_p,
+            ctypes.c_long,
+            ctypes.c_void_p,
+            ctypes.c_int,
+        ]
         split.restype = ctypes.c_int
         self._split, self._threads = split, blas.get_num_threads
-        self._callback = _PIECE(self._run_piece)          # keep it alive as long as the pool
+        self._callback = _PIECE(self._run_piece)  # keep it alive as long as the pool
         self._alpha = ctypes.c_float(1.0)
         self._lock = threading.Lock()
         self._piece: Callable[[int, int], None] | None = None
         self._error: BaseException | None = None
         self._pinned: set[int] = set()
-        self.checked = False                               # the split was seen to be right
-        self.broken = False                                # ... or seen to be wrong: never use
+        self.checked = False  # the split was seen to be right
+        self.broken = False  # ... or seen to be wrong: never use
         os.register_at_fork(after_in_child=self._pinned.clear)
 
     def _run_piece(self, m, n, k, alpha, a, lda, b, ldb, c, ldc, sb):
@@ -243,17 +299,30 @@ class _Pool:
                 # from a foreign thread; holding one per worker saves ~50 us a call.
                 self._pinned.add(ident)
                 ctypes.pythonapi.PyGILState_Ensure()
-            lo = (a or 0) // 4                             # we pass a = NULL, lda = 1
+            lo = (a or 0) // 4  # we pass a = NULL, lda = 1
             self._piece(lo, lo + m)
-        except BaseException as exc:                       # re-raised in the caller
+        except BaseException as exc:  # re-raised in the caller
             self._error = exc
         return 0
 
     def _call(self, n: int, piece, threads: int) -> None:
         self._piece, self._error = piece, None
         try:
-            self._split(_BLAS_SINGLE_REAL, n, 0, 0, ctypes.byref(self._alpha), None, 1,
-                        None, 1, None, 0, self._callback, threads)
+            self._split(
+                _BLAS_SINGLE_REAL,
+                n,
+                0,
+                0,
+                ctypes.byref(self._alpha),
+                None,
+                1,
+                None,
+                1,
+                None,
+                0,
+                self._callback,
+                threads,
+            )
         finally:
             self._piece = None
         if self._error is not None:
@@ -325,6 +394,8 @@ def _pool() -> _Pool | None:
         return None
     pool = _openblas_pool()
     return None if pool is None or pool.broken else pool
+
+
 _serial = threading.local()
 
 
@@ -338,8 +409,9 @@ def parallel_for(n: int, piece: Callable[[int, int], None], grain: int) -> None:
     _run(n, grain, lambda pool, threads: pool._call(n, piece, threads), lambda: piece(0, n))
 
 
-def parallel_elementwise(piece: Callable[..., None], arrays: tuple[np.ndarray, ...],
-                         grain: int) -> None:
+def parallel_elementwise(
+    piece: Callable[..., None], arrays: tuple[np.ndarray, ...], grain: int
+) -> None:
     """``piece(*blocks)`` on matching pieces of same-shaped ``arrays``, on all cores.
 
     Pieces are flat ranges when every array is C-contiguous, row blocks
@@ -351,8 +423,9 @@ def parallel_elementwise(piece: Callable[..., None], arrays: tuple[np.ndarray, .
     parallel_for(len(arrays[0]), lambda lo, hi: piece(*(a[lo:hi] for a in arrays)), grain)
 
 
-def parallel_for_kernel(n: int, kernel: int, scalars: array.array, ints: array.array,
-                        grain: int) -> None:
+def parallel_for_kernel(
+    n: int, kernel: int, scalars: array.array, ints: array.array, grain: int
+) -> None:
     """Run a compiled piece (see ``_kernels``) over range(n) on all of BLAS's threads.
 
     ``kernel`` is the address of a C function with OpenBLAS's piece signature;
@@ -364,8 +437,9 @@ def parallel_for_kernel(n: int, kernel: int, scalars: array.array, ints: array.a
     args = (scalars.buffer_info()[0], 0, ints.buffer_info()[0], 0)
 
     def split(pool, threads):
-        pool._split(_BLAS_SINGLE_REAL, n, 0, 0, ctypes.byref(pool._alpha), None, 1, *args,
-                    kernel, threads)
+        pool._split(
+            _BLAS_SINGLE_REAL, n, 0, 0, ctypes.byref(pool._alpha), None, 1, *args, kernel, threads
+        )
 
     _run(n, grain, split, lambda: _run_kernel_here(n, kernel, args))
 

@@ -14,15 +14,15 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Grains:
-    kernel: int = 1 << 16           # compiled elementwise loops: ReLU, its backward, products
-    numpy: int = 1 << 17            # NumPy pieces: ReLU's backward, Dropout's products, rows
-    relu_numpy: int = 1 << 18       # NumPy's maximum is fast: larger pieces
-    dropout_words: int = 1 << 14    # compiled Dropout: 64-bit words of random bits (4 elements)
-    dropout_numpy: int = 1 << 16    # NumPy Dropout: mask and product pieces
-    optimizer: int = 1 << 15        # SGD-momentum and Adam updates, both paths
-    row_kernel: int = 1 << 15       # compiled row-wise work: BatchNorm columns, batch gathering
-    axpby_threaded: int = 1 << 16   # from here on, BLAS scal + axpy (all cores) beat axpby
-    one_piece: int = 1 << 40        # a reduction into one total: never split
+    kernel: int = 1 << 16  # compiled elementwise loops: ReLU, its backward, products
+    numpy: int = 1 << 17  # NumPy pieces: ReLU's backward, Dropout's products, rows
+    relu_numpy: int = 1 << 18  # NumPy's maximum is fast: larger pieces
+    dropout_words: int = 1 << 14  # compiled Dropout: 64-bit words of random bits (4 elements)
+    dropout_numpy: int = 1 << 16  # NumPy Dropout: mask and product pieces
+    optimizer: int = 1 << 15  # SGD-momentum and Adam updates, both paths
+    row_kernel: int = 1 << 15  # compiled row-wise work: BatchNorm columns, batch gathering
+    axpby_threaded: int = 1 << 16  # from here on, BLAS scal + axpy (all cores) beat axpby
+    one_piece: int = 1 << 40  # a reduction into one total: never split
 
     @staticmethod
     def rows(elements: int, width: int, minimum: int = 1) -> int:

@@ -61,8 +61,16 @@ def address(name: str) -> int | None:
     return _address(name) if available() else None
 
 
-def _launch(name: str, n: int, arrays: tuple, *, grain: int, floats: tuple = (),
-            sizes: tuple = (), others: tuple = ()) -> bool:
+def _launch(
+    name: str,
+    n: int,
+    arrays: tuple,
+    *,
+    grain: int,
+    floats: tuple = (),
+    sizes: tuple = (),
+    others: tuple = (),
+) -> bool:
     """Run kernel ``name`` over range(n) on all cores, if it can take these arrays.
 
     ``arrays``: C-contiguous, all of the first one's float dtype; ``others``:
@@ -71,19 +79,30 @@ def _launch(name: str, n: int, arrays: tuple, *, grain: int, floats: tuple = (),
     of others) as int64s.
     """
     dtype = arrays[0].dtype
-    if (dtype not in _FLOATS or not all(a.flags.c_contiguous and a.dtype == dtype for a in arrays)
-            or not all(a.flags.c_contiguous for a in others)):
+    if (
+        dtype not in _FLOATS
+        or not all(a.flags.c_contiguous and a.dtype == dtype for a in arrays)
+        or not all(a.flags.c_contiguous for a in others)
+    ):
         return False
     kernel = address(name)
     if kernel is None:
         return False
-    ints = array.array("q", (dtype.itemsize, *sizes, *(a.ctypes.data for a in arrays),
-                             *(a.ctypes.data for a in others)))
+    ints = array.array(
+        "q",
+        (
+            dtype.itemsize,
+            *sizes,
+            *(a.ctypes.data for a in arrays),
+            *(a.ctypes.data for a in others),
+        ),
+    )
     blas.parallel_for_kernel(n, kernel, array.array("d", floats), ints, grain)
     return True
 
 
 # -- layers ----------------------------------------------------------------------------
+
 
 def relu(x: np.ndarray, out: np.ndarray) -> bool:
     """``out = max(x, 0)`` (NaN stays NaN)."""
@@ -100,31 +119,74 @@ def multiply(x: np.ndarray, y: np.ndarray, out: np.ndarray) -> bool:
     return _launch("multiply", x.size, (x, y, out), grain=GRAIN.kernel)
 
 
-def dropout(x: np.ndarray, key: int, threshold: int, scale: float, mask: np.ndarray,
-            out: np.ndarray) -> bool:
+def dropout(
+    x: np.ndarray, key: int, threshold: int, scale: float, mask: np.ndarray, out: np.ndarray
+) -> bool:
     """``mask = (bits >= threshold) * scale``, ``out = x * mask``, bits from ``dropout_bits(key)``."""
-    return _launch("dropout", -(-x.size // 4), (x, mask, out), floats=(threshold, scale),
-                   sizes=(x.size, key), grain=GRAIN.dropout_words)
+    return _launch(
+        "dropout",
+        -(-x.size // 4),
+        (x, mask, out),
+        floats=(threshold, scale),
+        sizes=(x.size, key),
+        grain=GRAIN.dropout_words,
+    )
 
 
-def batchnorm(x: np.ndarray, eps: float, gamma: np.ndarray, beta: np.ndarray, *, xc: np.ndarray,
-              out: np.ndarray, mean: np.ndarray, var: np.ndarray, inv_std: np.ndarray) -> bool:
+def batchnorm(
+    x: np.ndarray,
+    eps: float,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    *,
+    xc: np.ndarray,
+    out: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    inv_std: np.ndarray,
+) -> bool:
     """BatchNorm's training forward on column blocks; see ``ops.batchnorm_train``."""
     n, h = x.shape
-    return _launch("batchnorm", h, (x, xc, out, mean, var, inv_std, gamma, beta), floats=(eps,),
-                   sizes=(n, h), grain=GRAIN.rows(GRAIN.row_kernel, n, minimum=8))
+    return _launch(
+        "batchnorm",
+        h,
+        (x, xc, out, mean, var, inv_std, gamma, beta),
+        floats=(eps,),
+        sizes=(n, h),
+        grain=GRAIN.rows(GRAIN.row_kernel, n, minimum=8),
+    )
 
 
-def batchnorm_backward(dout: np.ndarray, xc: np.ndarray, inv_std: np.ndarray, gamma: np.ndarray,
-                       *, dx: np.ndarray, dgamma: np.ndarray, dbeta: np.ndarray) -> bool:
+def batchnorm_backward(
+    dout: np.ndarray,
+    xc: np.ndarray,
+    inv_std: np.ndarray,
+    gamma: np.ndarray,
+    *,
+    dx: np.ndarray,
+    dgamma: np.ndarray,
+    dbeta: np.ndarray,
+) -> bool:
     """BatchNorm's training backward on column blocks; see ``ops.batchnorm_train_backward``."""
     n, h = dout.shape
-    return _launch("batchnorm_backward", h, (dout, xc, dx, inv_std, gamma, dgamma, dbeta),
-                   sizes=(n, h), grain=GRAIN.rows(GRAIN.row_kernel, n, minimum=8))
+    return _launch(
+        "batchnorm_backward",
+        h,
+        (dout, xc, dx, inv_std, gamma, dgamma, dbeta),
+        sizes=(n, h),
+        grain=GRAIN.rows(GRAIN.row_kernel, n, minimum=8),
+    )
 
 
-def softmax_xent(logits: np.ndarray, labels: np.ndarray, label_smoothing: float, *,
-                 probs: np.ndarray, grad: np.ndarray, totals: np.ndarray) -> bool:
+def softmax_xent(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    label_smoothing: float,
+    *,
+    probs: np.ndarray,
+    grad: np.ndarray,
+    totals: np.ndarray,
+) -> bool:
     """Softmax cross-entropy forward and backward for integer labels, one row at a time.
 
     ``totals`` (3,) float64 gets (sum of the loss, rows right, rows with a label
@@ -132,43 +194,91 @@ def softmax_xent(logits: np.ndarray, labels: np.ndarray, label_smoothing: float,
     """
     n, c = logits.shape
     eps = label_smoothing
-    return _launch("softmax_xent", n, (logits, probs, grad), floats=(1 - eps, eps / c, 1.0 / n, eps),
-                   sizes=(c,), others=(np.ascontiguousarray(labels, np.int64), totals),
-                   grain=GRAIN.one_piece)
+    return _launch(
+        "softmax_xent",
+        n,
+        (logits, probs, grad),
+        floats=(1 - eps, eps / c, 1.0 / n, eps),
+        sizes=(c,),
+        others=(np.ascontiguousarray(labels, np.int64), totals),
+        grain=GRAIN.one_piece,
+    )
 
 
 # -- optimizers ------------------------------------------------------------------------
 
+
 def sgd_momentum(w: np.ndarray, v: np.ndarray, weight_decay: float, step: float) -> bool:
     """``v += weight_decay * w``, then ``w += step * v``."""
-    return _launch("sgd_momentum", w.size, (w, v), floats=(weight_decay, step),
-                   grain=GRAIN.optimizer)
+    return _launch(
+        "sgd_momentum", w.size, (w, v), floats=(weight_decay, step), grain=GRAIN.optimizer
+    )
 
 
-def adam(w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, *, b1: float, b2: float,
-         eps: float, step: float, decay: float, l2: float) -> bool:
+def adam(
+    w: np.ndarray,
+    g: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    *,
+    b1: float,
+    b2: float,
+    eps: float,
+    step: float,
+    decay: float,
+    l2: float,
+) -> bool:
     """One Adam/AdamW update of ``w`` from gradient ``g``; see ``ops.adam_step``."""
-    return _launch("adam", w.size, (w, g, m, v),
-                   floats=(b1, 1.0 - b1, b2, 1.0 - b2, eps, step, decay, l2),
-                   grain=GRAIN.optimizer)
+    return _launch(
+        "adam",
+        w.size,
+        (w, g, m, v),
+        floats=(b1, 1.0 - b1, b2, 1.0 - b2, eps, step, decay, l2),
+        grain=GRAIN.optimizer,
+    )
 
 
 # -- data ------------------------------------------------------------------------------
 
-def affine_rows(source: np.ndarray, rows: np.ndarray, shift: np.ndarray, scale: np.ndarray,
-                out: np.ndarray) -> bool:
+
+def affine_rows(
+    source: np.ndarray, rows: np.ndarray, shift: np.ndarray, scale: np.ndarray, out: np.ndarray
+) -> bool:
     """``out[i] = (source[rows[i]] - shift) * scale`` for a uint8 source (N, D), rows clipped."""
     n, d = source.shape
-    return _launch("affine_rows", len(out), (out, shift, scale), sizes=(d, n),
-                   others=(source, np.asarray(rows, np.int64)),
-                   grain=GRAIN.rows(GRAIN.row_kernel, d))
+    return _launch(
+        "affine_rows",
+        len(out),
+        (out, shift, scale),
+        sizes=(d, n),
+        others=(source, np.asarray(rows, np.int64)),
+        grain=GRAIN.rows(GRAIN.row_kernel, d),
+    )
 
 
-def augment_rows(images: np.ndarray, rows: np.ndarray, flips: np.ndarray, dy: np.ndarray,
-                 dx: np.ndarray, shift: np.ndarray, scale: np.ndarray, out: np.ndarray) -> bool:
+def augment_rows(
+    images: np.ndarray,
+    rows: np.ndarray,
+    flips: np.ndarray,
+    dy: np.ndarray,
+    dx: np.ndarray,
+    shift: np.ndarray,
+    scale: np.ndarray,
+    out: np.ndarray,
+) -> bool:
     """Gather uint8 images (N, H, W, C) by ``rows``, flip and shift each, then ``(v - shift) * scale``."""
     n, h, w, c = images.shape
-    return _launch("augment_rows", len(rows), (out, shift, scale), sizes=(h, w, c, n),
-                   others=(images, np.asarray(rows, np.int64), flips.view(np.uint8),
-                           np.asarray(dy, np.int64), np.asarray(dx, np.int64)),
-                   grain=GRAIN.rows(GRAIN.row_kernel, h * w * c))
+    return _launch(
+        "augment_rows",
+        len(rows),
+        (out, shift, scale),
+        sizes=(h, w, c, n),
+        others=(
+            images,
+            np.asarray(rows, np.int64),
+            flips.view(np.uint8),
+            np.asarray(dy, np.int64),
+            np.asarray(dx, np.int64),
+        ),
+        grain=GRAIN.rows(GRAIN.row_kernel, h * w * c),
+    )

@@ -22,9 +22,19 @@ import numpy as np
 from numba import carray, types
 from numba.extending import intrinsic
 
-SIGNATURE = types.intc(types.int64, types.int64, types.int64, types.float32, types.int64,
-                       types.int64, types.CPointer(types.float64), types.int64,
-                       types.CPointer(types.int64), types.int64, types.voidptr)
+SIGNATURE = types.intc(
+    types.int64,
+    types.int64,
+    types.int64,
+    types.float32,
+    types.int64,
+    types.int64,
+    types.CPointer(types.float64),
+    types.int64,
+    types.CPointer(types.int64),
+    types.int64,
+    types.voidptr,
+)
 
 jit = numba.njit(error_model="numpy", cache=True)
 loop = numba.njit(error_model="numpy", cache=True, inline="never")
@@ -51,22 +61,39 @@ def _array(ints, j, dtype, size):
 
 # --- Adam / AdamW: scalars (b1, 1-b1, b2, 1-b2, eps, step, decay, l2), ints (W, G, M, V) ---
 
+
 @loop
 def _adam_loop(w, g, m, v, b1, c1, b2, c2, eps, step, decay, l2):
     for i in range(w.size):
-        gi = g[i] + l2 * w[i]                                  # Adam's L2 term (0 for AdamW)
+        gi = g[i] + l2 * w[i]  # Adam's L2 term (0 for AdamW)
         mi = m[i] * b1 + gi * c1
         vi = v[i] * b2 + (gi * gi) * c2
         m[i], v[i] = mi, vi
-        w[i] = w[i] * decay + (mi / (np.sqrt(vi) + eps)) * step   # decay: AdamW's (1 for Adam)
+        w[i] = w[i] * decay + (mi / (np.sqrt(vi) + eps)) * step  # decay: AdamW's (1 for Adam)
 
 
 @jit
 def _adam_piece(lo, hi, s, ints, dtype):
-    w, g, m, v = (_array(ints, 1, dtype, hi)[lo:], _array(ints, 2, dtype, hi)[lo:],
-                  _array(ints, 3, dtype, hi)[lo:], _array(ints, 4, dtype, hi)[lo:])
-    _adam_loop(w, g, m, v, dtype(s[0]), dtype(s[1]), dtype(s[2]), dtype(s[3]), dtype(s[4]),
-               dtype(s[5]), dtype(s[6]), dtype(s[7]))
+    w, g, m, v = (
+        _array(ints, 1, dtype, hi)[lo:],
+        _array(ints, 2, dtype, hi)[lo:],
+        _array(ints, 3, dtype, hi)[lo:],
+        _array(ints, 4, dtype, hi)[lo:],
+    )
+    _adam_loop(
+        w,
+        g,
+        m,
+        v,
+        dtype(s[0]),
+        dtype(s[1]),
+        dtype(s[2]),
+        dtype(s[3]),
+        dtype(s[4]),
+        dtype(s[5]),
+        dtype(s[6]),
+        dtype(s[7]),
+    )
 
 
 @kernel
@@ -81,6 +108,7 @@ def adam(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
 # --- SGD with momentum, after v = m v + g: scalars (wd, -lr), ints (W, V) -------------
 # v += wd W (when wd != 0), then W += (-lr) v.
 
+
 @loop
 def _sgd_momentum_loop(w, v, wd, step):
     decay = wd != 0
@@ -92,8 +120,9 @@ def _sgd_momentum_loop(w, v, wd, step):
 
 @jit
 def _sgd_momentum_piece(lo, hi, s, ints, dtype):
-    _sgd_momentum_loop(_array(ints, 1, dtype, hi)[lo:], _array(ints, 2, dtype, hi)[lo:],
-                       dtype(s[0]), dtype(s[1]))
+    _sgd_momentum_loop(
+        _array(ints, 1, dtype, hi)[lo:], _array(ints, 2, dtype, hi)[lo:], dtype(s[0]), dtype(s[1])
+    )
 
 
 @kernel
@@ -106,6 +135,7 @@ def sgd_momentum(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
 
 
 # --- ReLU: ints (x, y), y = max(x, 0) (NaN stays NaN, as with np.maximum) ---------------
+
 
 @loop
 def _relu_loop(x, y):
@@ -129,6 +159,7 @@ def relu(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
 
 # --- ReLU backward: ints (y, dout, dx), dx = dout * (y > 0) -----------------------------
 
+
 @loop
 def _relu_backward_loop(y, dout, dx, one, zero):
     for i in range(y.size):
@@ -137,8 +168,13 @@ def _relu_backward_loop(y, dout, dx, one, zero):
 
 @jit
 def _relu_backward_piece(lo, hi, ints, dtype):
-    _relu_backward_loop(_array(ints, 1, dtype, hi)[lo:], _array(ints, 2, dtype, hi)[lo:],
-                        _array(ints, 3, dtype, hi)[lo:], dtype(1), dtype(0))
+    _relu_backward_loop(
+        _array(ints, 1, dtype, hi)[lo:],
+        _array(ints, 2, dtype, hi)[lo:],
+        _array(ints, 3, dtype, hi)[lo:],
+        dtype(1),
+        dtype(0),
+    )
 
 
 @kernel
@@ -152,6 +188,7 @@ def relu_backward(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
 
 # --- Elementwise product: ints (x, y, out), out = x * y (Dropout's backward) ------------
 
+
 @loop
 def _multiply_loop(x, y, out):
     for i in range(x.size):
@@ -160,8 +197,11 @@ def _multiply_loop(x, y, out):
 
 @jit
 def _multiply_piece(lo, hi, ints, dtype):
-    _multiply_loop(_array(ints, 1, dtype, hi)[lo:], _array(ints, 2, dtype, hi)[lo:],
-                   _array(ints, 3, dtype, hi)[lo:])
+    _multiply_loop(
+        _array(ints, 1, dtype, hi)[lo:],
+        _array(ints, 2, dtype, hi)[lo:],
+        _array(ints, 3, dtype, hi)[lo:],
+    )
 
 
 @kernel
@@ -178,6 +218,7 @@ def multiply(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
 # are ranges of 64-bit words. Each element hashes its own word: 4 times the hashing,
 # but a loop LLVM vectorises (3 times faster than hashing once per word).
 
+
 @jit
 def _mix64(z):
     """SplitMix64's output function (Steele, Lea & Flood 2014), after a golden-ratio step."""
@@ -193,7 +234,7 @@ def _dropout_loop(start, key, x, mask, out, threshold, scale, zero):
         e = np.uint64(start + j)
         z = _mix64(key + (e >> np.uint64(2)))
         bits = (z >> ((e & np.uint64(3)) << np.uint64(4))) & np.uint64(0xFFFF)
-        mask[j] = scale if bits >= threshold else zero          # == (bits >= t) * scale
+        mask[j] = scale if bits >= threshold else zero  # == (bits >= t) * scale
         out[j] = x[j] * mask[j]
 
 
@@ -201,10 +242,21 @@ def _dropout_loop(start, key, x, mask, out, threshold, scale, zero):
 def _dropout_piece(first, words, s, ints, dtype):
     size = ints[1]
     lo, hi = 4 * first, min(4 * (first + words), size)
-    x, mask, out = (_array(ints, 3, dtype, size), _array(ints, 4, dtype, size),
-                    _array(ints, 5, dtype, size))
-    _dropout_loop(lo, np.uint64(ints[2]), x[lo:hi], mask[lo:hi], out[lo:hi], np.uint64(s[0]),
-                  dtype(s[1]), dtype(0))
+    x, mask, out = (
+        _array(ints, 3, dtype, size),
+        _array(ints, 4, dtype, size),
+        _array(ints, 5, dtype, size),
+    )
+    _dropout_loop(
+        lo,
+        np.uint64(ints[2]),
+        x[lo:hi],
+        mask[lo:hi],
+        out[lo:hi],
+        np.uint64(s[0]),
+        dtype(s[1]),
+        dtype(0),
+    )
 
 
 @kernel
@@ -217,6 +269,7 @@ def dropout(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
 
 
 # --- Row-segment loops for BatchNorm1d (columns [lo, hi) of one row) --------------------
+
 
 @loop
 def _copy(dst, src):
@@ -272,29 +325,36 @@ def _batchnorm_dx(dx, dout, xc, a, b, c):
 # mean and biased var per column (sums over rows in order, as NumPy's reductions along
 # axis 0), inv_std = 1 / sqrt(var + eps), xc = x - mean, out = xc * (gamma inv_std) + beta.
 
+
 @jit
 def _batchnorm_piece(lo, hi, s, ints, dtype):
     n, h = ints[1], ints[2]
-    x, xc, out = (_array(ints, 3, dtype, n * h), _array(ints, 4, dtype, n * h),
-                  _array(ints, 5, dtype, n * h))
-    m, v, inv_std = (_array(ints, 6, dtype, h)[lo:hi], _array(ints, 7, dtype, h)[lo:hi],
-                     _array(ints, 8, dtype, h)[lo:hi])
+    x, xc, out = (
+        _array(ints, 3, dtype, n * h),
+        _array(ints, 4, dtype, n * h),
+        _array(ints, 5, dtype, n * h),
+    )
+    m, v, inv_std = (
+        _array(ints, 6, dtype, h)[lo:hi],
+        _array(ints, 7, dtype, h)[lo:hi],
+        _array(ints, 8, dtype, h)[lo:hi],
+    )
     gamma, beta = _array(ints, 9, dtype, h)[lo:hi], _array(ints, 10, dtype, h)[lo:hi]
     _copy(m, x[lo:hi])
     for i in range(1, n):
-        _add(m, x[i * h + lo:i * h + hi])
+        _add(m, x[i * h + lo : i * h + hi])
     for j in range(hi - lo):
         m[j] /= dtype(n)
     _subtract(xc[lo:hi], x[lo:hi], m)
     _product(v, xc[lo:hi], xc[lo:hi])
-    for i in range(1, n):                          # xc = x - mean and var += xc^2, one pass
-        _center_add_square(v, xc[i * h + lo:i * h + hi], x[i * h + lo:i * h + hi], m)
+    for i in range(1, n):  # xc = x - mean and var += xc^2, one pass
+        _center_add_square(v, xc[i * h + lo : i * h + hi], x[i * h + lo : i * h + hi], m)
     eps = dtype(s[0])
     for j in range(hi - lo):
         v[j] /= dtype(n)
         inv_std[j] = dtype(1) / np.sqrt(v[j] + eps)
     for i in range(n):
-        _affine(out[i * h + lo:i * h + hi], xc[i * h + lo:i * h + hi], gamma, inv_std, beta)
+        _affine(out[i * h + lo : i * h + hi], xc[i * h + lo : i * h + hi], gamma, inv_std, beta)
 
 
 @kernel
@@ -311,18 +371,22 @@ def batchnorm(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
 # dbeta = sum dout; dgamma = (sum dout xc) inv_std;
 # dx = ((dout - xc (inv_std dgamma / N)) - dbeta / N) (gamma inv_std).
 
+
 @jit
 def _batchnorm_backward_piece(lo, hi, ints, dtype):
     n, h = ints[1], ints[2]
-    dout, xc, dx = (_array(ints, 3, dtype, n * h), _array(ints, 4, dtype, n * h),
-                    _array(ints, 5, dtype, n * h))
+    dout, xc, dx = (
+        _array(ints, 3, dtype, n * h),
+        _array(ints, 4, dtype, n * h),
+        _array(ints, 5, dtype, n * h),
+    )
     inv_std, gamma = _array(ints, 6, dtype, h)[lo:hi], _array(ints, 7, dtype, h)[lo:hi]
     dgamma, dbeta = _array(ints, 8, dtype, h)[lo:hi], _array(ints, 9, dtype, h)[lo:hi]
     _copy(dbeta, dout[lo:hi])
     _product(dgamma, dout[lo:hi], xc[lo:hi])
     for i in range(1, n):
-        _add(dbeta, dout[i * h + lo:i * h + hi])
-        _add_product(dgamma, dout[i * h + lo:i * h + hi], xc[i * h + lo:i * h + hi])
+        _add(dbeta, dout[i * h + lo : i * h + hi])
+        _add_product(dgamma, dout[i * h + lo : i * h + hi], xc[i * h + lo : i * h + hi])
     a, b, c = np.empty_like(inv_std), np.empty_like(inv_std), np.empty_like(inv_std)
     for j in range(hi - lo):
         dgamma[j] *= inv_std[j]
@@ -330,8 +394,14 @@ def _batchnorm_backward_piece(lo, hi, ints, dtype):
         b[j] = dbeta[j] / dtype(n)
         c[j] = gamma[j] * inv_std[j]
     for i in range(n):
-        _batchnorm_dx(dx[i * h + lo:i * h + hi], dout[i * h + lo:i * h + hi],
-                      xc[i * h + lo:i * h + hi], a, b, c)
+        _batchnorm_dx(
+            dx[i * h + lo : i * h + hi],
+            dout[i * h + lo : i * h + hi],
+            xc[i * h + lo : i * h + hi],
+            a,
+            b,
+            c,
+        )
 
 
 @kernel
@@ -347,6 +417,7 @@ def batchnorm_backward(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
 # out[i] = (source[rows[i]] - shift) * scale, rows clipped to [0, N) (np.take's "clip");
 # pieces are rows of out.
 
+
 @loop
 def _affine_row(out, src, shift, scale):
     for j in range(out.size):
@@ -361,7 +432,7 @@ def _affine_rows_piece(lo, hi, ints, dtype):
     source, rows = _array(ints, 6, np.uint8, n * d), _array(ints, 7, np.int64, hi)
     for i in range(lo, hi):
         r = min(max(rows[i], 0), n - 1)
-        _affine_row(out[i * d:(i + 1) * d], source[r * d:(r + 1) * d], shift, scale)
+        _affine_row(out[i * d : (i + 1) * d], source[r * d : (r + 1) * d], shift, scale)
 
 
 @kernel
@@ -379,6 +450,7 @@ def affine_rows(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
 # y + dy[i] and column x + dx[i], mirrored (W - 1 - column) when flips[i]; outside the
 # image it reads 0. Then (value - shift) * scale, as batches.Augment.apply followed by
 # preprocess.affine_rows. Pieces are output images.
+
 
 @loop
 def _augment_image(out, src, h, w, c, flip, oy, ox, shift, scale):
@@ -401,12 +473,25 @@ def _augment_rows_piece(lo, hi, ints, dtype):
     out = _array(ints, 5, dtype, hi * d)
     shift, scale = _array(ints, 6, dtype, d), _array(ints, 7, dtype, d)
     images, rows = _array(ints, 8, np.uint8, n * d), _array(ints, 9, np.int64, hi)
-    flips, dy, dx = (_array(ints, 10, np.uint8, hi), _array(ints, 11, np.int64, hi),
-                     _array(ints, 12, np.int64, hi))
+    flips, dy, dx = (
+        _array(ints, 10, np.uint8, hi),
+        _array(ints, 11, np.int64, hi),
+        _array(ints, 12, np.int64, hi),
+    )
     for i in range(lo, hi):
         r = min(max(rows[i], 0), n - 1)
-        _augment_image(out[i * d:(i + 1) * d], images[r * d:(r + 1) * d], h, w, c,
-                       flips[i] != 0, dy[i], dx[i], shift, scale)
+        _augment_image(
+            out[i * d : (i + 1) * d],
+            images[r * d : (r + 1) * d],
+            h,
+            w,
+            c,
+            flips[i] != 0,
+            dy[i],
+            dx[i],
+            shift,
+            scale,
+        )
 
 
 @kernel
@@ -427,11 +512,15 @@ def augment_rows(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
 # totals gets (sum of nll, rows whose first largest logit is at the label, rows whose
 # label is outside [0, C), left untouched): it is one sum, so the caller runs one piece.
 
+
 @jit
 def _softmax_xent_piece(lo, hi, s, ints, dtype):
     c = ints[1]
-    z, p, g = (_array(ints, 2, dtype, hi * c), _array(ints, 3, dtype, hi * c),
-               _array(ints, 4, dtype, hi * c))
+    z, p, g = (
+        _array(ints, 2, dtype, hi * c),
+        _array(ints, 3, dtype, hi * c),
+        _array(ints, 4, dtype, hi * c),
+    )
     labels, totals = _array(ints, 5, np.int64, hi), _array(ints, 6, np.float64, 3)
     keep, spread, inv_n, eps = dtype(s[0]), dtype(s[1]), dtype(s[2]), s[3]
     nll_sum, correct, bad = 0.0, 0, 0
@@ -440,9 +529,9 @@ def _softmax_xent_piece(lo, hi, s, ints, dtype):
         if y < 0 or y >= c:
             bad += 1
             continue
-        row, prob, grad = z[i * c:(i + 1) * c], p[i * c:(i + 1) * c], g[i * c:(i + 1) * c]
+        row, prob, grad = z[i * c : (i + 1) * c], p[i * c : (i + 1) * c], g[i * c : (i + 1) * c]
         top, best = row[0], 0
-        if top == top:                             # the first NaN wins, as in np.max and np.argmax
+        if top == top:  # the first NaN wins, as in np.max and np.argmax
             for j in range(1, c):
                 if row[j] > top or row[j] != row[j]:
                     top, best = row[j], j

@@ -15,7 +15,9 @@ __all__ = ["stratified_split", "Augment", "BatchLoader"]
 
 def _check_rng(rng, who: str) -> np.random.Generator:
     if not isinstance(rng, np.random.Generator):
-        raise ConfigError(f"{who}: rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
+        raise ConfigError(
+            f"{who}: rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}"
+        )
     return rng
 
 
@@ -25,7 +27,9 @@ def _check_int(value, name: str, minimum: int) -> int:
     return int(value)
 
 
-def stratified_split(labels: np.ndarray, n_val: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, n_val: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Split indices of labels (N,) into sorted (train_idx, val_idx) int64, val holding exactly n_val examples.
 
     Each class gives n_val * (its share of N) examples to validation; the
@@ -35,7 +39,9 @@ def stratified_split(labels: np.ndarray, n_val: int, rng: np.random.Generator) -
     """
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise DataError(f"stratified_split: labels must be a 1-D integer array, got {labels.dtype} {labels.shape}")
+        raise DataError(
+            f"stratified_split: labels must be a 1-D integer array, got {labels.dtype} {labels.shape}"
+        )
     n = labels.shape[0]
     n_val = _check_int(n_val, "n_val", 0)
     if n_val >= n:
@@ -78,11 +84,15 @@ class Augment:
     def __repr__(self) -> str:
         return f"Augment(flip={self.flip}, crop_padding={self.crop_padding})"
 
-    def __call__(self, batch: np.ndarray, rng: np.random.Generator, out: np.ndarray | None = None) -> np.ndarray:
+    def __call__(
+        self, batch: np.ndarray, rng: np.random.Generator, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """Augment batch (B, H, W, C) uint8 with randomness from `rng`; return (B, H, W, C) uint8 (`out` if given)."""
         _check_rng(rng, "Augment")
         if not isinstance(batch, np.ndarray) or batch.ndim != 4:
-            raise DataError(f"Augment: expected a batch of images (B, H, W, C), got {getattr(batch, 'shape', type(batch))}")
+            raise DataError(
+                f"Augment: expected a batch of images (B, H, W, C), got {getattr(batch, 'shape', type(batch))}"
+            )
         return self.apply(batch, self.draw(batch.shape[0], rng), out)
 
     def draw(self, b: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -104,7 +114,9 @@ class Augment:
         if out is None:
             out = np.empty_like(batch)
         elif out.shape != batch.shape or out.dtype != batch.dtype:
-            raise ConfigError(f"Augment: out must be {batch.dtype} {batch.shape}, got {out.dtype} {out.shape}")
+            raise ConfigError(
+                f"Augment: out must be {batch.dtype} {batch.shape}, got {out.dtype} {out.shape}"
+            )
         elif np.shares_memory(out, batch):
             raise ConfigError("Augment: out must not overlap the input batch")
         if b == 0 or (not self.flip and self.crop_padding == 0):
@@ -116,16 +128,21 @@ class Augment:
         rows = np.arange(h) + dy[:, None]  # (B, H)
         cols = np.arange(w) + dx[:, None]  # (B, W)
         cols = np.where(flips[:, None], w - 1 - cols, cols)
-        inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]  # (B, H, W)
-        flat = (np.arange(b)[:, None, None] * h + np.clip(rows, 0, h - 1)[:, :, None]) * w + np.clip(cols, 0, w - 1)[:, None, :]
+        inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[
+            :, None, :
+        ]  # (B, H, W)
+        flat = (
+            np.arange(b)[:, None, None] * h + np.clip(rows, 0, h - 1)[:, :, None]
+        ) * w + np.clip(cols, 0, w - 1)[:, None, :]
         # One gather of whole pixels (C bytes each) for the batch; mode="clip" writes straight into out.
         np.take(batch.reshape(b * h * w, c), flat, axis=0, out=out, mode="clip")
         out[~inside] = 0
         return out
 
 
-def _augment_and_convert(images: np.ndarray, idx: np.ndarray, moves, preprocessing,
-                         out: np.ndarray) -> bool:
+def _augment_and_convert(
+    images: np.ndarray, idx: np.ndarray, moves, preprocessing, out: np.ndarray
+) -> bool:
     """Gather, augment and preprocess a batch in one pass (numba), when that can be done.
 
     The same numbers as take + Augment.apply + preprocessing.transform; False
@@ -136,7 +153,7 @@ def _augment_and_convert(images: np.ndarray, idx: np.ndarray, moves, preprocessi
         return False
     shift, scale = affine
     n, h, w, c = images.shape
-    if shift.shape != (h * w * c,):      # fitted on other images: the NumPy path says so
+    if shift.shape != (h * w * c,):  # fitted on other images: the NumPy path says so
         return False
     flips, dy, dx = moves
     return kernels.augment_rows(images, idx, flips, dy, dx, shift, scale, out)
@@ -168,18 +185,26 @@ class BatchLoader:
         images = np.asarray(images)
         labels = np.asarray(labels)
         if images.ndim != 4 or images.dtype != np.uint8:
-            raise DataError(f"BatchLoader: images must be uint8 (N, H, W, C), got {images.dtype} {images.shape}")
+            raise DataError(
+                f"BatchLoader: images must be uint8 (N, H, W, C), got {images.dtype} {images.shape}"
+            )
         if labels.shape != (images.shape[0],) or labels.dtype.kind not in "iu":
-            raise DataError(f"BatchLoader: labels must be integers of shape ({images.shape[0]},), got {labels.dtype} {labels.shape}")
+            raise DataError(
+                f"BatchLoader: labels must be integers of shape ({images.shape[0]},), got {labels.dtype} {labels.shape}"
+            )
         self.batch_size = _check_int(batch_size, "batch_size", 1)
         if (shuffle or augment is not None) and rng is None:
             raise ConfigError("BatchLoader: shuffle/augment need rng=np.random.default_rng(seed)")
         if rng is not None:
             _check_rng(rng, "BatchLoader")
         if augment is not None and not callable(augment):
-            raise ConfigError(f"BatchLoader: augment must be callable like Augment, got {type(augment).__name__}")
+            raise ConfigError(
+                f"BatchLoader: augment must be callable like Augment, got {type(augment).__name__}"
+            )
         if not hasattr(preprocessing, "transform") or not hasattr(preprocessing, "output_dim"):
-            raise ConfigError("BatchLoader: preprocessing must have transform(images, out=) and output_dim")
+            raise ConfigError(
+                "BatchLoader: preprocessing must have transform(images, out=) and output_dim"
+            )
 
         n = images.shape[0]
         if indices is None:
@@ -187,11 +212,15 @@ class BatchLoader:
         else:
             indices = np.asarray(indices)
             if indices.ndim != 1 or (indices.size and indices.dtype.kind not in "iu"):
-                raise ConfigError(f"BatchLoader: indices must be a 1-D integer array, got {indices.dtype} {indices.shape}")
+                raise ConfigError(
+                    f"BatchLoader: indices must be a 1-D integer array, got {indices.dtype} {indices.shape}"
+                )
             indices = indices.astype(np.int64)
             # Checked here because the gathers below use mode="clip", which would hide bad indices.
             if indices.size and (indices.min() < 0 or indices.max() >= n):
-                raise ConfigError(f"BatchLoader: indices must lie in [0, {n}), got range [{indices.min()}, {indices.max()}]")
+                raise ConfigError(
+                    f"BatchLoader: indices must lie in [0, {n}), got range [{indices.min()}, {indices.max()}]"
+                )
 
         self.images = images
         self.labels = labels.astype(np.int64, copy=False)
@@ -227,8 +256,9 @@ class BatchLoader:
             else:
                 x = self._x_buf[:b]
                 moves = self.augment.draw(b, self.rng) if self.augment is not None else None
-                if moves is None or not _augment_and_convert(self.images, idx, moves,
-                                                             self.preprocessing, x):
+                if moves is None or not _augment_and_convert(
+                    self.images, idx, moves, self.preprocessing, x
+                ):
                     batch = self._images_buf[:b]
                     if self.images.flags.c_contiguous:
                         np.take(self.images, idx, axis=0, out=batch, mode="clip")

@@ -13,7 +13,6 @@ import io
 import os
 import pickle
 import shutil
-import socket
 import tarfile
 import tempfile
 import urllib.error
@@ -95,8 +94,14 @@ def load_cifar10(
     hold (10,000 in the real data set; tests lower it).
     """
     root = resolve_data_dir(root)
-    if isinstance(records_per_batch, bool) or not isinstance(records_per_batch, int) or records_per_batch < 1:
-        raise ConfigError(f"records_per_batch must be a positive integer, got {records_per_batch!r}")
+    if (
+        isinstance(records_per_batch, bool)
+        or not isinstance(records_per_batch, int)
+        or records_per_batch < 1
+    ):
+        raise ConfigError(
+            f"records_per_batch must be a positive integer, got {records_per_batch!r}"
+        )
     if root.exists() and not root.is_dir():
         raise DataError(f"CIFAR-10 data folder {root} is a file, not a folder")
     folder, layout = _locate(root)
@@ -122,9 +127,17 @@ def _locate(root: Path) -> tuple[Path | None, str | None]:
     if (root / PY_FOLDER).is_dir():
         return root / PY_FOLDER, "py"
     # The batches folder itself may be given, under its official name or another one.
-    if root.name == BIN_FOLDER or (root / "data_batch_1.bin").is_file() or (root / "batches.meta.txt").is_file():
+    if (
+        root.name == BIN_FOLDER
+        or (root / "data_batch_1.bin").is_file()
+        or (root / "batches.meta.txt").is_file()
+    ):
         return (root, "bin") if root.is_dir() else (None, None)
-    if root.name == PY_FOLDER or (root / "data_batch_1").is_file() or (root / "batches.meta").is_file():
+    if (
+        root.name == PY_FOLDER
+        or (root / "data_batch_1").is_file()
+        or (root / "batches.meta").is_file()
+    ):
         return (root, "py") if root.is_dir() else (None, None)
     return None, None
 
@@ -140,7 +153,12 @@ def _load_batches(folder: Path, n: int, read_batch, suffix: str, class_names: li
     train_images = np.empty((len(TRAIN_BATCHES) * n, *IMAGE_SHAPE), dtype=np.uint8)
     train_labels = np.empty(len(TRAIN_BATCHES) * n, dtype=np.int64)
     for i, name in enumerate(TRAIN_BATCHES):
-        read_batch(folder / f"{name}{suffix}", n, train_images[i * n : (i + 1) * n], train_labels[i * n : (i + 1) * n])
+        read_batch(
+            folder / f"{name}{suffix}",
+            n,
+            train_images[i * n : (i + 1) * n],
+            train_labels[i * n : (i + 1) * n],
+        )
     test_images = np.empty((n, *IMAGE_SHAPE), dtype=np.uint8)
     test_labels = np.empty(n, dtype=np.int64)
     read_batch(folder / f"{TEST_BATCH}{suffix}", n, test_images, test_labels)
@@ -153,7 +171,9 @@ def _load_binary(folder: Path, records_per_batch: int) -> Cifar10:
     return _load_batches(folder, records_per_batch, _read_bin_batch, ".bin", class_names)
 
 
-def _read_bin_batch(path: Path, n_records: int, images_out: np.ndarray, labels_out: np.ndarray) -> None:
+def _read_bin_batch(
+    path: Path, n_records: int, images_out: np.ndarray, labels_out: np.ndarray
+) -> None:
     """Read one binary batch file of `n_records` records into images_out (n,32,32,3) and labels_out (n,)."""
     if not path.is_file():
         raise DataError(f"{path.name}: missing (expected it in {path.parent})")
@@ -172,7 +192,9 @@ def _read_bin_batch(path: Path, n_records: int, images_out: np.ndarray, labels_o
     except (OSError, ValueError) as exc:
         raise DataError(f"{path.name}: cannot be read: {exc} [{path}]") from exc
     if raw.size != expected:  # the file shrank between stat() and read
-        raise DataError(f"{path.name}: truncated: read {raw.size:,} bytes, expected {expected:,} [{path}]")
+        raise DataError(
+            f"{path.name}: truncated: read {raw.size:,} bytes, expected {expected:,} [{path}]"
+        )
     records = raw.reshape(n_records, RECORD_BYTES)
     labels = records[:, 0]
     bad = np.flatnonzero(labels >= NUM_CLASSES)
@@ -199,7 +221,9 @@ def _read_meta_txt(path: Path) -> list[str]:
         raise DataError(f"{path.name}: not UTF-8 text ({exc}) [{path}]") from exc
     names = [line.strip() for line in text.splitlines() if line.strip()]
     if len(names) != NUM_CLASSES:
-        raise DataError(f"{path.name}: expected {NUM_CLASSES} class names, one a line, found {len(names)} [{path}]")
+        raise DataError(
+            f"{path.name}: expected {NUM_CLASSES} class names, one a line, found {len(names)} [{path}]"
+        )
     return names
 
 
@@ -258,7 +282,9 @@ def _unpickle(path: Path) -> object:
     except DataError:
         raise
     except Exception as exc:  # a corrupt pickle can raise almost anything
-        raise DataError(f"{path.name}: not a valid pickle: {type(exc).__name__}: {exc} [{path}]") from exc
+        raise DataError(
+            f"{path.name}: not a valid pickle: {type(exc).__name__}: {exc} [{path}]"
+        ) from exc
 
 
 def _field(d: dict, key: str):
@@ -274,7 +300,9 @@ def _load_python(folder: Path, records_per_batch: int) -> Cifar10:
     return _load_batches(folder, records_per_batch, _read_py_batch, "", class_names)
 
 
-def _read_py_batch(path: Path, n_records: int, images_out: np.ndarray, labels_out: np.ndarray) -> None:
+def _read_py_batch(
+    path: Path, n_records: int, images_out: np.ndarray, labels_out: np.ndarray
+) -> None:
     """Read one pickled batch (dict with 'data' (n, 3072) uint8 and 'labels') into the outputs."""
     batch = _unpickle(path)
     if not isinstance(batch, dict):
@@ -291,7 +319,9 @@ def _read_py_batch(path: Path, n_records: int, images_out: np.ndarray, labels_ou
     try:
         labels = np.asarray(labels)
     except Exception as exc:
-        raise DataError(f"{path.name}: 'labels' is not a list of integers ({exc}) [{path}]") from exc
+        raise DataError(
+            f"{path.name}: 'labels' is not a list of integers ({exc}) [{path}]"
+        ) from exc
     if labels.shape != (n_records,) or labels.dtype.kind not in "iu":
         raise DataError(
             f"{path.name}: 'labels' has {labels.size} entries of type {labels.dtype}, "
@@ -310,7 +340,9 @@ def _read_meta_pickle(path: Path) -> list[str]:
     meta = _unpickle(path)
     names = _field(meta, "label_names") if isinstance(meta, dict) else None
     if not isinstance(names, list) or len(names) != NUM_CLASSES:
-        raise DataError(f"{path.name}: expected 'label_names', a list of {NUM_CLASSES} names [{path}]")
+        raise DataError(
+            f"{path.name}: expected 'label_names', a list of {NUM_CLASSES} names [{path}]"
+        )
     try:
         return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names]
     except UnicodeDecodeError as exc:
@@ -336,7 +368,11 @@ def download_cifar10(
     """
     root = Path(root)
     target = root / BIN_FOLDER
-    if not isinstance(md5, str) or len(md5) != 32 or any(c not in "0123456789abcdefABCDEF" for c in md5):
+    if (
+        not isinstance(md5, str)
+        or len(md5) != 32
+        or any(c not in "0123456789abcdefABCDEF" for c in md5)
+    ):
         raise ConfigError(f"md5 must be a 32-digit hex string, got {md5!r}")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise ConfigError(f"size must be a positive integer or None, got {size!r}")
@@ -363,7 +399,9 @@ def _help_text(target: Path) -> str:
     )
 
 
-def _fetch(url: str, archive: Path, *, md5: str, size: int | None, progress: bool, target: Path) -> None:
+def _fetch(
+    url: str, archive: Path, *, md5: str, size: int | None, progress: bool, target: Path
+) -> None:
     """Stream `url` into archive.part (resuming if possible), verify it, and rename it to `archive`."""
     part = archive.with_name(archive.name + ".part")
     have = part.stat().st_size if part.is_file() else 0
@@ -376,7 +414,9 @@ def _fetch(url: str, archive: Path, *, md5: str, size: int | None, progress: boo
     os.replace(part, archive)  # atomic: the final name only ever holds a verified archive
 
 
-def _stream(url: str, part: Path, have: int, size: int | None, progress: bool, target: Path) -> None:
+def _stream(
+    url: str, part: Path, have: int, size: int | None, progress: bool, target: Path
+) -> None:
     """Download url into `part`, asking for the bytes after the first `have` ones already there."""
     request = urllib.request.Request(url, headers={"User-Agent": "numprop"})
     if have:
@@ -388,7 +428,9 @@ def _stream(url: str, part: Path, have: int, size: int | None, progress: bool, t
             exc.close()
             part.unlink(missing_ok=True)
             return _stream(url, part, 0, size, progress, target)
-        raise DataError(f"download of {url} failed: HTTP {exc.code} {exc.reason}. {_help_text(target)}") from exc
+        raise DataError(
+            f"download of {url} failed: HTTP {exc.code} {exc.reason}. {_help_text(target)}"
+        ) from exc
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DataError(f"download of {url} failed: {reason}. {_help_text(target)}") from exc
@@ -411,8 +453,14 @@ def _stream(url: str, part: Path, have: int, size: int | None, progress: bool, t
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=expected, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-                       desc=part.name.removesuffix(".part"))
+            bar = tqdm(
+                total=expected,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=part.name.removesuffix(".part"),
+            )
         got = have
         try:
             with open(part, mode) as f:
@@ -424,7 +472,12 @@ def _stream(url: str, part: Path, have: int, size: int | None, progress: bool, t
                     got += len(chunk)
                     if bar is not None:
                         bar.update(len(chunk))
-        except (http.client.IncompleteRead, http.client.HTTPException, OSError, socket.timeout) as exc:
+        except (
+            TimeoutError,
+            http.client.IncompleteRead,
+            http.client.HTTPException,
+            OSError,
+        ) as exc:
             raise DataError(
                 f"download of {url} was cut off after {got:,} bytes ({type(exc).__name__}: {exc}); "
                 f"the partial file {part} is kept and the next run resumes it. {_help_text(target)}"
@@ -493,7 +546,9 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
     if member.issym() or member.islnk():
         raise DataError(f"{archive.name}: refusing unsafe archive member {name!r}: link")
     if not (member.isreg() or member.isdir()):
-        raise DataError(f"{archive.name}: refusing unsafe archive member {name!r}: not a regular file")
+        raise DataError(
+            f"{archive.name}: refusing unsafe archive member {name!r}: not a regular file"
+        )
 
 
 def _extract_binary_archive(archive: Path, root: Path) -> None:
@@ -509,10 +564,16 @@ def _extract_binary_archive(archive: Path, root: Path) -> None:
                 members = tar.getmembers()
                 for m in members:
                     _check_member(m, archive)
-                found = {m.name.removeprefix("./"): m for m in members if m.name.removeprefix("./") in wanted}
+                found = {
+                    m.name.removeprefix("./"): m
+                    for m in members
+                    if m.name.removeprefix("./") in wanted
+                }
                 missing = sorted(wanted - found.keys())
                 if missing:
-                    raise DataError(f"{archive.name}: not the CIFAR-10 binary archive: missing {', '.join(missing)}")
+                    raise DataError(
+                        f"{archive.name}: not the CIFAR-10 binary archive: missing {', '.join(missing)}"
+                    )
                 for member_name, m in found.items():
                     if not m.isreg():
                         raise DataError(f"{archive.name}: {member_name} is not a regular file")
@@ -523,7 +584,9 @@ def _extract_binary_archive(archive: Path, root: Path) -> None:
         except DataError:
             raise
         except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-            raise DataError(f"{archive.name}: cannot extract the archive: {exc} [{archive}]") from exc
+            raise DataError(
+                f"{archive.name}: cannot extract the archive: {exc} [{archive}]"
+            ) from exc
         try:
             os.replace(tmp, target)
         except OSError as exc:

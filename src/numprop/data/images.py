@@ -93,7 +93,9 @@ def write_png(path: str | os.PathLike, image_u8: np.ndarray) -> Path:
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))) or 0 in a.shape:
-        raise DataError(f"write_png: expected an image (H, W), (H, W, 3) or (H, W, 4), got shape {a.shape}")
+        raise DataError(
+            f"write_png: expected an image (H, W), (H, W, 3) or (H, W, 4), got shape {a.shape}"
+        )
     path = Path(path)
     Image.fromarray(np.ascontiguousarray(a)).save(path, format="PNG")
     return path

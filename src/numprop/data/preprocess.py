@@ -14,8 +14,7 @@ import numbers
 
 import numpy as np
 
-from numprop._fast import kernels
-from numprop._fast import blas
+from numprop._fast import blas, kernels
 from numprop._fast.grain import GRAIN
 from numprop.errors import ConfigError, DataError
 from numprop.registry import Registry
@@ -32,7 +31,9 @@ __all__ = [
 ]
 
 CHANNELS = 3
-_FIT_CHUNK = 1024  # images per block when fitting, to bound float64 temporaries (~25 MB for CIFAR-10)
+_FIT_CHUNK = (
+    1024  # images per block when fitting, to bound float64 temporaries (~25 MB for CIFAR-10)
+)
 _TRANSFORM_CHUNK = 512  # rows per block in the whitening transforms
 
 
@@ -44,7 +45,9 @@ def _as_rows(images: np.ndarray) -> np.ndarray:
         return images.reshape(images.shape[0], -1)
     if images.ndim == 2:
         return images
-    raise DataError(f"expected images of shape (N, H, W, {CHANNELS}) or rows (N, D), got shape {images.shape}")
+    raise DataError(
+        f"expected images of shape (N, H, W, {CHANNELS}) or rows (N, D), got shape {images.shape}"
+    )
 
 
 def _row_blocks(rows: np.ndarray, size: int = _FIT_CHUNK):
@@ -53,8 +56,13 @@ def _row_blocks(rows: np.ndarray, size: int = _FIT_CHUNK):
         yield rows[start : start + size].astype(np.float64)
 
 
-def affine_rows(source: np.ndarray, shift: np.ndarray, scale: np.ndarray, out: np.ndarray,
-                rows: np.ndarray | None = None) -> np.ndarray:
+def affine_rows(
+    source: np.ndarray,
+    shift: np.ndarray,
+    scale: np.ndarray,
+    out: np.ndarray,
+    rows: np.ndarray | None = None,
+) -> np.ndarray:
     """``out[i] = (source[rows[i]] - shift) * scale`` on all cores; rows None: every row.
 
     source (N, D) uint8 or float, shift and scale (D,) and out (B, D) of out's
@@ -65,8 +73,10 @@ def affine_rows(source: np.ndarray, shift: np.ndarray, scale: np.ndarray, out: n
     index = np.arange(len(source)) if rows is None else np.asarray(rows, np.int64)
     d = source.shape[1]
     if shift.shape != (d,) or scale.shape != (d,) or out.shape != (len(index), d):
-        raise ConfigError(f"affine_rows: for rows of {d} values, shift and scale must be ({d},) "
-                          f"and out ({len(index)}, {d}); got {shift.shape}, {scale.shape}, {out.shape}")
+        raise ConfigError(
+            f"affine_rows: for rows of {d} values, shift and scale must be ({d},) "
+            f"and out ({len(index)}, {d}); got {shift.shape}, {scale.shape}, {out.shape}"
+        )
     if source.dtype == np.uint8 and kernels.affine_rows(source, index, shift, scale, out):
         return out
 
@@ -90,10 +100,12 @@ class Preprocessing:
         self.input_dim: int | None = None
 
     # -- interface every subclass fills in
-    def fit(self, images: np.ndarray) -> "Preprocessing":  # pragma: no cover - abstract
+    def fit(self, images: np.ndarray) -> Preprocessing:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def transform(self, images: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:  # pragma: no cover
+    def transform(
+        self, images: np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
 
     @property
@@ -104,7 +116,9 @@ class Preprocessing:
         raise NotImplementedError
 
     @classmethod
-    def from_state(cls, arrays: dict[str, np.ndarray], params: dict) -> "Preprocessing":  # pragma: no cover
+    def from_state(
+        cls, arrays: dict[str, np.ndarray], params: dict
+    ) -> Preprocessing:  # pragma: no cover
         raise NotImplementedError
 
     # -- shared helpers
@@ -121,7 +135,9 @@ class Preprocessing:
         """Validate training images and return them as rows (N, D)."""
         rows = _as_rows(images)
         if rows.shape[0] < 2:
-            raise DataError(f"{self.name}: need at least 2 training images to fit, got {rows.shape[0]}")
+            raise DataError(
+                f"{self.name}: need at least 2 training images to fit, got {rows.shape[0]}"
+            )
         return rows
 
     def _prepare(self, images: np.ndarray, out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -130,13 +146,17 @@ class Preprocessing:
             raise ConfigError(f"{self.name}: transform() called before fit()")
         rows = _as_rows(images)
         if rows.shape[1] != self.input_dim:
-            raise DataError(f"{self.name}: fitted on {self.input_dim} values per image, got {rows.shape[1]}")
+            raise DataError(
+                f"{self.name}: fitted on {self.input_dim} values per image, got {rows.shape[1]}"
+            )
         shape = (rows.shape[0], self.output_dim)
         if out is None:
             return rows, np.empty(shape, dtype=np.float32)
         if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != shape:
             got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
-            raise ConfigError(f"{self.name}: out must be a float32 array of shape {shape}, got {got}")
+            raise ConfigError(
+                f"{self.name}: out must be a float32 array of shape {shape}, got {got}"
+            )
         if np.shares_memory(out, rows):
             raise ConfigError(f"{self.name}: out must not overlap the input")
         return rows, out
@@ -171,7 +191,9 @@ class _AffinePerValue(Preprocessing):
             raise ConfigError(f"{self.name}: used before fit()")
         return self._shift, self._scale
 
-    def transform_rows(self, images: np.ndarray, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def transform_rows(
+        self, images: np.ndarray, rows: np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """transform(images[rows]) in one pass, without the gathered copy; rows must lie in [0, N)."""
         if not images.flags.c_contiguous:
             # Viewing them as rows, or np.take, would copy them all: index just these.
@@ -192,11 +214,13 @@ class Standardize(_AffinePerValue):
         self.mean: np.ndarray | None = None  # (3,) float64, per channel
         self.std: np.ndarray | None = None  # (3,) float64, per channel
 
-    def fit(self, images: np.ndarray) -> "Standardize":
+    def fit(self, images: np.ndarray) -> Standardize:
         """Compute the per-channel mean and std over all training pixels; images (N, H, W, 3) or (N, D)."""
         rows = self._fit_rows(images)
         if rows.shape[1] % CHANNELS:
-            raise DataError(f"standardize: {rows.shape[1]} values per image is not a multiple of {CHANNELS} channels")
+            raise DataError(
+                f"standardize: {rows.shape[1]} values per image is not a multiple of {CHANNELS} channels"
+            )
         count = rows.shape[0] * rows.shape[1] // CHANNELS
         # Two passes in float64 blocks: accurate, and never a full float64 copy of the data.
         # Summing over images first (contiguous, fast) and folding positions into
@@ -226,16 +250,20 @@ class Standardize(_AffinePerValue):
         """Arrays {'mean', 'std'} (3,) and params {'input_dim'}."""
         if not self.fitted:
             raise ConfigError("standardize: state() called before fit()")
-        return {"mean": self.mean.copy(), "std": self.std.copy()}, {"input_dim": int(self.input_dim)}
+        return {"mean": self.mean.copy(), "std": self.std.copy()}, {
+            "input_dim": int(self.input_dim)
+        }
 
     @classmethod
-    def from_state(cls, arrays: dict[str, np.ndarray], params: dict) -> "Standardize":
+    def from_state(cls, arrays: dict[str, np.ndarray], params: dict) -> Standardize:
         """Rebuild a fitted Standardize from state()."""
         input_dim = _param_int(params, "input_dim", cls.name)
         mean = _state_array(arrays, "mean", (CHANNELS,), cls.name)
         std = _state_array(arrays, "std", (CHANNELS,), cls.name)
         if input_dim % CHANNELS:
-            raise ConfigError(f"standardize state: input_dim {input_dim} is not a multiple of {CHANNELS}")
+            raise ConfigError(
+                f"standardize state: input_dim {input_dim} is not a multiple of {CHANNELS}"
+            )
         obj = cls()
         obj._set(mean.astype(np.float64), std.astype(np.float64), input_dim)
         return obj
@@ -257,7 +285,7 @@ class MeanImage(_AffinePerValue):
         self.mean: np.ndarray | None = None  # (D,) float64
         self.std: float | None = None
 
-    def fit(self, images: np.ndarray) -> "MeanImage":
+    def fit(self, images: np.ndarray) -> MeanImage:
         """Compute the mean image (D,) and the global std of the centred pixels; images (N, H, W, 3) or (N, D)."""
         rows = self._fit_rows(images)
         total = np.zeros(rows.shape[1])
@@ -281,10 +309,12 @@ class MeanImage(_AffinePerValue):
         """Arrays {'mean' (D,), 'std' ()} and params {'input_dim'}."""
         if not self.fitted:
             raise ConfigError("mean_image: state() called before fit()")
-        return {"mean": self.mean.copy(), "std": np.array(self.std)}, {"input_dim": int(self.input_dim)}
+        return {"mean": self.mean.copy(), "std": np.array(self.std)}, {
+            "input_dim": int(self.input_dim)
+        }
 
     @classmethod
-    def from_state(cls, arrays: dict[str, np.ndarray], params: dict) -> "MeanImage":
+    def from_state(cls, arrays: dict[str, np.ndarray], params: dict) -> MeanImage:
         """Rebuild a fitted MeanImage from state()."""
         input_dim = _param_int(params, "input_dim", cls.name)
         mean = _state_array(arrays, "mean", (input_dim,), cls.name)
@@ -317,8 +347,14 @@ class PCAWhiten(Preprocessing):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if n_components is not None and (isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)) or n_components < 1):
-            raise ConfigError(f"n_components must be a positive integer or None, got {n_components!r}")
+        if n_components is not None and (
+            isinstance(n_components, bool)
+            or not isinstance(n_components, (int, np.integer))
+            or n_components < 1
+        ):
+            raise ConfigError(
+                f"n_components must be a positive integer or None, got {n_components!r}"
+            )
         if zca and n_components is not None:
             raise ConfigError("zca keeps every dimension: n_components must be None with zca=True")
         if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
@@ -341,12 +377,14 @@ class PCAWhiten(Preprocessing):
             raise ConfigError(f"{self.name}: output_dim is known only after fit()")
         return self.components.shape[1]
 
-    def fit(self, images: np.ndarray) -> "PCAWhiten":
+    def fit(self, images: np.ndarray) -> PCAWhiten:
         """Estimate the mean and whitening matrix from (a seeded sample of) the training images."""
         rows = self._fit_rows(images)
         n, d = rows.shape
         if self.n_components is not None and self.n_components > d:
-            raise ConfigError(f"{self.name}: n_components={self.n_components} exceeds the {d} input values")
+            raise ConfigError(
+                f"{self.name}: n_components={self.n_components} exceeds the {d} input values"
+            )
         if n > self.max_fit_images:
             # The covariance converges long before 50,000 images; a sample keeps fit() to seconds.
             rng = np.random.default_rng(self.seed)
@@ -393,7 +431,11 @@ class PCAWhiten(Preprocessing):
         """Arrays {'mean' (D,), 'components' (D, K), 'eigenvalues' (D,)} and the constructor's params."""
         if not self.fitted:
             raise ConfigError(f"{self.name}: state() called before fit()")
-        arrays = {"mean": self.mean.copy(), "components": self.components.copy(), "eigenvalues": self.eigenvalues.copy()}
+        arrays = {
+            "mean": self.mean.copy(),
+            "components": self.components.copy(),
+            "eigenvalues": self.eigenvalues.copy(),
+        }
         params = {
             "n_components": self.n_components,
             "zca": self.zca,
@@ -404,7 +446,7 @@ class PCAWhiten(Preprocessing):
         return arrays, params
 
     @classmethod
-    def from_state(cls, arrays: dict[str, np.ndarray], params: dict) -> "PCAWhiten":
+    def from_state(cls, arrays: dict[str, np.ndarray], params: dict) -> PCAWhiten:
         """Rebuild a fitted PCAWhiten/ZCAWhiten from state()."""
         try:
             obj = PCAWhiten(**params)
@@ -430,10 +472,12 @@ class ZCAWhiten(PCAWhiten):
     name = "zca"
 
     def __init__(self, eps: float = 1e-2, max_fit_images: int = 10_000, seed: int = 0) -> None:
-        super().__init__(n_components=None, zca=True, eps=eps, max_fit_images=max_fit_images, seed=seed)
+        super().__init__(
+            n_components=None, zca=True, eps=eps, max_fit_images=max_fit_images, seed=seed
+        )
 
     @classmethod
-    def from_state(cls, arrays: dict[str, np.ndarray], params: dict) -> "PCAWhiten":
+    def from_state(cls, arrays: dict[str, np.ndarray], params: dict) -> PCAWhiten:
         return super().from_state(arrays, {**params, "zca": True})
 
 
@@ -448,7 +492,9 @@ def make_preprocessing(name: str, **kw) -> Preprocessing:
     return PREPROCESSING.create(name, **kw)
 
 
-def preprocessing_from_state(name: str, arrays: dict[str, np.ndarray], params: dict) -> Preprocessing:
+def preprocessing_from_state(
+    name: str, arrays: dict[str, np.ndarray], params: dict
+) -> Preprocessing:
     """Rebuild a fitted preprocessing from its name and state() (arrays, params)."""
     cls = PREPROCESSING.get(name)
     if not isinstance(params, dict) or not hasattr(arrays, "__getitem__"):
@@ -472,5 +518,7 @@ def _state_array(arrays, key: str, shape: tuple[int, ...], who: str) -> np.ndarr
     except (KeyError, TypeError, ValueError):
         raise ConfigError(f"{who} state: array {key!r} missing") from None
     if value.shape != shape or value.dtype.kind != "f":
-        raise ConfigError(f"{who} state: array {key!r} is {value.dtype} {value.shape}, expected float {shape}")
+        raise ConfigError(
+            f"{who} state: array {key!r} is {value.dtype} {value.shape}, expected float {shape}"
+        )
     return value

@@ -34,7 +34,7 @@ class GradResult:
     name: str
     shape: tuple
     max_rel_error: float
-    worst: list[tuple[tuple, float, float]]   # (index, analytic, numeric), worst first
+    worst: list[tuple[tuple, float, float]]  # (index, analytic, numeric), worst first
     checked: int
     ok: bool
     diagnosis: str = ""
@@ -65,15 +65,19 @@ class GradcheckReport:
 
     def __str__(self) -> str:
         verdict = "all gradients OK" if self.ok else f"WRONG: {', '.join(self.wrong)}"
-        lines = [f"gradcheck: {verdict} (max relative error allowed {self.tol:g}; "
-                 f"central differences, eps {self.eps:g}, float64)",
-                 f"  {'gradient':<16} {'shape':<14} {'max rel error':>13}  {'worst index':<14} "
-                 f"{'analytic':>12} {'numeric':>12}"]
+        lines = [
+            f"gradcheck: {verdict} (max relative error allowed {self.tol:g}; "
+            f"central differences, eps {self.eps:g}, float64)",
+            f"  {'gradient':<16} {'shape':<14} {'max rel error':>13}  {'worst index':<14} "
+            f"{'analytic':>12} {'numeric':>12}",
+        ]
         for r in self.results:
             idx, a, n = r.worst[0] if r.worst else ((), 0.0, 0.0)
             flag = "" if r.ok else "  <-- wrong"
-            lines.append(f"  {r.name:<16} {str(r.shape):<14} {r.max_rel_error:>13.2e}  "
-                         f"{str(idx):<14} {a:>12.4e} {n:>12.4e}{flag}")
+            lines.append(
+                f"  {r.name:<16} {str(r.shape):<14} {r.max_rel_error:>13.2e}  "
+                f"{str(idx):<14} {a:>12.4e} {n:>12.4e}{flag}"
+            )
         for r in self.results:
             if not r.ok:
                 lines.append(f"- {r.name}: {r.diagnosis}")
@@ -81,9 +85,18 @@ class GradcheckReport:
         return "\n".join(lines)
 
 
-def gradcheck(target, *args, loss=None, backward=None, names=None, eps: float = 1e-6,
-              tol: float = 1e-6, max_entries: int | None = None, seed: int = 0,
-              check_input: bool = True) -> GradcheckReport:
+def gradcheck(
+    target,
+    *args,
+    loss=None,
+    backward=None,
+    names=None,
+    eps: float = 1e-6,
+    tol: float = 1e-6,
+    max_entries: int | None = None,
+    seed: int = 0,
+    check_input: bool = True,
+) -> GradcheckReport:
     """Compare analytic gradients with central finite differences.
 
     * ``gradcheck(model, x, y, loss=loss)``: a Module and a loss; checks every
@@ -108,10 +121,13 @@ def gradcheck(target, *args, loss=None, backward=None, names=None, eps: float = 
         if backward is None:
             raise ConfigError("gradcheck(forward, *inputs) needs backward=your_backward_function")
         return _check_functions(target, backward, args, names, eps, tol, max_entries, rng)
-    raise ConfigError(f"gradcheck needs a Module or a forward function, got {type(target).__name__}")
+    raise ConfigError(
+        f"gradcheck needs a Module or a forward function, got {type(target).__name__}"
+    )
 
 
 # -- modules ---------------------------------------------------------------------
+
 
 def _check_module(model, args, loss, eps, tol, max_entries, rng, check_input):
     if loss is not None and len(args) != 2:
@@ -144,14 +160,19 @@ def _check_module(model, args, loss, eps, tol, max_entries, rng, check_input):
     arrays = {name: p.data for name, p in model.named_parameters()}
     if check_input:
         if dx is None or dx.shape != x.shape:
-            raise ConfigError("the module's backward did not return a gradient shaped like its input")
+            raise ConfigError(
+                "the module's backward did not return a gradient shaped like its input"
+            )
         analytic["input"], arrays["input"] = dx.copy(), x
-    pairs = [(name, analytic[name], _numeric(f, arr, eps, max_entries, rng))
-             for name, arr in arrays.items()]
+    pairs = [
+        (name, analytic[name], _numeric(f, arr, eps, max_entries, rng))
+        for name, arr in arrays.items()
+    ]
     return GradcheckReport(_compare_all(pairs, tol, x.shape), tol, eps, sorted(set(notes)))
 
 
 # -- plain functions ---------------------------------------------------------------
+
 
 def _check_functions(forward, backward, inputs, names, eps, tol, max_entries, rng):
     if not inputs:
@@ -187,11 +208,25 @@ def _check_functions(forward, backward, inputs, names, eps, tol, max_entries, rn
         g = np.asarray(g, dtype=np.float64)
         shape = arrays[i].shape
         if g.shape != shape:
-            hint = (" (it is transposed: compute it as the transpose, e.g. X.T @ dZ "
-                    "instead of dZ.T @ X)") if g.shape == shape[::-1] else ""
-            results.append(GradResult(names[i], shape, float("inf"), [], 0, False,
-                                      f"the gradient has shape {g.shape}, the input has "
-                                      f"shape {shape}{hint}"))
+            hint = (
+                (
+                    " (it is transposed: compute it as the transpose, e.g. X.T @ dZ "
+                    "instead of dZ.T @ X)"
+                )
+                if g.shape == shape[::-1]
+                else ""
+            )
+            results.append(
+                GradResult(
+                    names[i],
+                    shape,
+                    float("inf"),
+                    [],
+                    0,
+                    False,
+                    f"the gradient has shape {g.shape}, the input has shape {shape}{hint}",
+                )
+            )
             continue
         pairs.append((names[i], g, _numeric(f, arrays[i], eps, max_entries, rng)))
     results += _compare_all(pairs, tol, np.shape(arrays[0]))
@@ -220,6 +255,7 @@ def _match_grads(grads, names, float_ids) -> dict[int, np.ndarray]:
 
 # -- the comparison -------------------------------------------------------------------
 
+
 def _numeric(f, arr: np.ndarray, eps: float, max_entries, rng) -> np.ndarray:
     """Central differences of f with respect to arr (perturbed in place, then restored).
 
@@ -243,8 +279,10 @@ def _numeric(f, arr: np.ndarray, eps: float, max_entries, rng) -> np.ndarray:
 
 def _compare_all(pairs, tol, batch_shape) -> list[GradResult]:
     """Compare (name, analytic, numeric) triples against one common floor."""
-    scale = max((max(np.nanmax(np.abs(n), initial=0), np.abs(a).max(initial=0))
-                 for _, a, n in pairs), default=0.0)
+    scale = max(
+        (max(np.nanmax(np.abs(n), initial=0), np.abs(a).max(initial=0)) for _, a, n in pairs),
+        default=0.0,
+    )
     floor = 1e-2 * scale + 1e-300
     return [_compare(name, a, n, tol, floor, batch_shape) for name, a, n in pairs]
 
@@ -271,8 +309,12 @@ def _diagnose(analytic, numeric, checked, err, tol, batch_shape) -> str:
         return f"{base}: the analytic gradient is all zeros; is it computed and accumulated?"
     if not np.any(n) and np.any(a):
         return f"{base}: the output does not depend on this, yet the analytic gradient is non-zero"
-    if (analytic.ndim == 2 and analytic.shape[0] == analytic.shape[1] and checked.all()
-            and np.allclose(analytic.T, numeric, rtol=1e-4, atol=1e-10)):
+    if (
+        analytic.ndim == 2
+        and analytic.shape[0] == analytic.shape[1]
+        and checked.all()
+        and np.allclose(analytic.T, numeric, rtol=1e-4, atol=1e-10)
+    ):
         return f"{base}: the analytic gradient is the transpose of the right one"
     k = float(a @ n / (n @ n))
     if np.allclose(a, k * n, rtol=1e-4, atol=1e-4 * np.abs(a).max()):
@@ -280,12 +322,18 @@ def _diagnose(analytic, numeric, checked, err, tol, batch_shape) -> str:
             return f"{base}: the sign is flipped (analytic = -numeric)"
         for size in sorted(set(batch_shape)):
             if size > 1 and abs(k - size) < 1e-3 * size:
-                return (f"{base}: the analytic gradient is {size} times too large; the batch "
-                        f"has {size} examples: a missing 1/N (average over the batch)?")
+                return (
+                    f"{base}: the analytic gradient is {size} times too large; the batch "
+                    f"has {size} examples: a missing 1/N (average over the batch)?"
+                )
             if size > 1 and abs(k * size - 1) < 1e-3:
-                return (f"{base}: the analytic gradient is {size} times too small; the batch "
-                        f"has {size} examples: an extra 1/N?")
+                return (
+                    f"{base}: the analytic gradient is {size} times too small; the batch "
+                    f"has {size} examples: an extra 1/N?"
+                )
         return f"{base}: the analytic gradient is {k:.4g} times the numerical one"
     idx = tuple(int(i) for i in np.argwhere(checked)[int(np.argmax(err))])
-    return (f"{base}; worst at index {idx}: analytic {analytic[idx]:.6g}, numeric "
-            f"{numeric[idx]:.6g}. Check this part of the backward pass against its forward")
+    return (
+        f"{base}; worst at index {idx}: analytic {analytic[idx]:.6g}, numeric "
+        f"{numeric[idx]:.6g}. Check this part of the backward pass against its forward"
+    )

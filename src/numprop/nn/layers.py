@@ -31,17 +31,21 @@ def register_layer(cls: type[Module] | None = None, *, name: str | None = None):
     Use as ``@register_layer`` on the class, or call ``register_layer(MyLayer)``.
     The class's ``config()`` must return the keyword arguments that rebuild it.
     """
+
     def decorate(cls):
         if not (isinstance(cls, type) and issubclass(cls, Module)):
             raise ConfigError(f"register_layer takes a Module subclass, got {cls!r}")
         return LAYERS.add(name or cls.__name__, cls)
+
     return decorate if cls is None else decorate(cls)
 
 
 def register_activation(name: str):
     """Register an activation layer under ``name`` (and as a layer, under its class name)."""
+
     def decorate(cls):
         return ACTIVATIONS.add(name, register_layer(cls))
+
     return decorate
 
 
@@ -67,14 +71,26 @@ class Linear(Module):
 
     INITS = ("he", "glorot", "normal")
 
-    def __init__(self, in_features: int, out_features: int, *, init: str = "he",
-                 scale: float | None = None, rng: Seed = None, dtype=np.float32):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        init: str = "he",
+        scale: float | None = None,
+        rng: Seed = None,
+        dtype=np.float32,
+    ):
         if init not in self.INITS:
             raise ConfigError(f"unknown init {init!r}; choose one of {', '.join(self.INITS)}")
         if in_features < 1 or out_features < 1:
             raise ConfigError(f"Linear needs positive sizes, got ({in_features}, {out_features})")
         self.in_features, self.out_features, self.init, self.scale = (
-            in_features, out_features, init, scale)
+            in_features,
+            out_features,
+            init,
+            scale,
+        )
         if init == "normal":
             std = 0.01 if scale is None else scale
         else:
@@ -86,27 +102,31 @@ class Linear(Module):
 
     def forward(self, x):
         _check_input(x, self.in_features, "Linear")
-        self.x = x                                                     # (N, D)
+        self.x = x  # (N, D)
         out = self._buf("out", (x.shape[0], self.out_features), self.weight.data.dtype)
-        np.copyto(out, self.bias.data)                                 # (N, H): b in every row
-        return gemm(x, self.weight.data, out, beta=1.0)               # out += x @ W (one BLAS call)
+        np.copyto(out, self.bias.data)  # (N, H): b in every row
+        return gemm(x, self.weight.data, out, beta=1.0)  # out += x @ W (one BLAS call)
 
     def backward_params(self, dout):
         x = self.x
-        self.weight.accumulate_matmul(x.T, dout)                       # dW = x.T @ dout, (D, H)
+        self.weight.accumulate_matmul(x.T, dout)  # dW = x.T @ dout, (D, H)
         # db = dout summed over the batch, as the product ones @ dout: (1, N) @ (N, H)
-        ones = self._buf("ones", (x.shape[0],), dout.dtype)             # (N,): a partial batch gets a view
+        ones = self._buf("ones", (x.shape[0],), dout.dtype)  # (N,): a partial batch gets a view
         ones.fill(1)
         self.bias.accumulate_matmul(ones[None, :], dout)
 
     def backward(self, dout):
         self.backward_params(dout)
         dx = self._buf("dx", self.x.shape, dout.dtype)
-        return np.matmul(dout, self.weight.data.T, out=dx)             # dx = dout @ W.T, (N, D)
+        return np.matmul(dout, self.weight.data.T, out=dx)  # dx = dout @ W.T, (N, D)
 
     def config(self):
-        return {"in_features": self.in_features, "out_features": self.out_features,
-                "init": self.init, "scale": self.scale}
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "init": self.init,
+            "scale": self.scale,
+        }
 
 
 @register_activation("relu")
@@ -114,13 +134,17 @@ class ReLU(Module):
     """``y = max(x, 0)``; the gradient flows where x > 0: ``dx = dout * (y > 0)``."""
 
     def forward(self, x):
-        self.y = ops.relu(x, out=self._buf("out", x.shape, x.dtype))            # (N, H)
+        self.y = ops.relu(x, out=self._buf("out", x.shape, x.dtype))  # (N, H)
         return self.y
 
     def backward(self, dout):
         # The mask is made here, not in forward, so inference never pays for it.
-        return ops.relu_backward(self.y, dout, out=self._buf("dx", dout.shape, dout.dtype),
-                                 mask=self._buf("mask", dout.shape, np.bool_))
+        return ops.relu_backward(
+            self.y,
+            dout,
+            out=self._buf("dx", dout.shape, dout.dtype),
+            mask=self._buf("mask", dout.shape, np.bool_),
+        )
 
 
 @register_activation("leaky_relu")
@@ -131,7 +155,7 @@ class LeakyReLU(Module):
         self.slope = slope
 
     def forward(self, x):
-        self.scale = self._buf("scale", x.shape, x.dtype)              # dy/dx: 1 or slope
+        self.scale = self._buf("scale", x.shape, x.dtype)  # dy/dx: 1 or slope
         np.greater(x, 0, out=self.scale)
         self.scale *= 1 - self.slope
         self.scale += self.slope
@@ -148,7 +172,7 @@ class LeakyReLU(Module):
 class Tanh(Module):
     """``y = tanh(x)``; its derivative is ``1 - y**2``."""
 
-    init = "glorot"   # the Linear layers before a saturating activation: Glorot, not He
+    init = "glorot"  # the Linear layers before a saturating activation: Glorot, not He
 
     def forward(self, x):
         self.y = np.tanh(x, out=self._buf("out", x.shape, x.dtype))
@@ -158,7 +182,7 @@ class Tanh(Module):
         dx = self._buf("dx", dout.shape, dout.dtype)
         np.multiply(self.y, self.y, out=dx)
         np.subtract(1, dx, out=dx)
-        return np.multiply(dx, dout, out=dx)                           # dout * (1 - y**2)
+        return np.multiply(dx, dout, out=dx)  # dout * (1 - y**2)
 
 
 @register_activation("sigmoid")
@@ -181,7 +205,7 @@ class Sigmoid(Module):
         dx = self._buf("dx", dout.shape, dout.dtype)
         np.subtract(1, self.y, out=dx)
         dx *= self.y
-        return np.multiply(dx, dout, out=dx)                           # dout * y (1 - y)
+        return np.multiply(dx, dout, out=dx)  # dout * y (1 - y)
 
 
 @register_activation("gelu")
@@ -191,16 +215,16 @@ class GELU(Module):
     c = sqrt(2/pi). With t that tanh: ``dy/dx = (1 + t)/2 + x/2 (1 - t**2) c (1 + 3 * 0.044715 x**2)``.
     """
 
-    C, A = math.sqrt(2 / math.pi), 0.044715   # Python floats: float32 stays float32
+    C, A = math.sqrt(2 / math.pi), 0.044715  # Python floats: float32 stays float32
 
     def forward(self, x):
-        self.x = x                                                     # (N, H)
+        self.x = x  # (N, H)
         self.t = np.tanh(self.C * (x + self.A * x**3))
         return 0.5 * x * (1 + self.t)
 
     def backward(self, dout):
         x, t = self.x, self.t
-        dt = (1 - t**2) * self.C * (1 + 3 * self.A * x**2)             # d tanh(...) / dx
+        dt = (1 - t**2) * self.C * (1 + 3 * self.A * x**2)  # d tanh(...) / dx
         return dout * (0.5 * (1 + t) + 0.5 * x * dt)
 
 
@@ -224,20 +248,21 @@ class Dropout(Module):
         self.rng = as_rng(rng)
         self.fix_mask = False
         self.mask = None
-        self._threshold = min(round(p * 65536), 65535)     # drop where the bits are below it
+        self._threshold = min(round(p * 65536), 65535)  # drop where the bits are below it
         self._scale = 65536 / (65536 - self._threshold)
 
     def forward(self, x):
         if not self.training or self.p == 0.0:
             self.mask = None
             return x
-        out = self._buf("out", x.shape, x.dtype)                       # (N, H)
+        out = self._buf("out", x.shape, x.dtype)  # (N, H)
         if self.fix_mask and self.mask is not None and self.mask.shape == x.shape:
             return ops.multiply(x, self.mask, out=out)
-        self.mask = self._buf("mask", x.shape, x.dtype)                # (N, H): 0 or 1/(1-p)
-        key = int(self.rng.integers(0, 1 << 63))                       # one draw per mask
-        return ops.dropout(x, key=key, threshold=self._threshold, scale=self._scale,
-                           mask=self.mask, out=out)
+        self.mask = self._buf("mask", x.shape, x.dtype)  # (N, H): 0 or 1/(1-p)
+        key = int(self.rng.integers(0, 1 << 63))  # one draw per mask
+        return ops.dropout(
+            x, key=key, threshold=self._threshold, scale=self._scale, mask=self.mask, out=out
+        )
 
     def backward(self, dout):
         if self.mask is None:
@@ -260,8 +285,9 @@ class BatchNorm1d(Module):
 
     _buffers = ("running_mean", "running_var")
 
-    def __init__(self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1,
-                 dtype=np.float32):
+    def __init__(
+        self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1, dtype=np.float32
+    ):
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.gamma = Parameter(np.ones(num_features, dtype), decay=False)
         self.beta = Parameter(np.zeros(num_features, dtype), decay=False)
@@ -273,8 +299,8 @@ class BatchNorm1d(Module):
         n, h = x.shape
         if self.training and n < 2:
             raise ConfigError("BatchNorm1d needs at least 2 examples per batch in training")
-        xc = self.xc = self._buf("xc", x.shape, x.dtype)              # x - mean, (N, H)
-        out = self._buf("out", x.shape, x.dtype)                       # (N, H)
+        xc = self.xc = self._buf("xc", x.shape, x.dtype)  # x - mean, (N, H)
+        out = self._buf("out", x.shape, x.dtype)  # (N, H)
         if not self.training:
             np.subtract(x, self.running_mean, out=xc)
             self.inv_std = (1.0 / np.sqrt(self.running_var + self.eps)).astype(x.dtype)
@@ -282,9 +308,18 @@ class BatchNorm1d(Module):
             out += self.beta.data
             return out
         mean, var = self._buf("mean", (h,), x.dtype), self._buf("var", (h,), x.dtype)
-        self.inv_std = self._buf("inv_std", (h,), x.dtype)            # 1 / sqrt(var + eps), (H,)
-        ops.batchnorm_train(x, self.gamma.data, self.beta.data, self.eps, xc=xc, out=out,
-                            mean=mean, var=var, inv_std=self.inv_std)
+        self.inv_std = self._buf("inv_std", (h,), x.dtype)  # 1 / sqrt(var + eps), (H,)
+        ops.batchnorm_train(
+            x,
+            self.gamma.data,
+            self.beta.data,
+            self.eps,
+            xc=xc,
+            out=out,
+            mean=mean,
+            var=var,
+            inv_std=self.inv_std,
+        )
         m = self.momentum
         self.running_mean *= 1 - m
         self.running_mean += m * mean
@@ -295,14 +330,15 @@ class BatchNorm1d(Module):
     def backward(self, dout):
         n, h = dout.shape
         xc, inv_std = self.xc, self.inv_std
-        dx = self._buf("dx", dout.shape, dout.dtype)                   # (N, H)
+        dx = self._buf("dx", dout.shape, dout.dtype)  # (N, H)
         if not self.training:  # running statistics are constants: y is affine in x
             self.gamma.accumulate(np.einsum("nh,nh->h", dout, xc) * inv_std)
             self.beta.accumulate(dout.sum(axis=0))
             return np.multiply(dout, self.gamma.data * inv_std, out=dx)
         dgamma, dbeta = self._buf("dgamma", (h,), dout.dtype), self._buf("dbeta", (h,), dout.dtype)
-        ops.batchnorm_train_backward(dout, xc, inv_std, self.gamma.data, dx=dx, dgamma=dgamma,
-                                     dbeta=dbeta)
+        ops.batchnorm_train_backward(
+            dout, xc, inv_std, self.gamma.data, dx=dx, dgamma=dgamma, dbeta=dbeta
+        )
         self.gamma.accumulate(dgamma)
         self.beta.accumulate(dbeta)
         return dx

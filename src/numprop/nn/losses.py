@@ -82,9 +82,10 @@ class SoftmaxCrossEntropy:
         dtype = logits.dtype if logits.dtype in (np.float32, np.float64) else np.float64
         if target.ndim == 1:
             if target.shape[0] != n or not np.issubdtype(target.dtype, np.integer):
-                raise ConfigError(f"labels must be integers of shape ({n},), "
-                                  f"got {target.dtype} {target.shape}")
-            loss = self._compiled(logits, target)      # checks the labels' range itself
+                raise ConfigError(
+                    f"labels must be integers of shape ({n},), got {target.dtype} {target.shape}"
+                )
+            loss = self._compiled(logits, target)  # checks the labels' range itself
             if loss is not None:
                 self.labels, self.target, self._logits = target, None, logits
                 return loss
@@ -95,11 +96,11 @@ class SoftmaxCrossEntropy:
         # so exp cannot overflow); what the loss needs of them is read off before
         # exp turns p into probabilities in place.
         p = work_buffer(self._work, "p", (n, c), dtype)
-        np.subtract(logits, logits.max(axis=1, keepdims=True), out=p)   # (N, C)
+        np.subtract(logits, logits.max(axis=1, keepdims=True), out=p)  # (N, C)
         eps = self.label_smoothing
 
         if target.ndim == 1:
-            shifted_true = p[np.arange(n), target].astype(np.float64)     # (N,)
+            shifted_true = p[np.arange(n), target].astype(np.float64)  # (N,)
             mean_shifted = p.mean(axis=1, dtype=np.float64) if eps else 0.0
         elif target.ndim == 2:
             if target.shape != (n, c):
@@ -113,15 +114,16 @@ class SoftmaxCrossEntropy:
             self.labels, self.target = None, t
             target_dot_shifted = np.einsum("nc,nc->n", t, p, dtype=np.float64)  # (N,)
         else:
-            raise ConfigError(f"target must be labels (N,) or probabilities (N, C), "
-                              f"got shape {target.shape}")
+            raise ConfigError(
+                f"target must be labels (N,) or probabilities (N, C), got shape {target.shape}"
+            )
 
         np.exp(p, out=p)
-        sums = p.sum(axis=1, keepdims=True)                              # (N, 1), >= 1
+        sums = p.sum(axis=1, keepdims=True)  # (N, 1), >= 1
         p /= sums
-        log_sums = np.log(sums, dtype=np.float64)[:, 0]                  # (N,)
+        log_sums = np.log(sums, dtype=np.float64)[:, 0]  # (N,)
         if self.labels is not None:
-            nll = log_sums - shifted_true                                # (N,)
+            nll = log_sums - shifted_true  # (N,)
             if eps:
                 nll = (1 - eps) * nll + eps * (log_sums - mean_shifted)
             loss = float(nll.mean())
@@ -133,8 +135,9 @@ class SoftmaxCrossEntropy:
     @staticmethod
     def _check_range(labels: np.ndarray, c: int) -> None:
         if labels.size and (labels.min() < 0 or labels.max() >= c):
-            raise ConfigError(f"labels must be in [0, {c}), got values from "
-                              f"{labels.min()} to {labels.max()}")
+            raise ConfigError(
+                f"labels must be in [0, {c}), got values from {labels.min()} to {labels.max()}"
+            )
 
     def _compiled(self, logits: np.ndarray, labels: np.ndarray) -> float | None:
         """Forward and backward for integer labels in one compiled pass, or None (no kernel).
@@ -149,7 +152,7 @@ class SoftmaxCrossEntropy:
         n, c = logits.shape
         p = work_buffer(self._work, "p", (n, c), logits.dtype)
         grad = work_buffer(self._work, "grad", (n, c), logits.dtype)
-        totals = work_buffer(self._work, "totals", (3,), np.float64)   # nll sum, right, bad labels
+        totals = work_buffer(self._work, "totals", (3,), np.float64)  # nll sum, right, bad labels
         eps = self.label_smoothing
         if not kernels.softmax_xent(logits, labels, eps, probs=p, grad=grad, totals=totals):
             return None
@@ -167,14 +170,14 @@ class SoftmaxCrossEntropy:
         """
         if self._logits is None:
             raise ConfigError("count_correct() needs a forward() first")
-        if self._correct is None:               # the compiled forward counts as it goes
+        if self._correct is None:  # the compiled forward counts as it goes
             truth = self.labels if self.labels is not None else self.target.argmax(axis=1)
             self._correct = int(np.count_nonzero(self._logits.argmax(axis=1) == truth))
         return self._correct
 
     def backward(self) -> np.ndarray:
         """dL/dlogits (N, C) for the last forward call."""
-        if self._grad is not None:           # the compiled forward made it already
+        if self._grad is not None:  # the compiled forward made it already
             return self._grad
         p = self.probs
         n, c = p.shape

@@ -12,15 +12,23 @@ from numprop.nn.layers import ACTIVATIONS, LAYERS, BatchNorm1d, Dropout, Linear,
 from numprop.nn.module import Module, Sequential
 
 
-def two_layer(in_features: int, hidden: int, classes: int, *, rng: Seed = None,
-              dtype=np.float32) -> Sequential:
+def two_layer(
+    in_features: int, hidden: int, classes: int, *, rng: Seed = None, dtype=np.float32
+) -> Sequential:
     """The classic network: Linear -> ReLU -> Linear, to be followed by softmax cross-entropy."""
     return mlp([in_features, hidden, classes], rng=rng, dtype=dtype)
 
 
-def mlp(sizes: list[int], activation: str = "relu", dropout: float = 0.0,
-        batchnorm: bool = False, *, init: str | None = None, rng: Seed = None,
-        dtype=np.float32) -> Sequential:
+def mlp(
+    sizes: list[int],
+    activation: str = "relu",
+    dropout: float = 0.0,
+    batchnorm: bool = False,
+    *,
+    init: str | None = None,
+    rng: Seed = None,
+    dtype=np.float32,
+) -> Sequential:
     """A multi-layer perceptron: sizes = [in, hidden..., classes].
 
     Each hidden block is Linear -> [BatchNorm1d] -> activation -> [Dropout].
@@ -40,8 +48,9 @@ def mlp(sizes: list[int], activation: str = "relu", dropout: float = 0.0,
         layers.append(ACTIVATIONS.create(activation))
         if dropout:
             layers.append(Dropout(dropout, rng=rng))
-    layers.append(Linear(sizes[-2], sizes[-1], init="glorot" if init == "he" else init,
-                         rng=rng, dtype=dtype))
+    layers.append(
+        Linear(sizes[-2], sizes[-1], init="glorot" if init == "he" else init, rng=rng, dtype=dtype)
+    )
     return Sequential(*layers)
 
 
@@ -58,9 +67,11 @@ def architecture(model: Sequential) -> list[dict]:
     for layer in model:
         name = LAYERS.name_of(type(layer))
         if name is None:
-            raise ConfigError(f"layer {type(layer).__name__} is not registered, so a saved model "
-                              f"could not be loaded again: register it with "
-                              f"numprop.register_layer({type(layer).__name__})")
+            raise ConfigError(
+                f"layer {type(layer).__name__} is not registered, so a saved model "
+                f"could not be loaded again: register it with "
+                f"numprop.register_layer({type(layer).__name__})"
+            )
         spec.append({"type": name, **layer.config()})
     return spec
 
@@ -80,8 +91,10 @@ def from_architecture(spec: list[dict], dtype=np.float32, *, warn=None) -> Seque
         entry = dict(entry)
         name = entry.pop("type", None)
         if name not in LAYERS:
-            raise ConfigError(f"unknown layer type {name!r} in the architecture; a layer of your "
-                              f"own must be registered (numprop.register_layer) before loading")
+            raise ConfigError(
+                f"unknown layer type {name!r} in the architecture; a layer of your "
+                f"own must be registered (numprop.register_layer) before loading"
+            )
         cls = LAYERS.get(name)
         accepted = inspect.signature(cls).parameters
         unknown = sorted(k for k in entry if k not in accepted)

@@ -30,10 +30,15 @@ def work_buffer(store: dict, key: str, shape: tuple[int, ...], dtype) -> np.ndar
     the whole buffer again instead of allocating it anew.
     """
     buf = store.get(key)
-    if (buf is None or buf.dtype != dtype or buf.ndim != len(shape) or buf.shape[1:] != shape[1:]
-            or (shape and buf.shape[0] < shape[0])):
+    if (
+        buf is None
+        or buf.dtype != dtype
+        or buf.ndim != len(shape)
+        or buf.shape[1:] != shape[1:]
+        or (shape and buf.shape[0] < shape[0])
+    ):
         buf = store[key] = np.empty(shape, dtype)
-    return buf[:shape[0]] if shape and buf.shape[0] != shape[0] else buf
+    return buf[: shape[0]] if shape and buf.shape[0] != shape[0] else buf
 
 
 @dataclass
@@ -220,13 +225,15 @@ class Module:
         missing = sorted(set(targets) - set(state))
         unexpected = sorted(set(state) - set(targets))
         if missing or unexpected:
-            raise ConfigError(f"state does not match the model: missing {missing}, "
-                              f"unexpected {unexpected}")
+            raise ConfigError(
+                f"state does not match the model: missing {missing}, unexpected {unexpected}"
+            )
         for name, target in targets.items():
             value = np.asarray(state[name])
             if value.shape != target.shape:
-                raise ConfigError(f"state '{name}' has shape {value.shape}, "
-                                  f"the model expects {target.shape}")
+                raise ConfigError(
+                    f"state '{name}' has shape {value.shape}, the model expects {target.shape}"
+                )
             target[...] = value
 
     # -- inference -------------------------------------------------------
@@ -235,8 +242,9 @@ class Module:
         was_training = self.training
         self.eval()
         try:
-            chunks = [self.forward(x[i:i + batch_size]).copy()
-                      for i in range(0, len(x), batch_size)]
+            chunks = [
+                self.forward(x[i : i + batch_size]).copy() for i in range(0, len(x), batch_size)
+            ]
         finally:
             self.train(was_training)
         return np.concatenate(chunks) if chunks else np.empty((0, 0), self.dtype)

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from numprop._fast import kernels
-from numprop._fast import blas
+from numprop._fast import blas, kernels
 from numprop._fast.grain import GRAIN
 
 # -- ReLU ------------------------------------------------------------------------------
@@ -26,16 +25,20 @@ from numprop._fast.grain import GRAIN
 def relu(x: np.ndarray, *, out: np.ndarray) -> np.ndarray:
     """``out = max(x, 0)`` elementwise (NaN stays NaN, as with ``np.maximum``)."""
     if not kernels.relu(x, out):
-        blas.parallel_elementwise(lambda x, out: np.maximum(x, 0, out=out), (x, out), GRAIN.relu_numpy)
+        blas.parallel_elementwise(
+            lambda x, out: np.maximum(x, 0, out=out), (x, out), GRAIN.relu_numpy
+        )
     return out
 
 
-def relu_backward(y: np.ndarray, dout: np.ndarray, *, out: np.ndarray,
-                  mask: np.ndarray) -> np.ndarray:
+def relu_backward(
+    y: np.ndarray, dout: np.ndarray, *, out: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
     """``out = dout * (y > 0)``; ``mask`` is bool scratch of the same shape.
 
     Multiplying by the mask is an order of magnitude faster than ``np.where``.
     """
+
     def piece(y, dout, out, mask):
         np.greater(y, 0, out=mask)
         np.multiply(dout, mask, out=out)
@@ -48,15 +51,17 @@ def relu_backward(y: np.ndarray, dout: np.ndarray, *, out: np.ndarray,
 def multiply(x: np.ndarray, y: np.ndarray, *, out: np.ndarray) -> np.ndarray:
     """``out = x * y`` elementwise, on all cores."""
     if not kernels.multiply(x, y, out):
-        blas.parallel_elementwise(lambda x, y, out: np.multiply(x, y, out=out), (x, y, out),
-                             GRAIN.numpy)
+        blas.parallel_elementwise(
+            lambda x, y, out: np.multiply(x, y, out=out), (x, y, out), GRAIN.numpy
+        )
     return out
 
 
 # -- Dropout ---------------------------------------------------------------------------
 
-_GOLDEN, _MIX1, _MIX2 = (np.uint64(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9,
-                                                   0x94D049BB133111EB))
+_GOLDEN, _MIX1, _MIX2 = (
+    np.uint64(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
+)
 
 
 def dropout_bits(key: int, n: int) -> np.ndarray:
@@ -67,7 +72,7 @@ def dropout_bits(key: int, n: int) -> np.ndarray:
     elements can be made on its own (on any core) and comes out the same, so
     the compiled kernel and this NumPy code agree bit for bit.
     """
-    z = np.arange(-(-n // 4), dtype=np.uint64)                         # (ceil(n / 4),)
+    z = np.arange(-(-n // 4), dtype=np.uint64)  # (ceil(n / 4),)
     z += np.uint64(key)
     z *= _GOLDEN
     z ^= z >> np.uint64(30)
@@ -75,16 +80,18 @@ def dropout_bits(key: int, n: int) -> np.ndarray:
     z ^= z >> np.uint64(27)
     z *= _MIX2
     z ^= z >> np.uint64(31)
-    return z.astype("<u8", copy=False).view("<u2")[:n]                 # lane 0 = low bits
+    return z.astype("<u8", copy=False).view("<u2")[:n]  # lane 0 = low bits
 
 
-def dropout(x: np.ndarray, *, key: int, threshold: int, scale: float, mask: np.ndarray,
-            out: np.ndarray) -> np.ndarray:
+def dropout(
+    x: np.ndarray, *, key: int, threshold: int, scale: float, mask: np.ndarray, out: np.ndarray
+) -> np.ndarray:
     """``mask = (bits >= threshold) * scale`` and ``out = x * mask``, bits = ``dropout_bits(key)``.
 
     With 16-bit bits, ``threshold = p * 65536`` drops a unit with probability p
     and ``scale = 1 / (1 - p)`` keeps the expected output equal to x.
     """
+
     def piece(bits, x, mask, out):
         np.greater_equal(bits, threshold, out=mask)
         mask *= scale
@@ -102,24 +109,32 @@ def dropout(x: np.ndarray, *, key: int, threshold: int, scale: float, mask: np.n
 # same order, and runs the elementwise passes on row blocks on all cores.
 
 
-def batchnorm_train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, *,
-                    xc: np.ndarray, out: np.ndarray, mean: np.ndarray, var: np.ndarray,
-                    inv_std: np.ndarray) -> np.ndarray:
+def batchnorm_train(
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    eps: float,
+    *,
+    xc: np.ndarray,
+    out: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    inv_std: np.ndarray,
+) -> np.ndarray:
     """Batch normalisation with the batch's statistics: x, xc, out (N, H); the rest (H,).
 
     ``mean = sum(x) / N``, ``xc = x - mean``, ``var = sum(xc**2) / N`` (biased),
     ``inv_std = 1 / sqrt(var + eps)``, ``out = xc * (gamma * inv_std) + beta``.
     """
-    if kernels.batchnorm(x, eps, gamma, beta, xc=xc, out=out, mean=mean, var=var,
-                         inv_std=inv_std):
+    if kernels.batchnorm(x, eps, gamma, beta, xc=xc, out=out, mean=mean, var=var, inv_std=inv_std):
         return out
     n, h = x.shape
     rows = GRAIN.rows(GRAIN.numpy, h)
-    np.divide(np.add.reduce(x, axis=0), n, out=mean)                      # (H,)
+    np.divide(np.add.reduce(x, axis=0), n, out=mean)  # (H,)
     blas.parallel_for(n, lambda lo, hi: np.subtract(x[lo:hi], mean, out=xc[lo:hi]), rows)
     np.divide(np.add.reduce(np.multiply(xc, xc, out=out), axis=0), n, out=var)
     np.divide(1.0, np.sqrt(var + eps), out=inv_std)
-    scale = gamma * inv_std                                               # (H,)
+    scale = gamma * inv_std  # (H,)
 
     def piece(lo, hi):
         np.multiply(xc[lo:hi], scale, out=out[lo:hi])
@@ -129,9 +144,16 @@ def batchnorm_train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: flo
     return out
 
 
-def batchnorm_train_backward(dout: np.ndarray, xc: np.ndarray, inv_std: np.ndarray,
-                             gamma: np.ndarray, *, dx: np.ndarray, dgamma: np.ndarray,
-                             dbeta: np.ndarray) -> np.ndarray:
+def batchnorm_train_backward(
+    dout: np.ndarray,
+    xc: np.ndarray,
+    inv_std: np.ndarray,
+    gamma: np.ndarray,
+    *,
+    dx: np.ndarray,
+    dgamma: np.ndarray,
+    dbeta: np.ndarray,
+) -> np.ndarray:
     """Gradients of ``batchnorm_train``: dout, xc, dx (N, H); the rest (H,).
 
     With ``xhat = xc * inv_std``: ``dbeta = sum(dout)``, ``dgamma = sum(dout * xhat)``,
@@ -140,10 +162,10 @@ def batchnorm_train_backward(dout: np.ndarray, xc: np.ndarray, inv_std: np.ndarr
     if kernels.batchnorm_backward(dout, xc, inv_std, gamma, dx=dx, dgamma=dgamma, dbeta=dbeta):
         return dx
     n, h = dout.shape
-    np.add.reduce(dout, axis=0, out=dbeta)                                # (H,)
+    np.add.reduce(dout, axis=0, out=dbeta)  # (H,)
     np.add.reduce(np.multiply(dout, xc, out=dx), axis=0, out=dgamma)
-    dgamma *= inv_std                                                     # sum dout * xhat
-    a, b, scale = inv_std * dgamma / n, dbeta / n, gamma * inv_std        # (H,)
+    dgamma *= inv_std  # sum dout * xhat
+    a, b, scale = inv_std * dgamma / n, dbeta / n, gamma * inv_std  # (H,)
 
     def piece(lo, hi):
         d = dx[lo:hi]
@@ -159,8 +181,9 @@ def batchnorm_train_backward(dout: np.ndarray, xc: np.ndarray, inv_std: np.ndarr
 # -- optimizer updates -----------------------------------------------------------------
 
 
-def sgd_momentum_step(w: np.ndarray, v: np.ndarray, *, weight_decay: float, lr: float,
-                      scratch: np.ndarray) -> None:
+def sgd_momentum_step(
+    w: np.ndarray, v: np.ndarray, *, weight_decay: float, lr: float, scratch: np.ndarray
+) -> None:
     """After ``v = momentum * v + grad``: ``v += weight_decay * w``, then ``w -= lr * v``.
 
     One pass over both arrays; ``scratch`` is an array of w's shape.
@@ -178,9 +201,21 @@ def sgd_momentum_step(w: np.ndarray, v: np.ndarray, *, weight_decay: float, lr: 
         blas.parallel_elementwise(piece, (w, v, scratch), GRAIN.optimizer)
 
 
-def adam_step(w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, *, b1: float,
-              b2: float, eps: float, step: float, decay: float, l2: float,
-              scratch: np.ndarray, l2_scratch: np.ndarray | None = None) -> None:
+def adam_step(
+    w: np.ndarray,
+    g: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    *,
+    b1: float,
+    b2: float,
+    eps: float,
+    step: float,
+    decay: float,
+    l2: float,
+    scratch: np.ndarray,
+    l2_scratch: np.ndarray | None = None,
+) -> None:
     """One Adam update of w from gradient g with moments m, v, all of one shape.
 
     ``g' = g + l2 * w`` (Adam's L2 term; 0 for AdamW), ``m = b1 m + (1 - b1) g'``,
@@ -188,6 +223,7 @@ def adam_step(w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, *, b1:
     (``decay``: AdamW's ``1 - lr * wd``; bias corrections folded into step and eps).
     ``scratch`` (and ``l2_scratch`` when ``l2``) are arrays of w's shape.
     """
+
     def piece(w, g, m, v, t, g_l2=None):
         if l2:
             np.multiply(w, l2, out=g_l2)

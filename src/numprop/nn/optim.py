@@ -41,8 +41,9 @@ class Optimizer:
 
     state_names: tuple[str, ...] = ()
 
-    def __init__(self, params: Params, lr: float, weight_decay: float = 0.0,
-                 decay_all: bool = False):
+    def __init__(
+        self, params: Params, lr: float, weight_decay: float = 0.0, decay_all: bool = False
+    ):
         if not lr > 0:
             raise ConfigError(f"learning rate must be positive, got {lr}")
         if weight_decay < 0:
@@ -52,8 +53,9 @@ class Optimizer:
         self.weight_decay = float(weight_decay)
         self.decay_all = decay_all
         self.steps = 0
-        self.state = {name: {k: np.zeros_like(p.data) for k in self.state_names}
-                      for name, p in self.params}
+        self.state = {
+            name: {k: np.zeros_like(p.data) for k in self.state_names} for name, p in self.params
+        }
         largest = max(self.params, key=lambda np_: np_[1].data.size)[1].data
         self._scratch = np.empty(largest.size, largest.dtype)
 
@@ -64,7 +66,7 @@ class Optimizer:
         """Scratch space shaped like p (shared by all parameters)."""
         if self._scratch.dtype != p.data.dtype:
             self._scratch = self._scratch.astype(p.data.dtype)
-        return self._scratch[:p.data.size].reshape(p.data.shape)
+        return self._scratch[: p.data.size].reshape(p.data.shape)
 
     def zero_grad(self) -> None:
         for _, p in self.params:
@@ -93,12 +95,18 @@ class Optimizer:
 
     def state_dict(self) -> dict:
         arrays = {f"{k}.{name}": v for name, st in self.state.items() for k, v in st.items()}
-        return {"type": type(self).__name__, "lr": self.lr, "steps": self.steps,
-                "arrays": {k: v.copy() for k, v in arrays.items()}}
+        return {
+            "type": type(self).__name__,
+            "lr": self.lr,
+            "steps": self.steps,
+            "arrays": {k: v.copy() for k, v in arrays.items()},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("type") != type(self).__name__:
-            raise ConfigError(f"optimizer state is for {state.get('type')}, not {type(self).__name__}")
+            raise ConfigError(
+                f"optimizer state is for {state.get('type')}, not {type(self).__name__}"
+            )
         self.lr, self.steps = float(state["lr"]), int(state["steps"])
         for name, st in self.state.items():
             for k, v in st.items():
@@ -115,8 +123,15 @@ class SGD(Optimizer):
     ``W -= lr v`` (Nesterov: ``W -= lr (g + wd W + m v)``).
     """
 
-    def __init__(self, params: Params, lr: float = 0.01, momentum: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0, decay_all: bool = False):
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 0.01,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        decay_all: bool = False,
+    ):
         if not 0.0 <= momentum < 1.0:
             raise ConfigError(f"momentum must be in [0, 1), got {momentum}")
         if nesterov and momentum == 0:
@@ -124,7 +139,7 @@ class SGD(Optimizer):
         self.state_names = ("velocity",) if momentum else ()
         self.momentum, self.nesterov = momentum, nesterov
         super().__init__(params, lr, weight_decay, decay_all)
-        self._fused: dict[int, GradTarget] = {}   # id(p) -> its target in the last fused backward
+        self._fused: dict[int, GradTarget] = {}  # id(p) -> its target in the last fused backward
 
     @contextmanager
     def fused_backward(self):
@@ -134,8 +149,9 @@ class SGD(Optimizer):
             yield
             return
         for name, p in self.params:
-            p.grad_target = self._fused[id(p)] = GradTarget(self.state[name]["velocity"],
-                                                            self.momentum)
+            p.grad_target = self._fused[id(p)] = GradTarget(
+                self.state[name]["velocity"], self.momentum
+            )
         try:
             yield
         finally:
@@ -151,12 +167,12 @@ class SGD(Optimizer):
             return
         v = state["velocity"]
         fused = self._fused.pop(id(p), None)
-        if fused is not None:          # fused: v = m v + g already, unless no gradient came
+        if fused is not None:  # fused: v = m v + g already, unless no gradient came
             if not fused.received:
                 v *= self.momentum
         else:
             axpby(1.0, p.grad, self.momentum, v)
-        if self.nesterov:              # W -= lr (g + wd W + m v)
+        if self.nesterov:  # W -= lr (g + wd W + m v)
             if wd:
                 axpby(wd, p.data, 1.0, v)
             g = self._tmp(p)
@@ -178,8 +194,15 @@ class Adam(Optimizer):
     state_names = ("m", "v")
     decoupled = False
 
-    def __init__(self, params: Params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, decay_all: bool = False):
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        decay_all: bool = False,
+    ):
         b1, b2 = betas
         if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
             raise ConfigError(f"Adam betas must be in [0, 1), got {betas}")
@@ -190,17 +213,29 @@ class Adam(Optimizer):
     def _update(self, p, state):
         b1, b2 = self.betas
         wd = self._decay(p)
-        decay = 1.0 - self.lr * wd if (wd and self.decoupled) else 1.0   # AdamW: W *= 1 - lr wd
-        l2 = wd if (wd and not self.decoupled) else 0.0                    # Adam: g + wd W
+        decay = 1.0 - self.lr * wd if (wd and self.decoupled) else 1.0  # AdamW: W *= 1 - lr wd
+        l2 = wd if (wd and not self.decoupled) else 0.0  # Adam: g + wd W
         # W -= lr m_hat / (sqrt(v_hat) + eps), with the bias corrections folded
         # into two scalars: lr sqrt(bc2)/bc1 * m / (sqrt(v) + eps sqrt(bc2)).
-        bc1, bc2 = 1.0 - b1 ** self.steps, 1.0 - b2 ** self.steps
+        bc1, bc2 = 1.0 - b1**self.steps, 1.0 - b2**self.steps
         # Python floats: NumPy then computes in the parameters' dtype, as the kernel does.
         step, eps = -self.lr * math.sqrt(bc2) / bc1, self.eps * math.sqrt(bc2)
         if l2 and id(p) not in self._l2:
             self._l2[id(p)] = np.empty_like(p.data)
-        ops.adam_step(p.data, p.grad, state["m"], state["v"], b1=b1, b2=b2, eps=eps, step=step,
-                      decay=decay, l2=l2, scratch=self._tmp(p), l2_scratch=self._l2.get(id(p)))
+        ops.adam_step(
+            p.data,
+            p.grad,
+            state["m"],
+            state["v"],
+            b1=b1,
+            b2=b2,
+            eps=eps,
+            step=step,
+            decay=decay,
+            l2=l2,
+            scratch=self._tmp(p),
+            l2_scratch=self._l2.get(id(p)),
+        )
 
 
 class AdamW(Adam):
@@ -208,8 +243,15 @@ class AdamW(Adam):
 
     decoupled = True
 
-    def __init__(self, params: Params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.01, decay_all: bool = False):
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+        decay_all: bool = False,
+    ):
         super().__init__(params, lr, betas, eps, weight_decay, decay_all)
 
 

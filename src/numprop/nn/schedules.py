@@ -69,7 +69,7 @@ class Exponential(Schedule):
         self.gamma = gamma
 
     def lr(self, t, total):
-        return self.peak_lr * self.gamma ** t
+        return self.peak_lr * self.gamma**t
 
 
 class WarmupCosine(Schedule):
@@ -93,12 +93,23 @@ class ReduceOnPlateau(Schedule):
     """Multiply the rate by ``factor`` when the metric (validation loss) has not
     improved by more than ``threshold`` (relative) for ``patience`` epochs."""
 
-    def __init__(self, peak_lr: float, factor: float = 0.5, patience: int = 2,
-                 threshold: float = 1e-3, min_lr: float = 0.0):
+    def __init__(
+        self,
+        peak_lr: float,
+        factor: float = 0.5,
+        patience: int = 2,
+        threshold: float = 1e-3,
+        min_lr: float = 0.0,
+    ):
         super().__init__(peak_lr)
         if not 0 < factor < 1 or patience < 0:
             raise ConfigError("ReduceOnPlateau needs 0 < factor < 1 and patience >= 0")
-        self.factor, self.patience, self.threshold, self.min_lr = factor, patience, threshold, min_lr
+        self.factor, self.patience, self.threshold, self.min_lr = (
+            factor,
+            patience,
+            threshold,
+            min_lr,
+        )
         self._best = math.inf
         self._bad_epochs = 0
         self._scale = 1.0
@@ -120,7 +131,10 @@ class ReduceOnPlateau(Schedule):
 
     def load_state(self, state):
         self._best, self._bad_epochs, self._scale = (
-            state["best"], state["bad_epochs"], state["scale"])
+            state["best"],
+            state["bad_epochs"],
+            state["scale"],
+        )
 
 
 # The one table that turns schedule names (CLI, configs) into classes.

@@ -31,8 +31,15 @@ class ProgressBar(Callback):
 
     def on_epoch_begin(self, trainer, epoch):
         from tqdm import tqdm
-        self.bar = tqdm(total=trainer.steps_per_epoch, desc=f"epoch {epoch + 1}/{trainer.epochs}", unit="batch",
-                        leave=False, file=self.file, dynamic_ncols=True)
+
+        self.bar = tqdm(
+            total=trainer.steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{trainer.epochs}",
+            unit="batch",
+            leave=False,
+            file=self.file,
+            dynamic_ncols=True,
+        )
         self.loss_sum, self.seen, self.started = 0.0, 0, time.perf_counter()
 
     def on_batch_end(self, trainer, batch, loss, size):
@@ -41,8 +48,9 @@ class ProgressBar(Callback):
         self.bar.update(1)
         if batch % 10 == 0:
             rate = self.seen / max(time.perf_counter() - self.started, 1e-9)
-            self.bar.set_postfix_str(f"loss {self.loss_sum / self.seen:.4f}, {rate:,.0f} img/s",
-                                     refresh=False)
+            self.bar.set_postfix_str(
+                f"loss {self.loss_sum / self.seen:.4f}, {rate:,.0f} img/s", refresh=False
+            )
 
     def on_epoch_end(self, trainer, record):
         if self.bar is not None:
@@ -54,6 +62,7 @@ class ProgressBar(Callback):
 
 def format_record(record: dict, epochs: int) -> str:
     """One line: epoch, losses, accuracies, learning rate, seconds."""
+
     def loss_and_accuracy(split):
         text = f"{split} loss {record[split + '_loss']:.4f}"
         accuracy = record.get(split + "_acc")
@@ -84,16 +93,23 @@ def _better(mode: str, value: float, best: float, min_delta: float) -> bool:
 def _monitored(record: dict, monitor: str) -> float:
     value = record.get(monitor)
     if value is None:
-        raise ConfigError(f"cannot monitor '{monitor}': it is not recorded "
-                          f"(no validation set?); choose one of {', '.join(FIELDS[1:5])}")
+        raise ConfigError(
+            f"cannot monitor '{monitor}': it is not recorded "
+            f"(no validation set?); choose one of {', '.join(FIELDS[1:5])}"
+        )
     return value
 
 
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved for ``patience`` epochs; restore the best weights."""
 
-    def __init__(self, monitor: str = "val_loss", patience: int = 3, min_delta: float = 0.0,
-                 restore_best: bool = True):
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        patience: int = 3,
+        min_delta: float = 0.0,
+        restore_best: bool = True,
+    ):
         self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
         self.mode = "min" if monitor.endswith("loss") else "max"
         self.restore_best = restore_best
@@ -110,7 +126,8 @@ class EarlyStopping(Callback):
                 trainer.stop_training = True
                 trainer.history.stop_reason = (
                     f"early stopping: {self.monitor} has not improved for {self.patience} "
-                    f"epochs (best {self.best:.4f} at epoch {self.best_epoch})")
+                    f"epochs (best {self.best:.4f} at epoch {self.best_epoch})"
+                )
 
     def on_train_end(self, trainer):
         if self.restore_best and self.best_state is not None:
@@ -129,14 +146,21 @@ class NaNGuard(Callback):
             self.first = loss
         diverged = self.first is not None and loss > self.factor * max(self.first, 1e-3)
         if not math.isfinite(loss) or diverged:
-            what = "is not a number" if math.isnan(loss) else (
-                "is infinite" if not math.isfinite(loss) else
-                f"grew from {self.first:.4g} to {loss:.4g}")
+            what = (
+                "is not a number"
+                if math.isnan(loss)
+                else (
+                    "is infinite"
+                    if not math.isfinite(loss)
+                    else f"grew from {self.first:.4g} to {loss:.4g}"
+                )
+            )
             epoch = len(trainer.history) + 1
             raise TrainingError(
                 f"training diverged: the loss {what} at epoch {epoch}, batch {batch + 1} "
                 f"(learning rate {trainer.optimizer.lr:.3g}). Try a lower learning rate "
-                f"(for example {trainer.schedule.peak_lr / 10:.3g}), a warm-up, or BatchNorm.")
+                f"(for example {trainer.schedule.peak_lr / 10:.3g}), a warm-up, or BatchNorm."
+            )
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -173,10 +197,16 @@ class Checkpoint(Callback):
 
     def on_epoch_end(self, trainer, record):
         from numprop.training.io import save
+
         arrays, meta = trainer.state()
         meta["rng"] = self.rng.bit_generator.state
-        save(self.path, trainer.model, history=trainer.history.to_list(),
-             training=(arrays, meta), **self.metadata)
+        save(
+            self.path,
+            trainer.model,
+            history=trainer.history.to_list(),
+            training=(arrays, meta),
+            **self.metadata,
+        )
 
 
 class ModelCheckpoint(Callback):
@@ -190,8 +220,9 @@ class ModelCheckpoint(Callback):
 
     def on_train_begin(self, trainer):
         if self.monitor is not None and self.best is None:  # resumed: best so far
-            seen = [r[self.monitor] for r in trainer.history.records
-                    if r.get(self.monitor) is not None]
+            seen = [
+                r[self.monitor] for r in trainer.history.records if r.get(self.monitor) is not None
+            ]
             if seen:
                 self.best = min(seen) if self.mode == "min" else max(seen)
 
@@ -202,4 +233,5 @@ class ModelCheckpoint(Callback):
                 return
             self.best = value
         from numprop.training.io import save
+
         save(self.path, trainer.model, history=trainer.history.to_list(), **self.metadata)

@@ -68,13 +68,21 @@ class TrainConfig:
     def validate(self) -> None:
         if not self.hidden or any(h < 1 for h in self.hidden):
             raise ConfigError(f"hidden sizes must be positive, got {self.hidden}")
-        for registry, name in ((OPTIMIZERS, self.optimizer), (SCHEDULES, self.schedule),
-                               (ACTIVATIONS, self.activation), (PREPROCESSING, self.preprocessing),
-                               (LOSSES, self.loss)):
-            registry.get(name)                         # a ConfigError that names the choices
-        for name, value, low in (("epochs", self.epochs, 1), ("batch size", self.batch_size, 1),
-                                 ("validation size", self.val_size, 0), ("crop", self.crop, 0),
-                                 ("patience", self.patience, 0)):
+        for registry, name in (
+            (OPTIMIZERS, self.optimizer),
+            (SCHEDULES, self.schedule),
+            (ACTIVATIONS, self.activation),
+            (PREPROCESSING, self.preprocessing),
+            (LOSSES, self.loss),
+        ):
+            registry.get(name)  # a ConfigError that names the choices
+        for name, value, low in (
+            ("epochs", self.epochs, 1),
+            ("batch size", self.batch_size, 1),
+            ("validation size", self.val_size, 0),
+            ("crop", self.crop, 0),
+            ("patience", self.patience, 0),
+        ):
             if value < low:
                 raise ConfigError(f"{name} must be at least {low}, got {value}")
         if self.limit is not None and self.limit < 10:
@@ -90,8 +98,12 @@ def make_optimizer(config: TrainConfig, model) -> Optimizer:
 
     Each optimizer takes the settings it has (SGD: momentum and Nesterov).
     """
-    settings = {"lr": config.lr, "momentum": config.momentum, "nesterov": config.nesterov,
-                "weight_decay": config.weight_decay}
+    settings = {
+        "lr": config.lr,
+        "momentum": config.momentum,
+        "nesterov": config.nesterov,
+        "weight_decay": config.weight_decay,
+    }
     return OPTIMIZERS.create_from(config.optimizer, model.named_parameters(), settings=settings)
 
 
@@ -122,12 +134,18 @@ class RunResult:
     test_acc: float
     seconds: float
     history: list[dict]
-    data: Cifar10          # the data set as loaded, so callers need not read it again
+    data: Cifar10  # the data set as loaded, so callers need not read it again
 
 
-def train_cifar10(config: TrainConfig | None, out_dir: str | Path, *, resume: bool = False,
-                  progress: bool = True, print_fn=print,
-                  callbacks: list[Callback] | None = None) -> RunResult:
+def train_cifar10(
+    config: TrainConfig | None,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    print_fn=print,
+    callbacks: list[Callback] | None = None,
+) -> RunResult:
     """Load CIFAR-10, train the configured network, evaluate on the test set, save the run.
 
     After every epoch the run folder gets ``last.npz``, a checkpoint with
@@ -164,34 +182,57 @@ def train_cifar10(config: TrainConfig | None, out_dir: str | Path, *, resume: bo
 
     # Fitted on the training split only: validation and test stay unseen.
     pre = PREPROCESSING.create(config.preprocessing).fit(train_x[train_idx])
-    augment = Augment(flip=config.flip, crop_padding=config.crop) if (
-        config.flip or config.crop) else None
-    train = BatchLoader(train_x, train_y, pre, config.batch_size, shuffle=True, rng=rng,
-                        augment=augment, indices=train_idx)
-    val = (BatchLoader(train_x, train_y, pre, 1000, shuffle=False, indices=val_idx)
-           if n_val else None)
+    augment = (
+        Augment(flip=config.flip, crop_padding=config.crop)
+        if (config.flip or config.crop)
+        else None
+    )
+    train = BatchLoader(
+        train_x,
+        train_y,
+        pre,
+        config.batch_size,
+        shuffle=True,
+        rng=rng,
+        augment=augment,
+        indices=train_idx,
+    )
+    val = (
+        BatchLoader(train_x, train_y, pre, 1000, shuffle=False, indices=val_idx) if n_val else None
+    )
     test = BatchLoader(test_x, test_y, pre, 1000, shuffle=False)
 
-    model = models.mlp([pre.output_dim, *config.hidden, len(data.class_names)],
-                       activation=config.activation, dropout=config.dropout,
-                       batchnorm=config.batchnorm, rng=rng)
+    model = models.mlp(
+        [pre.output_dim, *config.hidden, len(data.class_names)],
+        activation=config.activation,
+        dropout=config.dropout,
+        batchnorm=config.batchnorm,
+        rng=rng,
+    )
     loss = LOSSES.create(config.loss, label_smoothing=config.label_smoothing)
     optimizer = make_optimizer(config, model)
     meta = {"preprocessing": pre, "config": asdict(config), "class_names": data.class_names}
     monitor = "val_acc" if val is not None else None
-    cbs: list[Callback] = [NaNGuard(), EpochSummary(print_fn), HistoryLogger(out_dir),
-                           ModelCheckpoint(out_dir / "best.npz", monitor=monitor, **meta),
-                           Checkpoint(last, rng, **meta)]
+    cbs: list[Callback] = [
+        NaNGuard(),
+        EpochSummary(print_fn),
+        HistoryLogger(out_dir),
+        ModelCheckpoint(out_dir / "best.npz", monitor=monitor, **meta),
+        Checkpoint(last, rng, **meta),
+    ]
     if progress:
         cbs.insert(0, ProgressBar())
     if config.patience:
-        cbs.append(EarlyStopping("val_loss" if val is not None else "train_loss",
-                                 patience=config.patience))
+        cbs.append(
+            EarlyStopping("val_loss" if val is not None else "train_loss", patience=config.patience)
+        )
     cbs += callbacks or []
 
-    print_fn(f"training {model_summary(model)} on {len(train_idx):,} images "
-             f"({n_val:,} held out for validation), {config.epochs} epochs of batch "
-             f"{config.batch_size}, {config.optimizer} lr {config.lr:g}")
+    print_fn(
+        f"training {model_summary(model)} on {len(train_idx):,} images "
+        f"({n_val:,} held out for validation), {config.epochs} epochs of batch "
+        f"{config.batch_size}, {config.optimizer} lr {config.lr:g}"
+    )
     trainer = Trainer(model, loss, optimizer, make_schedule(config), cbs)
     if checkpoint is not None:
         model.load_state_dict(checkpoint.model.state_dict())
@@ -204,17 +245,24 @@ def train_cifar10(config: TrainConfig | None, out_dir: str | Path, *, resume: bo
     test_loss, test_acc = trainer.evaluate(test)
     seconds = time.perf_counter() - started
     model_path = save(out_dir / "model.npz", model, history=history.to_list(), **meta)
-    summary = {"test_loss": test_loss, "test_acc": test_acc, "seconds": seconds,
-               "train_images": len(train_idx), "config": asdict(config)}
+    summary = {
+        "test_loss": test_loss,
+        "test_acc": test_acc,
+        "seconds": seconds,
+        "train_images": len(train_idx),
+        "config": asdict(config),
+    }
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
-    print_fn(f"test accuracy {100 * test_acc:.2f}%  (test loss {test_loss:.4f}, "
-             f"{seconds:.0f} s in all)")
+    print_fn(
+        f"test accuracy {100 * test_acc:.2f}%  (test loss {test_loss:.4f}, {seconds:.0f} s in all)"
+    )
     return RunResult(out_dir, model_path, test_loss, test_acc, seconds, history.to_list(), data)
 
 
 def model_summary(model) -> str:
     """'3072-1000-10 (3,083,010 parameters)' for a plain MLP."""
     from numprop.nn.layers import Linear
+
     sizes = [m.in_features for m in model if isinstance(m, Linear)]
     sizes.append([m.out_features for m in model if isinstance(m, Linear)][-1])
     n = sum(p.data.size for p in model.parameters())

@@ -35,7 +35,9 @@ def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
 def _square_counts(cm) -> np.ndarray:
     cm = np.asarray(cm)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] == 0:
-        raise DataError(f"a confusion matrix must be square (C, C) with C >= 1, got shape {cm.shape}")
+        raise DataError(
+            f"a confusion matrix must be square (C, C) with C >= 1, got shape {cm.shape}"
+        )
     if cm.dtype.kind not in "iu" or (cm < 0).any():
         raise DataError("a confusion matrix must hold non-negative integer counts")
     return cm.astype(np.int64, copy=False)
@@ -96,6 +98,8 @@ def classification_report(cm, class_names: Sequence[str]) -> str:
     for name, p, r, s in zip(names, precision, recall, support):
         lines.append(f"{name:<{width}}  {p:>9.4f}  {r:>9.4f}  {int(s):>9d}")
     lines.append("-" * len(head))
-    lines.append(f"{'macro avg':<{width}}  {precision.mean():>9.4f}  {recall.mean():>9.4f}  {total:>9d}")
+    lines.append(
+        f"{'macro avg':<{width}}  {precision.mean():>9.4f}  {recall.mean():>9.4f}  {total:>9d}"
+    )
     lines.append(f"{'accuracy':<{width}}  {'':>9}  {acc:>9.4f}  {total:>9d}")
     return "\n".join(lines)

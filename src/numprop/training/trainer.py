@@ -80,12 +80,20 @@ class Trainer:
     ``numprop.data.batches.BatchLoader``.
     """
 
-    def __init__(self, model: Module, loss: Loss, optimizer: Optimizer,
-                 schedule: Schedule | None = None, callbacks: Iterable[Callback] = (),
-                 fused: bool = True):
+    def __init__(
+        self,
+        model: Module,
+        loss: Loss,
+        optimizer: Optimizer,
+        schedule: Schedule | None = None,
+        callbacks: Iterable[Callback] = (),
+        fused: bool = True,
+    ):
         for method in ("forward", "backward"):
             if not callable(getattr(loss, method, None)):
-                raise ConfigError(f"the loss needs a {method}() method (see numprop.nn.losses.Loss)")
+                raise ConfigError(
+                    f"the loss needs a {method}() method (see numprop.nn.losses.Loss)"
+                )
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.schedule = schedule if schedule is not None else Constant(optimizer.lr)
         self.callbacks = list(callbacks)
@@ -101,8 +109,11 @@ class Trainer:
         the optimizer's buffers, the schedule, the history and the epoch count.
         """
         opt = self.optimizer.state_dict()
-        meta = {"optimizer": {k: v for k, v in opt.items() if k != "arrays"},
-                "schedule": self.schedule.state(), "history": self.history.to_list()}
+        meta = {
+            "optimizer": {k: v for k, v in opt.items() if k != "arrays"},
+            "schedule": self.schedule.state(),
+            "history": self.history.to_list(),
+        }
         return opt["arrays"], meta
 
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
@@ -178,9 +189,14 @@ class Trainer:
                 self._call("on_batch_end", i, value, len(y))
                 if self.stop_training:
                     break
-            record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
-                      "train_acc": None if correct is None else correct / max(seen, 1),
-                      "val_loss": None, "val_acc": None, "lr": self.optimizer.lr}
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum / max(seen, 1),
+                "train_acc": None if correct is None else correct / max(seen, 1),
+                "val_loss": None,
+                "val_acc": None,
+                "lr": self.optimizer.lr,
+            }
             if val is not None and not self.stop_training:
                 record["val_loss"], record["val_acc"] = self.evaluate(val)
             record["seconds"] = time.perf_counter() - started
