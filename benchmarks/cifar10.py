@@ -30,9 +30,22 @@ HERE = Path(__file__).resolve().parent
 RUNS = {
     "default": ([], "the two-layer network of the question, defaults of `numprop train`"),
     "wide": (["--hidden", "2000", "--epochs", "30"], "one hidden layer of 2000 units"),
-    "deep": (["--hidden", "1024", "1024", "1024", "--batchnorm", "--dropout", "0.2",
-              "--epochs", "30", "--lr", "0.05"],
-             "three hidden layers of 1024 with BatchNorm and dropout"),
+    "deep": (
+        [
+            "--hidden",
+            "1024",
+            "1024",
+            "1024",
+            "--batchnorm",
+            "--dropout",
+            "0.2",
+            "--epochs",
+            "30",
+            "--lr",
+            "0.05",
+        ],
+        "three hidden layers of 1024 with BatchNorm and dropout",
+    ),
 }
 
 
@@ -45,14 +58,24 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"NumPy {np.__version__}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, NumPy {np.__version__}"
+    )
 
 
 def run_one(name: str, extra: list[str], data_dir: str | None) -> dict:
     out = Path(tempfile.mkdtemp(prefix=f"numprop-bench-{name}-"))
-    cmd = [sys.executable, "-m", "numprop.cli", "train", "--quiet", "--no-plots",
-           "--out", str(out), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "numprop.cli",
+        "train",
+        "--quiet",
+        "--no-plots",
+        "--out",
+        str(out),
+        *extra,
+    ]
     if data_dir:
         cmd += ["--data-dir", data_dir]
     started = time.perf_counter()
@@ -69,40 +92,53 @@ def run_one(name: str, extra: list[str], data_dir: str | None) -> dict:
         raise SystemExit(f"{name}: numprop train failed with exit code {proc.returncode}")
     acc = float(re.search(r"test accuracy (\d+\.\d+)%", stdout).group(1))
     epochs = len(re.findall(r"^epoch ", stdout, flags=re.M))
-    return {"name": name, "args": " ".join(extra) or "(defaults)", "acc": acc,
-            "seconds": seconds, "epochs": epochs,
-            "peak_mib": usage.ru_maxrss / 1024, "out": str(out)}
+    return {
+        "name": name,
+        "args": " ".join(extra) or "(defaults)",
+        "acc": acc,
+        "seconds": seconds,
+        "epochs": epochs,
+        "peak_mib": usage.ru_maxrss / 1024,
+        "out": str(out),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", choices=sorted(RUNS), default=["default"])
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--write", action="store_true",
-                        help="write the results into benchmarks/RESULTS.md")
+    parser.add_argument(
+        "--write", action="store_true", help="write the results into benchmarks/RESULTS.md"
+    )
     args = parser.parse_args()
     results = [run_one(name, RUNS[name][0], args.data_dir) for name in args.runs]
-    lines = ["| run | `numprop train` arguments | test accuracy | wall time | peak memory |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "| run | `numprop train` arguments | test accuracy | wall time | peak memory |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for r in results:
-        lines.append(f"| {r['name']} ({RUNS[r['name']][1]}) | `{r['args']}` | "
-                     f"{r['acc']:.2f}% | {r['seconds']:.0f} s ({r['epochs']} epochs) | "
-                     f"{r['peak_mib']:.0f} MiB |")
+        lines.append(
+            f"| {r['name']} ({RUNS[r['name']][1]}) | `{r['args']}` | "
+            f"{r['acc']:.2f}% | {r['seconds']:.0f} s ({r['epochs']} epochs) | "
+            f"{r['peak_mib']:.0f} MiB |"
+        )
     table = "\n".join(lines)
     print(table)
     if args.write:
-        command = "python benchmarks/cifar10.py " + " ".join(
-            shlex.quote(a) for a in sys.argv[1:])
-        text = (f"## Accuracy: `numprop train` on CIFAR-10\n\n"
-                f"Measured {datetime.date.today().isoformat()} on {machine()}.\n\n"
-                f"Command: `{command}`\n\n{table}\n\n"
-                "Wall time covers the whole command: loading the data, fitting the "
-                "preprocessing, training, evaluating on the 10,000 test images and saving "
-                "the model. The data here is the JPEG-rebuilt copy of CIFAR-10 described in "
-                "the project's shared datasets README (expect accuracies within a point or "
-                "two of the official files).\n")
+        command = "python benchmarks/cifar10.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        text = (
+            f"## Accuracy: `numprop train` on CIFAR-10\n\n"
+            f"Measured {datetime.date.today().isoformat()} on {machine()}.\n\n"
+            f"Command: `{command}`\n\n{table}\n\n"
+            "Wall time covers the whole command: loading the data, fitting the "
+            "preprocessing, training, evaluating on the 10,000 test images and saving "
+            "the model. The data here is the JPEG-rebuilt copy of CIFAR-10 described in "
+            "the project's shared datasets README (expect accuracies within a point or "
+            "two of the official files).\n"
+        )
         sys.path.insert(0, str(HERE))
         from results_md import update_section
+
         update_section("cifar10", text)
         print(f"wrote {HERE / 'RESULTS.md'}")
 

@@ -14,13 +14,14 @@ import argparse
 import os
 import platform
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 
 import numprop as npp
-from numprop._fast import blas as _blas, kernels as _kernels
+from numprop._fast import blas as _blas
+from numprop._fast import kernels as _kernels
 from numprop.data.preprocess import affine_rows
 
 HERE = Path(__file__).resolve().parent
@@ -50,6 +51,7 @@ def operations(rng):
             m.forward(x)
             m.backward(d)
             return (lambda: m.backward(d)) if backward else (lambda: m.forward(x))
+
         return setup
 
     def adam():
@@ -98,13 +100,13 @@ def measure(repeats: int = 40) -> list[tuple[str, dict[str, float]]]:
                 for m in managers:
                     stack.enter_context(m())
                 runs[path] = setup()
-                runs[path]()                      # warm up (and compile, the first time)
+                runs[path]()  # warm up (and compile, the first time)
         for _ in range(repeats):
             for path, managers in PATHS.items():
                 with ExitStack() as stack:
                     for m in managers:
                         stack.enter_context(m())
-                    _blas.gemm(a, w, c)           # as in training: BLAS's workers are awake
+                    _blas.gemm(a, w, c)  # as in training: BLAS's workers are awake
                     t = time.perf_counter()
                     runs[path]()
                     times[path].append(time.perf_counter() - t)
@@ -113,7 +115,11 @@ def measure(repeats: int = 40) -> list[tuple[str, dict[str, float]]]:
 
 
 def table(rows) -> str:
-    head = "| operation | " + " | ".join(f"{p} (ms)" for p in PATHS) + " | NumPy 1 core / numba all cores |"
+    head = (
+        "| operation | "
+        + " | ".join(f"{p} (ms)" for p in PATHS)
+        + " | NumPy 1 core / numba all cores |"
+    )
     lines = [head, "|---|" + "---:|" * (len(PATHS) + 1)]
     for name, t in rows:
         cells = " | ".join(f"{t[p]:.3f}" for p in PATHS)
@@ -133,25 +139,31 @@ def main() -> None:
     print(text)
     if args.write:
         import sys
+
         sys.path.insert(0, str(HERE))
         from results_md import update_section
-        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                    if line.startswith("model name")), platform.processor())
+
+        with open("/proc/cpuinfo") as f:
+            cpu = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                platform.processor(),
+            )
         import numba
+
         section = (
             "## Elementwise work: NumPy and numba, one core and all cores\n\n"
             f"Measured {time.strftime('%Y-%m-%d')} on {cpu}, {os.cpu_count()} cores, "
             f"Python {platform.python_version()}, NumPy {np.__version__}, numba {numba.__version__}.\n\n"
             f"Command: `python benchmarks/elementwise.py --write` (medians of {args.repeats}, "
-            "the four paths alternating, each right after a matrix product).\n\n"
-            + text + "\n\n"
-            "\"all cores\" runs the pieces on OpenBLAS's worker threads (`_blas.parallel_for` "
+            "the four paths alternating, each right after a matrix product).\n\n" + text + "\n\n"
+            '"all cores" runs the pieces on OpenBLAS\'s worker threads (`_blas.parallel_for` '
             "and `parallel_for_kernel`); every path gives the same bits (tests/test_parallel.py), "
             "except the loss, whose compiled exp agrees with NumPy's to rounding. The loss "
             "is small work and runs on one core on every path; right after a large matrix "
             "product much of its time goes to fetching evicted code and data back into the "
             "caches, so one compiled call instead of about fifteen NumPy calls gains less "
-            "there than in a warm loop.\n")
+            "there than in a warm loop.\n"
+        )
         print("wrote", update_section("elementwise", section))
 
 

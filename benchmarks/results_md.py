@@ -6,9 +6,11 @@ import re
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-HEADER = ("# Measured results\n\nEach section is written by the benchmark script it names, "
-          "with the command, date and machine of its last run. Rerun a script to refresh "
-          "its section.\n")
+HEADER = (
+    "# Measured results\n\nEach section is written by the benchmark script it names, "
+    "with the command, date and machine of its last run. Rerun a script to refresh "
+    "its section.\n"
+)
 
 
 def update_section(name: str, text: str, path: Path = RESULTS) -> Path:

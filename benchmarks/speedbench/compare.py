@@ -23,11 +23,19 @@ from pathlib import Path
 from speedbench.configs import REPO, describe
 from speedbench.machine import cpu_line, env_line, git, numprop_line, tree_state, versions_line
 from speedbench.report import command_line, data_line, now, num
-from speedbench.runner import (Log, alternate, check_rel, known, median, start_workers,
-                               stop_workers)
+from speedbench.runner import (
+    Log,
+    alternate,
+    check_rel,
+    epoch_call,
+    known,
+    median,
+    start_workers,
+    stop_workers,
+)
 
-SIDES = ("numprop", "old", "torch")
-TOLERANCE = 0.03          # "within 3%": |new / old - 1| <= TOLERANCE
+SIDES = ("numprop", "old", "torch")  # "numprop" is this tree's, "old" the other commit's
+TOLERANCE = 0.03  # "within 3%": |new / old - 1| <= TOLERANCE
 
 
 class CompareError(RuntimeError):
@@ -49,11 +57,13 @@ def extract_src(sha: str) -> Path:
     if marker.exists() and marker.read_text() == sha:
         return root / "src"
     partial = Path(tempfile.mkdtemp(prefix=f"numprop-{sha[:12]}.", dir=root.parent))
-    archive = subprocess.Popen(["git", "-C", str(REPO), "archive", "--format=tar", sha, "src"],
-                               stdout=subprocess.PIPE)
+    archive = subprocess.Popen(
+        ["git", "-C", str(REPO), "archive", "--format=tar", sha, "src"], stdout=subprocess.PIPE
+    )
     try:
         with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
-            tar.extractall(partial, filter="data")
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # 3.11.4+
+            tar.extractall(partial, **safe)
     finally:
         archive.stdout.close()
         failed = archive.wait() != 0
@@ -85,9 +95,9 @@ def run_config(name: str, cfg: dict, args, log: Log, old_src: Path) -> dict:
         check_sources(ready, sources)
         res = {"name": name, "cfg": cfg, "ready": ready, "check": {}}
         log_checks(res, log)
-        for w in workers.values():          # warm-up: also numba's compilation on a fresh tree
+        for w in workers.values():  # warm-up: also numba's compilation on a fresh tree
             w.call(op="epoch", k=-1)
-        calls = {s: (lambda r, w=workers[s]: w.call(op="epoch", k=r)) for s in timed}
+        calls = {s: epoch_call(workers[s]) for s in timed}
         replies = alternate(calls, args.repeats, log)
         for w in workers.values():
             w.close()
@@ -95,10 +105,16 @@ def run_config(name: str, cfg: dict, args, log: Log, old_src: Path) -> dict:
         stop_workers(workers)
     res["epochs"] = {s: [rep["seconds"] for rep in reps] for s, reps in replies.items()}
     summarise(res)
-    log(f"  median epoch: new {res['new_s']:.2f}s, old {res['old_s']:.2f}s, new / old "
+    log(
+        f"  median epoch: new {res['new_s']:.2f}s, old {res['old_s']:.2f}s, new / old "
         f"{res['ratio']:.3f} ({within_text(res['ratio'])})"
-        + (f"; torch {res['torch_s']:.2f}s: new / torch {res['new_torch']:.2f}, old / torch "
-           f"{res['old_torch']:.2f}" if known(res["torch_s"]) else ""))
+        + (
+            f"; torch {res['torch_s']:.2f}s: new / torch {res['new_torch']:.2f}, old / torch "
+            f"{res['old_torch']:.2f}"
+            if known(res["torch_s"])
+            else ""
+        )
+    )
     return res
 
 
@@ -113,8 +129,10 @@ def log_checks(res: dict, log: Log) -> None:
     if known(res["check"]["torch"]):
         diffs += f", new vs torch {res['check']['torch']:.1e}"
     bad = max(v for v in res["check"].values() if known(v)) > 1e-4
-    log(f"  check (loss before / after one identical step, dropout off): {text}; {diffs} "
-        + ("!!! MISMATCH: the sides do NOT compute the same thing !!!" if bad else "OK"))
+    log(
+        f"  check (loss before / after one identical step, dropout off): {text}; {diffs} "
+        + ("!!! MISMATCH: the sides do NOT compute the same thing !!!" if bad else "OK")
+    )
 
 
 def summarise(res: dict) -> None:
@@ -134,22 +152,31 @@ def within_text(ratio: float) -> str:
 
 # --- report --------------------------------------------------------------------------
 
+
 def ratio_table(results: list[dict]) -> str:
-    rows = ["| config | new s | old s | new / old | within 3% | loss check new vs old (rel) |",
-            "|---|---:|---:|---:|---|---:|"]
+    rows = [
+        "| config | new s | old s | new / old | within 3% | loss check new vs old (rel) |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
     for r in results:
-        rows.append(f"| {r['name']} ({describe(r['cfg'])}) | {r['new_s']:.2f} | {r['old_s']:.2f} "
-                    f"| **{r['ratio']:.3f}** | {within_text(r['ratio'])} "
-                    f"| {r['check']['old']:.1e} |")
+        rows.append(
+            f"| {r['name']} ({describe(r['cfg'])}) | {r['new_s']:.2f} | {r['old_s']:.2f} "
+            f"| **{r['ratio']:.3f}** | {within_text(r['ratio'])} "
+            f"| {r['check']['old']:.1e} |"
+        )
     return "\n".join(rows)
 
 
 def torch_table(results: list[dict]) -> str:
-    rows = ["| config | PyTorch s | new numprop s | new / PyTorch | old numprop s | old / PyTorch |",
-            "|---|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| config | PyTorch s | new numprop s | new / PyTorch | old numprop s | old / PyTorch |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
-        rows.append(f"| {r['name']} | {num(r['torch_s'])} | {r['new_s']:.2f} "
-                    f"| **{num(r['new_torch'])}** | {r['old_s']:.2f} | **{num(r['old_torch'])}** |")
+        rows.append(
+            f"| {r['name']} | {num(r['torch_s'])} | {r['new_s']:.2f} "
+            f"| **{num(r['new_torch'])}** | {r['old_s']:.2f} | **{num(r['old_torch'])}** |"
+        )
     return "\n".join(rows)
 
 
@@ -157,8 +184,10 @@ def verdict(results: list[dict]) -> str:
     worst = max(results, key=lambda r: abs(r["ratio"] - 1))
     ok = all(abs(r["ratio"] - 1) <= TOLERANCE for r in results)
     slower = [r["name"] for r in results if r["ratio"] > 1 + TOLERANCE]
-    text = (f"- new within 3% of old in every configuration: **{'YES' if ok else 'NO'}** "
-            f"(furthest {worst['name']}: new / old {worst['ratio']:.3f})")
+    text = (
+        f"- new within 3% of old in every configuration: **{'YES' if ok else 'NO'}** "
+        f"(furthest {worst['name']}: new / old {worst['ratio']:.3f})"
+    )
     if slower:
         text += "\n- new more than 3% slower in: **" + ", ".join(slower) + "**"
     return text
@@ -167,20 +196,28 @@ def verdict(results: list[dict]) -> str:
 def compare_machine(results: list[dict], rev: str, sha: str, old_src: Path) -> str:
     ready = results[0]["ready"]
     new, old = ready["numprop"]["info"], ready["old"]["info"]
-    lines = [cpu_line(), versions_line(ready),
-             f"- new: numprop {new['numprop_version']} from this tree's src/ ({tree_state()})",
-             numprop_line(ready["numprop"], "new"),
-             f"- old: numprop {old['numprop_version']} from `{rev}` (commit {sha[:12]}), "
-             f"`git archive` into {old_src}",
-             numprop_line(ready["old"], "old"), env_line()]
+    lines = [
+        cpu_line(),
+        versions_line(ready),
+        f"- new: numprop {new['numprop_version']} from this tree's src/ ({tree_state()})",
+        numprop_line(ready["numprop"], "new"),
+        (
+            f"- old: numprop {old['numprop_version']} from `{rev}` (commit {sha[:12]}), "
+            f"`git archive` into {old_src}"
+        ),
+        numprop_line(ready["old"], "old"),
+        env_line(),
+    ]
     return "\n".join(lines)
 
 
-def markdown(results: list[dict], args, text_log: str, rev: str, sha: str,
-             old_src: Path) -> str:
+def markdown(results: list[dict], args, text_log: str, rev: str, sha: str, old_src: Path) -> str:
     with_torch = any(known(r["torch_s"]) for r in results)
-    torch_part = (f"\n\nAgainst PyTorch, timed in the same alternation:\n\n{torch_table(results)}"
-                  if with_torch else "")
+    torch_part = (
+        f"\n\nAgainst PyTorch, timed in the same alternation:\n\n{torch_table(results)}"
+        if with_torch
+        else ""
+    )
     return f"""# numprop before and after: this tree against `{rev}`
 
 Written by `benchmarks/speed.py` on {now()}.
@@ -200,10 +237,12 @@ PYTHONPATH){" and PyTorch" if with_torch else ""}, each in its own subprocess, w
 network, initial weights, optimizer, batches and data order, and times one epoch of
 `Trainer.train_step(x, y)` calls per repeat (the batch conversion with numprop's
 `affine_rows` included). After a warm-up epoch each (numba compiles a fresh tree's
-kernels then), {args.repeats} timed epochs per side alternate (listed order on odd
+kernels then), {args.repeats} timed epoch(s) per side alternate (listed order on odd
 repeats, reversed on even ones), each after a 0.25 s pause; the numbers are medians.
 "within 3%": |new / old - 1| ≤ 0.03. The loss check is one identical step from the
 initial weights (dropout off): the two numprops must compute the same thing.
+Epochs marked `*` in the raw log ran with under 1.5 cores busy: another process had
+the CPU, and the ratios of that configuration are doubtful.
 
 ## Results
 

@@ -39,20 +39,29 @@ def _kernels():
 
 
 def _flag(read):
+    """bool(read()), or None where this numprop cannot say."""
     try:
         return bool(read())
-    except Exception:            # a report detail: never worth failing the run
+    except (ImportError, AttributeError, TypeError, OSError, RuntimeError):
         return None
+
+
+def _numba_kernels_in_use() -> bool:
+    kernels = _kernels()
+    if hasattr(kernels, "available"):  # after the redesign
+        return kernels.available()
+    return kernels.get("adam") is not None  # before: compiles the kernel on first use
 
 
 def numprop_info() -> dict:
     """Where numprop was imported from, its version, and its speed paths (None: unknown)."""
     import numprop
+
     return {
         "numprop_version": getattr(numprop, "__version__", "?"),
         "numprop_file": numprop.__file__,
         "fast_blas": _flag(lambda: blas().available()),
         "parallel_elementwise": _flag(lambda: blas().parallel_available()),
         "numba": importlib.util.find_spec("numba") is not None,
-        "numba_kernels": _flag(lambda: _kernels().get("adam") is not None),
+        "numba_kernels": _flag(_numba_kernels_in_use),
     }

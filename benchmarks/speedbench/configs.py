@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -28,7 +29,7 @@ LR = {"sgd": 0.01, "adam": 1e-3}
 MOMENTUM = 0.9
 INFER_BATCH = 1000
 N_TEST = 10000
-FLOOR_N = 2048            # the GEMM floor's rate: np.matmul on FLOOR_N^3 float32 products
+FLOOR_N = 2048  # the GEMM floor's rate: np.matmul on FLOOR_N^3 float32 products
 
 
 def _configs() -> dict[str, dict]:
@@ -36,10 +37,19 @@ def _configs() -> dict[str, dict]:
     configs = {}
     for hidden in (100, 1000, 4000):
         for batch in (128, 512):
-            configs[f"h{hidden}-b{batch}"] = dict(sizes=[3072, hidden, 10], batch=batch, opt="sgd")
-    configs["bn3x1024-b512"] = dict(sizes=[3072, 1024, 1024, 1024, 10], batchnorm=True,
-                                    dropout=0.2, batch=512, opt="sgd")
-    configs["adam-h1000-b512"] = dict(sizes=[3072, 1000, 10], batch=512, opt="adam")
+            configs[f"h{hidden}-b{batch}"] = {
+                "sizes": [3072, hidden, 10],
+                "batch": batch,
+                "opt": "sgd",
+            }
+    configs["bn3x1024-b512"] = {
+        "sizes": [3072, 1024, 1024, 1024, 10],
+        "batchnorm": True,
+        "dropout": 0.2,
+        "batch": 512,
+        "opt": "sgd",
+    }
+    configs["adam-h1000-b512"] = {"sizes": [3072, 1000, 10], "batch": 512, "opt": "adam"}
     return configs
 
 
@@ -51,12 +61,12 @@ QUICK_N_TRAIN = 10000
 def describe(cfg: dict) -> str:
     """'hidden 1000, batch 512, SGD m=0.9' and the like."""
     hidden = "x".join(str(s) for s in cfg["sizes"][1:-1])
-    extra = " +BN +Dropout(%.1f)" % cfg["dropout"] if cfg.get("batchnorm") else ""
+    extra = f" +BN +Dropout({cfg['dropout']:.1f})" if cfg.get("batchnorm") else ""
     opt = "SGD m=0.9" if cfg["opt"] == "sgd" else "Adam"
     return f"hidden {hidden}{extra}, batch {cfg['batch']}, {opt}"
 
 
 def gemm_flops(sizes: list[int], n: int) -> float:
     """FLOPs of one epoch's matrix products: forward, weight grads, input grads of layers 2.."""
-    prods = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
+    prods = [a * b for a, b in itertools.pairwise(sizes)]
     return 2.0 * n * (2 * sum(prods) + sum(prods[1:]))

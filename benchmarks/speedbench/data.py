@@ -20,7 +20,7 @@ Converter = Callable[[np.ndarray | None, np.ndarray, np.ndarray | None, np.ndarr
 
 TRAIN_FILES = [f"data_batch_{i}.bin" for i in range(1, 6)]
 TEST_FILE = "test_batch.bin"
-ROW = 3073                 # one label byte, then 3 x 32 x 32 pixel bytes
+ROW = 3073  # one label byte, then 3 x 32 x 32 pixel bytes
 
 
 def read_rows(paths: list[Path], n: int, random: bool, rng: np.random.Generator):
@@ -36,8 +36,8 @@ def read_rows(paths: list[Path], n: int, random: bool, rng: np.random.Generator)
         else:
             raw = np.fromfile(path, np.uint8).reshape(-1, ROW)
         take = min(n - filled, len(raw))
-        x[filled:filled + take] = raw[:take, 1:]
-        y[filled:filled + take] = raw[:take, 0]
+        x[filled : filled + take] = raw[:take, 1:]
+        y[filled : filled + take] = raw[:take, 0]
         filled += take
     return x[:filled], y[:filled]
 
@@ -52,7 +52,7 @@ class Data:
         test = data_dir / TEST_FILE
         self.random = not (all(f.exists() for f in files) and test.exists())
         rng = np.random.default_rng(0)
-        self.x, self.y = read_rows(files, n_train, self.random, rng)           # (N, 3072) uint8
+        self.x, self.y = read_rows(files, n_train, self.random, rng)  # (N, 3072) uint8
         self.x_test_u8, self.y_test = read_rows([test], 10000, self.random, rng)
         per_channel = self.x.reshape(len(self.x), 3, 1024)
         mean = per_channel.mean(axis=(0, 2), dtype=np.float64)
@@ -63,7 +63,7 @@ class Data:
         self._u8 = np.empty((max_batch, 3072), np.uint8)
         self._f32 = np.empty((max_batch, 3072), np.float32)
         self.convert: Converter = numpy_converter(self.mean, self.inv_std)
-        self.prep_seconds = 0.0     # time spent converting batches; the worker resets it
+        self.prep_seconds = 0.0  # time spent converting batches; the worker resets it
 
     def standardise(self, x_u8: np.ndarray) -> np.ndarray:
         """All of x_u8 as standardised float32 (N, 3072), with the side's converter."""
@@ -92,7 +92,7 @@ class Data:
         clock = time.perf_counter
         for i in range(0, self.n, batch):
             t0 = clock()
-            b = self.batch(perm[i:i + batch])
+            b = self.batch(perm[i : i + batch])
             self.prep_seconds += clock() - t0
             yield b
 
@@ -102,19 +102,23 @@ class Data:
 
 def numpy_converter(mean: np.ndarray, inv_std: np.ndarray) -> Converter:
     """Plain NumPy on one core (scikit-learn's side converts its whole set with this)."""
+
     def convert(idx, source, u8, out):
         if idx is not None:
             np.take(source, idx, axis=0, out=u8, mode="clip")
             source = u8
         np.subtract(source, mean, out=out, dtype=np.float32)
         out *= inv_std
+
     return convert
 
 
 def numprop_converter(affine_rows, mean: np.ndarray, inv_std: np.ndarray) -> Converter:
     """numprop's own gather-and-standardise: ``affine_rows`` (one pass, all cores)."""
+
     def convert(idx, source, u8, out):
         affine_rows(source, mean, inv_std, out, idx)
+
     return convert
 
 
@@ -129,4 +133,5 @@ def torch_converter(torch, mean: np.ndarray, inv_std: np.ndarray) -> Converter:
         result = torch.from_numpy(out)
         torch.sub(rows, mean_t, out=result)
         result.mul_(inv_std_t)
+
     return convert

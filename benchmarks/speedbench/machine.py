@@ -33,50 +33,56 @@ def _memory() -> str:
     try:
         with open("/proc/meminfo") as f:
             kb = next(line for line in f if line.startswith("MemTotal")).split()[1]
-        return f"{int(kb) / 2 ** 20:.0f} GiB"
+        return f"{int(kb) / 2**20:.0f} GiB"
     except (OSError, StopIteration):
         return "?"
 
 
 def _cores() -> int:
     try:
-        return len(os.sched_getaffinity(0))          # what `nproc` says
+        return len(os.sched_getaffinity(0))  # what `nproc` says
     except AttributeError:
         return os.cpu_count() or 0
 
 
 def cpu_line() -> str:
     model, flags = _cpu_model_and_flags()
-    return (f"- CPU: {model} ({flags}), nproc {_cores()}, {_memory()} RAM, "
-            f"{platform.platform()}")
+    return f"- CPU: {model} ({flags}), nproc {_cores()}, {_memory()} RAM, {platform.platform()}"
 
 
 def versions_line(ready: dict) -> str:
     """Python, NumPy, PyTorch and scikit-learn versions (– where that side did not run)."""
     first = next(iter(ready.values()))
     torch = ready.get("torch", {}).get("info")
-    torch_text = (f"{torch['torch']} ({torch['threads']} threads, MKL + oneDNN)" if torch
-                  else "– (not run)")
+    torch_text = (
+        f"{torch['torch']} ({torch['threads']} threads, MKL + oneDNN)" if torch else "– (not run)"
+    )
     sklearn = ready.get("sklearn", {}).get("info", {}).get("sklearn", "–")
-    return (f"- Python {platform.python_version()}, NumPy {first['numpy']}, "
-            f"PyTorch {torch_text}, scikit-learn {sklearn}")
+    return (
+        f"- Python {platform.python_version()}, NumPy {first['numpy']}, "
+        f"PyTorch {torch_text}, scikit-learn {sklearn}"
+    )
 
 
 def _blas_pools(ready: dict) -> str:
     pools = [p for p in ready["pools"] if p["user_api"] == "blas"]
     if not ready["pools"]:
         return "(threadpoolctl not installed)"
-    return "; ".join(f"{p['internal_api']} {p['version']} kernel {p['architecture']}, "
-                     f"{p['num_threads']} threads" for p in pools)
+    return "; ".join(
+        f"{p['internal_api']} {p['version']} kernel {p['architecture']}, {p['num_threads']} threads"
+        for p in pools
+    )
 
 
 def numprop_line(ready: dict, label: str = "numprop") -> str:
     """The numprop worker's BLAS pools and speed paths."""
     info = ready["info"]
-    return (f"- {label} worker BLAS (threadpoolctl): {_blas_pools(ready)}"
-            f"; numprop ctypes GEMM fast path: {info.get('fast_blas')}"
-            f"; elementwise work on OpenBLAS's threads: {info.get('parallel_elementwise')}"
-            f"; numba kernels: {info.get('numba_kernels')}")
+    return (
+        f"- {label} worker BLAS (threadpoolctl): {_blas_pools(ready)}"
+        f"; numprop ctypes GEMM fast path: {info.get('fast_blas')}"
+        f"; elementwise work on OpenBLAS's threads: {info.get('parallel_elementwise')}"
+        f"; numba kernels: {info.get('numba_kernels')}"
+    )
 
 
 def torch_line(ready: dict) -> str:
@@ -84,13 +90,17 @@ def torch_line(ready: dict) -> str:
         return "- PyTorch worker pools: (threadpoolctl not installed)"
     return "- PyTorch worker pools (threadpoolctl): " + "; ".join(
         f"{p['internal_api']} {p['num_threads']} threads ({Path(p['filepath']).name})"
-        for p in ready["pools"])
+        for p in ready["pools"]
+    )
 
 
 def env_line() -> str:
     env = {k: os.environ.get(k) for k in UNSET_VARS}
-    return ("- " + ", ".join(f"{k}={v!r}" for k, v in env.items())
-            + " in the parent; removed from every benchmark subprocess")
+    return (
+        "- "
+        + ", ".join(f"{k}={v!r}" for k, v in env.items())
+        + " in the parent; removed from every benchmark subprocess"
+    )
 
 
 def speed_machine(result: dict) -> str:
@@ -105,8 +115,12 @@ def speed_machine(result: dict) -> str:
 
 def git(*args: str) -> str:
     """A read-only git command in the repository; its output, stripped ('' if it fails)."""
-    proc = subprocess.run(["git", "--no-optional-locks", "-C", str(REPO), *args],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["git", "--no-optional-locks", "-C", str(REPO), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return proc.stdout.strip() if proc.returncode == 0 else ""
 
 

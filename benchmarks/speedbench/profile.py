@@ -16,7 +16,7 @@ import time
 
 from speedbench.configs import CONFIGS, describe, gemm_flops
 from speedbench.data import Data
-from speedbench.runner import median
+from speedbench.runner import known, median
 from speedbench.sides import NumpropSide, TorchSide, matmul_rates
 
 
@@ -49,9 +49,13 @@ def numprop_step(side: NumpropSide, phases: Phases):
         with opt.fused_backward():
             for j in range(len(layers) - 1, 0, -1):
                 d = timed(f"backward {j}:{type(layers[j]).__name__}", layers[j].backward, d)
-            timed(f"backward 0:{type(layers[0]).__name__} (weights only)",
-                  layers[0].backward_params, d)
+            timed(
+                f"backward 0:{type(layers[0]).__name__} (weights only)",
+                layers[0].backward_params,
+                d,
+            )
         timed("optimizer step", opt.step)
+
     return step
 
 
@@ -66,6 +70,7 @@ def torch_step(side: TorchSide, phases: Phases):
         timed("backward (all layers)", value.backward)
         timed("optimizer step", opt.step)
         timed("loss.item()", value.item)
+
     return step
 
 
@@ -78,8 +83,10 @@ def profile(name: str, args) -> None:
         side = NumpropSide(cfg, data)
         side.setup()
         step = numprop_step(side, phases)
-        print(f"{name}: {describe(cfg)}; numprop {side.info['numprop_version']}, ctypes BLAS "
-              f"fast path {side.info['fast_blas']}, numba kernels {side.info['numba_kernels']}")
+        print(
+            f"{name}: {describe(cfg)}; numprop {side.info['numprop_version']}, ctypes BLAS "
+            f"fast path {side.info['fast_blas']}, numba kernels {side.info['numba_kernels']}"
+        )
     else:
         side = TorchSide(cfg, data)
         side.setup()
@@ -92,12 +99,19 @@ def profile(name: str, args) -> None:
         perm = data.permutation(k)
         t_ep = time.perf_counter()
         for i in range(0, data.n, cfg["batch"]):
-            xb, yb = phases.timed("data: gather + standardise", data.batch,
-                                  perm[i:i + cfg["batch"]])
+            xb, yb = phases.timed(
+                "data: gather + standardise", data.batch, perm[i : i + cfg["batch"]]
+            )
             step(xb, yb)
         walls.append(time.perf_counter() - t_ep)
-    print_phases(phases, walls, cfg, data, args.repeats,
-                 median(matmul_rates(5)) * 1e9 if args.profile_side == "numprop" else float("nan"))
+    print_phases(
+        phases,
+        walls,
+        cfg,
+        data,
+        args.repeats,
+        median(matmul_rates(5)) * 1e9 if args.profile_side == "numprop" else float("nan"),
+    )
     if args.cprofile:
         prof = cProfile.Profile()
         prof.enable()
@@ -106,13 +120,21 @@ def profile(name: str, args) -> None:
         pstats.Stats(prof).sort_stats("tottime").print_stats(18)
 
 
-def print_phases(phases: Phases, walls: list[float], cfg: dict, data: Data, repeats: int,
-                 peak_flops: float) -> None:
+def print_phases(
+    phases: Phases, walls: list[float], cfg: dict, data: Data, repeats: int, peak_flops: float
+) -> None:
     n_batches = data.n_batches(cfg["batch"])
     summed = sum(median(v) * n_batches for v in phases.seconds.values())
-    print(f"epoch wall: median {median(walls):.3f}s of {['%.2f' % w for w in walls]}; "
-          f"sum of per-batch medians {summed:.3f}s; GEMM floor "
-          f"{gemm_flops(cfg['sizes'], data.n) / peak_flops:.3f}s ({peak_flops / 1e9:.0f} GFLOP/s)")
+    floor = (
+        f"; GEMM floor {gemm_flops(cfg['sizes'], data.n) / peak_flops:.3f}s "
+        f"({peak_flops / 1e9:.0f} GFLOP/s)"
+        if known(peak_flops)
+        else ""
+    )
+    print(
+        f"epoch wall: median {median(walls):.3f}s of {[f'{w:.2f}' for w in walls]}; "
+        f"sum of per-batch medians {summed:.3f}s{floor}"
+    )
     print(f"{'phase':45s} {'sum s/ep':>9s} {'median x batches':>17s} {'share':>6s}")
     for key, v in phases.seconds.items():
         m = median(v) * n_batches

@@ -12,8 +12,16 @@ import shlex
 import sys
 from pathlib import Path
 
-from speedbench.configs import (BENCHMARKS, FLOOR_N, INFER_BATCH, REPO, SCRIPT, SETTLE_S,
-                                THREADS, describe)
+from speedbench.configs import (
+    BENCHMARKS,
+    FLOOR_N,
+    INFER_BATCH,
+    REPO,
+    SCRIPT,
+    SETTLE_S,
+    THREADS,
+    describe,
+)
 from speedbench.machine import speed_machine
 from speedbench.runner import known
 
@@ -31,8 +39,9 @@ def mib(kb: float) -> float:
 
 def command_line() -> str:
     """The command that ran, as typed from the repository root."""
-    return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(SCRIPT, REPO)]
-                                + sys.argv[1:])
+    return "python " + " ".join(
+        shlex.quote(a) for a in [os.path.relpath(SCRIPT, REPO)] + sys.argv[1:]
+    )
 
 
 def now() -> str:
@@ -41,32 +50,49 @@ def now() -> str:
 
 # --- tables --------------------------------------------------------------------------
 
+
 def epoch_table(results: list[dict]) -> str:
-    rows = ["| config | numprop s | PyTorch s | numprop / PyTorch | GEMM floor s | numprop / floor "
+    rows = [
+        (
+            "| config | numprop s | PyTorch s | numprop / PyTorch | GEMM floor s | numprop / floor "
             "(w/o batch conversion) | sklearn s | speed-up vs sklearn (w/o batch conversion) "
-            "| Trainer.fit s (/ PyTorch) | loss check (rel) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| Trainer.fit s (/ PyTorch) | loss check (rel) |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
         sk = num(r["sk_s"])
-        sp = (f"{r['speedup_sk']:.2f}× ({r['speedup_sk_noprep']:.2f}×)"
-              if known(r["speedup_sk"]) else "–")
-        tr = (f"{r['trainer_s']:.2f} ({num(r['trainer_s'] / r['torch_s'])})"
-              if known(r["trainer_s"]) else "–")
+        sp = (
+            f"{r['speedup_sk']:.2f}× ({r['speedup_sk_noprep']:.2f}×)"
+            if known(r["speedup_sk"])
+            else "–"
+        )
+        tr = (
+            f"{r['trainer_s']:.2f} ({num(r['trainer_s'] / r['torch_s'])})"
+            if known(r["trainer_s"])
+            else "–"
+        )
         if r["cfg"].get("batchnorm") and sk != "–":
             sk += "†"
             sp += "†"
-        rows.append(f"| {r['name']} ({describe(r['cfg'])}) | {r['np_s']:.2f} | {num(r['torch_s'])} "
-                    f"| **{num(r['ratio_torch'])}** | {r['floor_s']:.2f} "
-                    f"| **{r['ratio_floor']:.2f}** ({r['ratio_floor_noprep']:.2f}) "
-                    f"| {sk} | {sp} | {tr} | {num(r['check_rel'], '.1e')} |")
+        rows.append(
+            f"| {r['name']} ({describe(r['cfg'])}) | {r['np_s']:.2f} | {num(r['torch_s'])} "
+            f"| **{num(r['ratio_torch'])}** | {r['floor_s']:.2f} "
+            f"| **{r['ratio_floor']:.2f}** ({r['ratio_floor_noprep']:.2f}) "
+            f"| {sk} | {sp} | {tr} | {num(r['check_rel'], '.1e')} |"
+        )
     return "\n".join(rows)
 
 
 def inference_memory_table(results: list[dict]) -> str:
-    rows = ["| config | inference numprop img/s | inference PyTorch img/s "
+    rows = [
+        (
+            "| config | inference numprop img/s | inference PyTorch img/s "
             "| inference sklearn img/s | peak RSS numprop MiB (+model) "
-            "| peak RSS PyTorch MiB (+model) | peak RSS sklearn MiB (+model) |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+            "| peak RSS PyTorch MiB (+model) | peak RSS sklearn MiB (+model) |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     sides = ("numprop", "torch", "sklearn")
     for r in results:
         cells = [num(r["ips"].get(s), ",.0f") for s in sides]
@@ -82,15 +108,21 @@ def inference_memory_table(results: list[dict]) -> str:
 
 
 def products_table(results: list[dict]) -> str:
-    rows = ["| config | numprop's products alone s (/ GEMM floor) | its weight updates s "
+    rows = [
+        (
+            "| config | numprop's products alone s (/ GEMM floor) | its weight updates s "
             "| rest of numprop's epoch s (batch conversion) "
-            "| rest allowed by 0.90 × PyTorch s | rest allowed by 1.15 × floor s |",
-            "|---|---:|---:|---:|---:|---:|"]
+            "| rest allowed by 0.90 × PyTorch s | rest allowed by 1.15 × floor s |"
+        ),
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
         work = r["work_s"]
-        rows.append(f"| {r['name']} | {r['products_s']:.2f} ({r['products_s'] / r['floor_s']:.2f}) "
-                    f"| {r['updates_s']:.2f} | {r['np_s'] - work:.2f} ({r['prep_s']:.2f}) "
-                    f"| {num(0.90 * r['torch_s'] - work)} | {1.15 * r['floor_s'] - work:.2f} |")
+        rows.append(
+            f"| {r['name']} | {r['products_s']:.2f} ({r['products_s'] / r['floor_s']:.2f}) "
+            f"| {r['updates_s']:.2f} | {r['np_s'] - work:.2f} ({r['prep_s']:.2f}) "
+            f"| {num(0.90 * r['torch_s'] - work)} | {1.15 * r['floor_s'] - work:.2f} |"
+        )
     return "\n".join(rows)
 
 
@@ -103,6 +135,7 @@ def tables(results: list[dict]) -> str:
 
 
 # --- targets -------------------------------------------------------------------------
+
 
 def _verdict(ok: bool) -> str:
     return "MET" if ok else "MISSED"
@@ -122,16 +155,24 @@ def _rest_needed(missed: list[dict], allowed) -> list[str]:
         left = allowed(r) - r["work_s"]
         parts.append(f"{r['name']} {r['np_s'] - r['work_s']:.2f} s → {left:.2f} s")
         if left < 0:
-            out.append(f"{r['name']} (the products and updates alone take {r['work_s']:.2f} s "
-                       f"of the {allowed(r):.2f} s)")
+            out.append(
+                f"{r['name']} (the products and updates alone take {r['work_s']:.2f} s "
+                f"of the {allowed(r):.2f} s)"
+            )
         elif left < r["prep_s"]:
-            out.append(f"{r['name']} (that leaves {left:.2f} s; the batch conversion alone "
-                       f"takes {r['prep_s']:.2f} s)")
-    lines = ["  - to meet it, the rest of numprop's epoch (all but its matrix products and "
-             "weight updates) would have to shrink: " + "; ".join(parts)]
+            out.append(
+                f"{r['name']} (that leaves {left:.2f} s; the batch conversion alone "
+                f"takes {r['prep_s']:.2f} s)"
+            )
+    lines = [
+        "  - to meet it, the rest of numprop's epoch (all but its matrix products and "
+        "weight updates) would have to shrink: " + "; ".join(parts)
+    ]
     if out:
-        lines.append("  - out of reach on this machine, the products, updates and batch "
-                     "conversion alone exceed it: " + "; ".join(out))
+        lines.append(
+            "  - out of reach on this machine, the products, updates and batch "
+            "conversion alone exceed it: " + "; ".join(out)
+        )
     return lines
 
 
@@ -144,14 +185,19 @@ def torch_targets(results: list[dict]) -> list[str]:
     if big:
         worst = max(big, key=lambda r: r["ratio_torch"])
         ok = all(r["ratio_torch"] <= 0.90 for r in big)
-        lines.append(f"- numprop ≤ 0.90 × PyTorch for hidden ≥ 500: **{_verdict(ok)}** "
-                     f"(worst {worst['name']}: {worst['ratio_torch']:.2f})")
-        lines += _rest_needed([r for r in big if r["ratio_torch"] > 0.90],
-                              lambda r: 0.90 * r["torch_s"])
+        lines.append(
+            f"- numprop ≤ 0.90 × PyTorch for hidden ≥ 500: **{_verdict(ok)}** "
+            f"(worst {worst['name']}: {worst['ratio_torch']:.2f})"
+        )
+        lines += _rest_needed(
+            [r for r in big if r["ratio_torch"] > 0.90], lambda r: 0.90 * r["torch_s"]
+        )
     worst = max(results, key=lambda r: r["ratio_torch"])
     ok = all(r["ratio_torch"] <= 1.0 for r in results)
-    lines.append(f"- numprop never slower than PyTorch: **{_verdict(ok)}** "
-                 f"(worst {worst['name']}: {worst['ratio_torch']:.2f})")
+    lines.append(
+        f"- numprop never slower than PyTorch: **{_verdict(ok)}** "
+        f"(worst {worst['name']}: {worst['ratio_torch']:.2f})"
+    )
     return lines
 
 
@@ -162,12 +208,17 @@ def floor_targets(results: list[dict]) -> list[str]:
     worst = max(fl, key=lambda r: r["ratio_floor"])
     ok = all(r["ratio_floor"] <= 1.15 for r in fl)
     ok2 = all(r["ratio_floor_noprep"] <= 1.15 for r in fl)
-    lines = [f"- numprop ≤ 1.15 × GEMM floor for hidden ≥ 1000 at batch 512: "
-             f"**{_verdict(ok)}** (worst {worst['name']}: {worst['ratio_floor']:.2f}; "
-             f"without the batch conversion {_verdict(ok2).lower()}, worst "
-             f"{max(r['ratio_floor_noprep'] for r in fl):.2f})"]
-    return lines + _rest_needed([r for r in fl if r["ratio_floor"] > 1.15],
-                                lambda r: 1.15 * r["floor_s"])
+    lines = [
+        (
+            f"- numprop ≤ 1.15 × GEMM floor for hidden ≥ 1000 at batch 512: "
+            f"**{_verdict(ok)}** (worst {worst['name']}: {worst['ratio_floor']:.2f}; "
+            f"without the batch conversion {_verdict(ok2).lower()}, worst "
+            f"{max(r['ratio_floor_noprep'] for r in fl):.2f})"
+        )
+    ]
+    return lines + _rest_needed(
+        [r for r in fl if r["ratio_floor"] > 1.15], lambda r: 1.15 * r["floor_s"]
+    )
 
 
 def sklearn_targets(results: list[dict]) -> list[str]:
@@ -178,21 +229,30 @@ def sklearn_targets(results: list[dict]) -> list[str]:
     ok = all(r["speedup_sk"] >= 2.0 for r in sk)
     ok2 = all(r["speedup_sk_noprep"] >= 2.0 for r in sk)
     met = sum(r["speedup_sk"] >= 2.0 for r in sk)
-    lines = [f"- numprop ≥ 2 × faster than MLPClassifier (same network and solver): "
-             f"**{_verdict(ok)}** ({met} of {len(sk)} configs; worst {worst['name']}: "
-             f"{worst['speedup_sk']:.2f}×; like-for-like, without numprop's batch "
-             f"conversion: {_verdict(ok2).lower()}, worst "
-             f"{min(r['speedup_sk_noprep'] for r in sk):.2f}×)"]
+    lines = [
+        (
+            f"- numprop ≥ 2 × faster than MLPClassifier (same network and solver): "
+            f"**{_verdict(ok)}** ({met} of {len(sk)} configs; worst {worst['name']}: "
+            f"{worst['speedup_sk']:.2f}×; like-for-like, without numprop's batch "
+            f"conversion: {_verdict(ok2).lower()}, worst "
+            f"{min(r['speedup_sk_noprep'] for r in sk):.2f}×)"
+        )
+    ]
     # Where sklearn itself runs within 2x of the matrix products, no implementation
     # that does those products at the measured peak rate (or as fast as numprop's
     # BLAS does them, with the weight updates) can be 2x faster.
-    unreachable = [f"{r['name']} (2× needs {r['sk_s'] / 2:.2f} s; the floor is "
-                   f"{r['floor_s']:.2f} s, the products and updates alone take "
-                   f"{num(r['work_s'])} s)" for r in sk
-                   if r["sk_s"] / 2 < max(r["floor_s"], r["work_s"] if known(r["work_s"]) else 0)]
+    unreachable = [
+        f"{r['name']} (2× needs {r['sk_s'] / 2:.2f} s; the floor is "
+        f"{r['floor_s']:.2f} s, the products and updates alone take "
+        f"{num(r['work_s'])} s)"
+        for r in sk
+        if r["sk_s"] / 2 < max(r["floor_s"], r["work_s"] if known(r["work_s"]) else 0)
+    ]
     if unreachable:
-        lines.append("  - out of reach on this machine, below the GEMM floor or below "
-                     "numprop's products and weight updates alone: " + "; ".join(unreachable))
+        lines.append(
+            "  - out of reach on this machine, below the GEMM floor or below "
+            "numprop's products and weight updates alone: " + "; ".join(unreachable)
+        )
     return lines
 
 
@@ -201,19 +261,20 @@ def targets(results: list[dict]) -> str:
     checked = [r for r in results if known(r["check_rel"])]
     bad = [r["name"] for r in checked if r["check_rel"] > 1e-4]
     if checked:
-        lines.append("- same computation (loss after one identical step within 1e-4 relative): "
-                     + ("**MISMATCH in " + ", ".join(bad) + "**" if bad
-                        else "**OK** in every config"))
+        lines.append(
+            "- same computation (loss after one identical step within 1e-4 relative): "
+            + ("**MISMATCH in " + ", ".join(bad) + "**" if bad else "**OK** in every config")
+        )
     return "\n".join(lines)
 
 
 # --- the markdown files ------------------------------------------------------------
 
+
 def data_line(random: bool, n_train: int) -> str:
     if random:
         return "- Data: **random uint8 data (CIFAR-10 not found)**"
-    return (f"- Data: CIFAR-10 binary, {n_train:,} training images per epoch, "
-            "10,000 test images")
+    return f"- Data: CIFAR-10 binary, {n_train:,} training images per epoch, 10,000 test images"
 
 
 def method(args) -> str:
@@ -232,7 +293,7 @@ numprop's elementwise work (ReLU, Dropout, BatchNorm, Adam, the batch
 conversion) runs as compiled numba kernels on OpenBLAS's threads when numba is
 installed (the `fast` extra; status in the Machine section).
 Each side lives in its own subprocess; the
-parent runs a warm-up epoch on each, then {args.repeats} timed epochs per side,
+parent runs a warm-up epoch on each, then {args.repeats} timed epoch(s) per side,
 alternating the order (numprop first on odd repeats, last on even ones); the
 numbers are medians. Before every timed epoch (and inference run) the parent
 waits {SETTLE_S} s: BLAS and OpenMP worker threads spin for about 0.1 s after
@@ -323,7 +384,10 @@ Command (from the repository root): `{command_line()}`
 def update_results_md(results: list[dict], machine: str) -> None:
     sys.path.insert(0, str(BENCHMARKS))
     from results_md import update_section
-    update_section("speed", f"""## Speed: an epoch of numprop against PyTorch and scikit-learn
+
+    update_section(
+        "speed",
+        f"""## Speed: an epoch of numprop against PyTorch and scikit-learn
 
 Written by `benchmarks/speed.py` on {now()};
 command (from the repository root): `{command_line()}`. Method, raw log and inference/memory
@@ -334,4 +398,5 @@ figures: [SPEED.md](SPEED.md).
 {tables(results)}
 
 {targets(results)}
-""")
+""",
+    )

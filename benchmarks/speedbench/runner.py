@@ -36,6 +36,7 @@ def known(x) -> bool:
 
 # --- pieces shared with the comparison of two commits ------------------------------
 
+
 def start_workers(kinds: dict[str, str], cfg: dict, args, sources: dict[str, Path]):
     """{label: Worker} and {label: its "ready" reply}; started one at a time.
 
@@ -75,8 +76,17 @@ def describe_epoch(name: str, rep: dict) -> str:
     return f"{name} {rep['seconds']:.2f}s (cpu {busy:.2f}x{'*' if busy < 1.5 else ''}{extra})"
 
 
-def alternate(calls: dict[str, Callable[[int], dict]], repeats: int, log: Log,
-              limits: dict[str, int] | None = None) -> dict[str, list[dict]]:
+def epoch_call(worker: Worker) -> Callable[[int], dict]:
+    """A function of the round number r that runs the worker's epoch r."""
+    return lambda r: worker.call(op="epoch", k=r)
+
+
+def alternate(
+    calls: dict[str, Callable[[int], dict]],
+    repeats: int,
+    log: Log,
+    limits: dict[str, int] | None = None,
+) -> dict[str, list[dict]]:
     """Time every call once per round, after a SETTLE_S pause each, alternating the order.
 
     ``calls``: name -> function of the round number that runs one timed epoch and
@@ -87,7 +97,7 @@ def alternate(calls: dict[str, Callable[[int], dict]], repeats: int, log: Log,
     replies: dict[str, list[dict]] = {n: [] for n in names}
     for r in range(repeats):
         parts = []
-        for name in (names if r % 2 == 0 else names[::-1]):
+        for name in names if r % 2 == 0 else names[::-1]:
             if len(replies[name]) >= limits.get(name, repeats):
                 continue
             time.sleep(SETTLE_S)
@@ -100,41 +110,40 @@ def alternate(calls: dict[str, Callable[[int], dict]], repeats: int, log: Log,
 
 # --- the speed benchmark ------------------------------------------------------------
 
-def run_config(name: str, cfg: dict, args, log: Log) -> dict:
-    """One configuration of the speed benchmark: the raw measurements, then ``summarise``.
 
-    ``args.sides`` holds the timed entries (TIMED_ORDER, numprop always first).
+def run_config(name: str, cfg: dict, args, log: Log) -> dict:
+    """One configuration of the speed benchmark: its measurements, medians and ratios.
+
+    ``args.sides`` holds the timed entries (from TIMED_ORDER; numprop is always there).
     """
     timed = [s for s in TIMED_ORDER if s in args.sides]
     kinds = {s: s for s in timed if s != "trainer"}
     load0 = os.getloadavg()
     log(f"\n== {name}: {describe(cfg)} (load average {load0[0]:.1f})")
     workers, ready = start_workers(kinds, cfg, args, {})
+    res = {"name": name, "cfg": cfg, "floor": [], **ready}
     try:
-        res = {"name": name, "cfg": cfg, "floor": [], **ready}
         res["check_rel"] = check_rel(ready["numprop"]["check"], ready.get("torch", {}).get("check"))
         log_check(res, log)
         if not ready["numprop"]["info"].get("fast_blas"):
             log("  !!! numprop's BLAS fast path is OFF in its worker (plain NumPy fallback)")
-        for w in workers.values():       # warm-up: one full epoch each (sklearn: a small fit)
+        for w in workers.values():  # warm-up: one full epoch each (sklearn: a small fit)
             w.call(op="epoch", k=-1)
         if "trainer" in timed and not ready["numprop"]["info"].get("has_fit"):
             log("  (no Trainer.fit in this numprop: not timed)")
             timed.remove("trainer")
-        numprop = workers["numprop"]
-        res["floor"] += numprop.call(op="floor", reps=3)["result"]
-
-        def numprop_epoch(r):     # the floor, measured in the same process, right before
-            res["floor"].extend(numprop.call(op="floor", reps=2)["result"])
-            return numprop.call(op="epoch", k=r)
-
-        calls = {s: (lambda r, w=workers.get(s): w.call(op="epoch", k=r)) for s in timed}
-        calls["numprop"] = numprop_epoch
-        if "trainer" in calls:
-            calls["trainer"] = lambda r: numprop.call(op="fit", k=100 + r)
-        replies = alternate(calls, args.repeats, log, {"sklearn": args.sklearn_repeats})
-        inferring = [s for s in kinds if s != "products"
-                     and not (s == "sklearn" and args.sklearn_repeats < 1)]  # nothing fitted
+        res["floor"] += workers["numprop"].call(op="floor", reps=3)["result"]
+        replies = alternate(
+            speed_calls(timed, workers, res["floor"]),
+            args.repeats,
+            log,
+            {"sklearn": args.sklearn_repeats},
+        )
+        inferring = [
+            s
+            for s in kinds
+            if s != "products" and not (s == "sklearn" and args.sklearn_repeats < 1)
+        ]  # nothing fitted
         res["infer"] = infer_rounds(inferring, workers, args.infer_repeats)
         for s, w in workers.items():
             end = w.close()
@@ -142,36 +151,71 @@ def run_config(name: str, cfg: dict, args, log: Log) -> dict:
     finally:
         stop_workers(workers)
     res["loadavg"] = [load0, os.getloadavg()]
-    res["epochs"] = {s: [rep["seconds"] for rep in reps] for s, reps in replies.items()}
-    res["cpu"] = {s: [rep["cpu"] for rep in reps] for s, reps in replies.items()}
-    res["prep"] = {s: [rep["prep"] for rep in reps] for s, reps in replies.items()}
-    res["updates"] = [rep["result"] for rep in replies.get("products", [])]
-    res["contended"] = sum(rep["cpu"] / rep["seconds"] < 1.5 for s, reps in replies.items()
-                           if s != "sklearn" for rep in reps)
+    collect(res, replies)
     summarise(res, args.n_train)
     log_summary(res, log)
     return res
 
 
+def speed_calls(timed: list[str], workers: dict[str, Worker], floor: list[float]) -> dict:
+    """name -> function of the round r that times that entry's epoch r.
+
+    numprop's epoch comes right after two matmul-rate measurements in its process
+    (appended to ``floor``); "trainer" is an epoch through Trainer.fit in numprop's
+    worker, on other permutations (100 + r)."""
+    numprop = workers["numprop"]
+
+    def numprop_epoch(r):
+        floor.extend(numprop.call(op="floor", reps=2)["result"])
+        return numprop.call(op="epoch", k=r)
+
+    def fit_epoch(r):
+        return numprop.call(op="fit", k=100 + r)
+
+    special = {"numprop": numprop_epoch, "trainer": fit_epoch}
+    return {s: special.get(s) or epoch_call(workers[s]) for s in timed}
+
+
+def collect(res: dict, replies: dict[str, list[dict]]) -> None:
+    """The replies' seconds, CPU seconds and batch-conversion seconds, by side."""
+    res["epochs"] = {s: [rep["seconds"] for rep in reps] for s, reps in replies.items()}
+    res["cpu"] = {s: [rep["cpu"] for rep in reps] for s, reps in replies.items()}
+    res["prep"] = {s: [rep["prep"] for rep in reps] for s, reps in replies.items()}
+    res["updates"] = [rep["result"] for rep in replies.get("products", [])]
+    res["contended"] = sum(
+        rep["cpu"] / rep["seconds"] < 1.5
+        for s, reps in replies.items()
+        if s != "sklearn"
+        for rep in reps
+    )
+
+
 def log_check(res: dict, log: Log) -> None:
     if "torch" not in res:
-        log(f"  check (loss before / after one identical step, dropout off): numprop "
+        log(
+            f"  check (loss before / after one identical step, dropout off): numprop "
             f"{res['numprop']['check'][0]:.6f} / {res['numprop']['check'][1]:.6f} (no PyTorch "
-            f"to compare with)")
+            f"to compare with)"
+        )
         return
     c_np, c_t = res["numprop"]["check"], res["torch"]["check"]
-    verdict = ("OK" if res["check_rel"] <= 1e-4
-               else "!!! MISMATCH: the two sides do NOT compute the same thing !!!")
-    log(f"  check (loss before / after one identical step, dropout off): numprop {c_np[0]:.6f} "
+    verdict = (
+        "OK"
+        if res["check_rel"] <= 1e-4
+        else "!!! MISMATCH: the two sides do NOT compute the same thing !!!"
+    )
+    log(
+        f"  check (loss before / after one identical step, dropout off): numprop {c_np[0]:.6f} "
         f"/ {c_np[1]:.6f}, torch {c_t[0]:.6f} / {c_t[1]:.6f}, max rel diff "
-        f"{res['check_rel']:.1e} {verdict}")
+        f"{res['check_rel']:.1e} {verdict}"
+    )
 
 
 def infer_rounds(sides: list[str], workers: dict[str, Worker], repeats: int) -> dict:
     """Inference seconds per side, alternated like the epochs."""
     seconds: dict[str, list[float]] = {s: [] for s in sides}
     for r in range(repeats):
-        for s in (sides if r % 2 == 0 else sides[::-1]):
+        for s in sides if r % 2 == 0 else sides[::-1]:
             time.sleep(SETTLE_S)
             seconds[s].append(workers[s].call(op="infer")["seconds"])
     return seconds
@@ -190,8 +234,9 @@ def summarise(res: dict, n_train: int) -> None:
     res["ratio_floor"] = np_s / res["floor_s"]
     # the batch conversion (uint8 -> standardised float32) inside numprop's timed epochs
     res["prep_s"] = median(prep["numprop"])
-    res["ratio_floor_noprep"] = median(
-        [e - p for e, p in zip(epochs["numprop"], prep["numprop"])]) / res["floor_s"]
+    res["ratio_floor_noprep"] = (
+        median([e - p for e, p in zip(epochs["numprop"], prep["numprop"])]) / res["floor_s"]
+    )
     # numprop's mandatory work: its matrix products, and its weight updates (timed apart)
     products = epochs.get("products", [])
     res["work_s"] = median(products)
@@ -204,12 +249,23 @@ def summarise(res: dict, n_train: int) -> None:
 
 
 def log_summary(res: dict, log: Log) -> None:
-    log(f"  median epoch: numprop {res['np_s']:.2f}s, torch {res['torch_s']:.2f}s (ratio "
-        f"{res['ratio_torch']:.2f}); floor {res['floor_s']:.2f}s at {res['gflops_peak']:.0f} "
-        f"GFLOP/s (ratio {res['ratio_floor']:.2f}; {res['ratio_floor_noprep']:.2f} without "
-        f"the {res['prep_s']:.2f}s of batch conversion); sklearn {res['sk_s']:.2f}s "
-        f"(x{res['speedup_sk']:.2f}; x{res['speedup_sk_noprep']:.2f} without batch conversion)")
+    parts = [f"  median epoch: numprop {res['np_s']:.2f}s"]
+    if known(res["torch_s"]):
+        parts.append(f", torch {res['torch_s']:.2f}s (ratio {res['ratio_torch']:.2f})")
+    parts.append(
+        f"; floor {res['floor_s']:.2f}s at {res['gflops_peak']:.0f} GFLOP/s (ratio "
+        f"{res['ratio_floor']:.2f}; {res['ratio_floor_noprep']:.2f} without the "
+        f"{res['prep_s']:.2f}s of batch conversion)"
+    )
+    if known(res["sk_s"]):
+        parts.append(
+            f"; sklearn {res['sk_s']:.2f}s (x{res['speedup_sk']:.2f}; "
+            f"x{res['speedup_sk_noprep']:.2f} without batch conversion)"
+        )
+    log("".join(parts))
     if known(res["work_s"]):
-        log(f"  numprop's matrix products alone: {res['products_s']:.2f}s "
+        log(
+            f"  numprop's matrix products alone: {res['products_s']:.2f}s "
             f"({res['products_s'] / res['floor_s']:.2f} x floor), its weight updates "
-            f"{res['updates_s']:.2f}s; the rest of its epoch {res['np_s'] - res['work_s']:.2f}s")
+            f"{res['updates_s']:.2f}s; the rest of its epoch {res['np_s'] - res['work_s']:.2f}s"
+        )

@@ -16,6 +16,7 @@ network: numprop's ``npp.models.mlp`` with seed 0, whose weights PyTorch copies.
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
@@ -49,7 +50,7 @@ def matmul_rates(reps: int) -> list[float]:
     for _ in range(reps):
         t = time.perf_counter()
         np.matmul(a, b, out=c)
-        rates.append(2.0 * FLOOR_N ** 3 / (time.perf_counter() - t) / 1e9)
+        rates.append(2.0 * FLOOR_N**3 / (time.perf_counter() - t) / 1e9)
     return rates
 
 
@@ -66,6 +67,7 @@ class NumpropSide:
 
     def __init__(self, cfg: dict, data):
         import numprop as npp
+
         self.npp, self.cfg, self.data = npp, cfg, data
         data.convert = numprop_converter(compat.affine_rows(), data.mean, data.inv_std)
         self.info = compat.numprop_info()
@@ -123,16 +125,21 @@ class TorchSide:
     def __init__(self, cfg: dict, data):
         import torch
         from torch import nn
+
         torch.set_num_threads(THREADS)
         self.torch, self.nn, self.cfg, self.data = torch, nn, cfg, data
-        self.info = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-                     "mkldnn": torch.backends.mkldnn.is_available()}
+        self.info = {
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "mkldnn": torch.backends.mkldnn.is_available(),
+        }
         data.convert = torch_converter(torch, data.mean, data.inv_std)
         self.loss = nn.CrossEntropyLoss()
 
     def build(self, dropout: float | None = None):
         """numprop's network (same seed, so the same weights) rebuilt in torch."""
         import numprop as npp
+
         torch, nn = self.torch, self.nn
         layers = []
         for layer in numprop_mlp(npp, self.cfg, dropout):
@@ -144,8 +151,9 @@ class TorchSide:
                     lin.bias.copy_(torch.from_numpy(layer.bias.data.copy()))
                 layers.append(lin)
             elif kind == "BatchNorm1d":
-                layers.append(nn.BatchNorm1d(layer.num_features, eps=layer.eps,
-                                             momentum=layer.momentum))
+                layers.append(
+                    nn.BatchNorm1d(layer.num_features, eps=layer.eps, momentum=layer.momentum)
+                )
             elif kind == "ReLU":
                 layers.append(nn.ReLU())
             elif kind == "Dropout":
@@ -190,7 +198,7 @@ class TorchSide:
         with torch.inference_mode():
             xt = torch.from_numpy(x)
             for i in range(0, len(x), INFER_BATCH):
-                model(xt[i:i + INFER_BATCH])
+                model(xt[i : i + INFER_BATCH])
         model.train()
 
 
@@ -205,6 +213,7 @@ class SklearnSide:
 
         import sklearn
         from sklearn.exceptions import ConvergenceWarning
+
         warnings.filterwarnings("ignore", category=ConvergenceWarning)
         self.cfg, self.data = cfg, data
         self.info = {"sklearn": sklearn.__version__}
@@ -214,18 +223,32 @@ class SklearnSide:
         return None
 
     def setup(self) -> None:
-        self.x = self.data.standardise(self.data.x)                    # (N, 3072) float32
+        self.x = self.data.standardise(self.data.x)  # (N, 3072) float32
 
     def classifier(self, k: int):
         from sklearn.neural_network import MLPClassifier
+
         c = self.cfg
-        common = dict(hidden_layer_sizes=tuple(c["sizes"][1:-1]), activation="relu",
-                      batch_size=c["batch"], max_iter=1, alpha=0.0, shuffle=True,
-                      random_state=k, tol=0.0, n_iter_no_change=10 ** 9)
+        common = {
+            "hidden_layer_sizes": tuple(c["sizes"][1:-1]),
+            "activation": "relu",
+            "batch_size": c["batch"],
+            "max_iter": 1,
+            "alpha": 0.0,
+            "shuffle": True,
+            "random_state": k,
+            "tol": 0.0,
+            "n_iter_no_change": 10**9,
+        }
         if c["opt"] == "sgd":
-            return MLPClassifier(solver="sgd", learning_rate="constant",
-                                 learning_rate_init=LR["sgd"], momentum=MOMENTUM,
-                                 nesterovs_momentum=False, **common)
+            return MLPClassifier(
+                solver="sgd",
+                learning_rate="constant",
+                learning_rate_init=LR["sgd"],
+                momentum=MOMENTUM,
+                nesterovs_momentum=False,
+                **common,
+            )
         return MLPClassifier(solver="adam", learning_rate_init=LR["adam"], **common)
 
     def epoch(self, k: int) -> float | None:
@@ -260,6 +283,7 @@ class ProductsSide:
 
     def __init__(self, cfg: dict, data):
         import numprop as npp
+
         blas = compat.blas()
         self.npp, self.gemm, self.cfg, self.data = npp, blas.gemm, cfg, data
         self.info = {"fast_blas": blas.available()}
@@ -278,10 +302,9 @@ class ProductsSide:
         # start over any number of epochs (values do not change BLAS's speed, but
         # an overflow would make NaNs): forward products overwrite (beta=0, where
         # numprop's Linear adds onto its bias: the same one pass over the output).
-        self.acts = [normal((batch, s), 1.0) for s in sizes]           # layer inputs, then logits
-        self.grads = [normal((batch, s), 1e-6) for s in sizes]         # d(loss)/d(each of those)
-        self.params = [npp.Parameter(normal((a, b), a ** -0.5))
-                       for a, b in zip(sizes[:-1], sizes[1:])]
+        self.acts = [normal((batch, s), 1.0) for s in sizes]  # layer inputs, then logits
+        self.grads = [normal((batch, s), 1e-6) for s in sizes]  # d(loss)/d(each of those)
+        self.params = [npp.Parameter(normal((a, b), a**-0.5)) for a, b in itertools.pairwise(sizes)]
         self.opt = numprop_optimizer(npp, self.cfg, self.params)
 
     def epoch(self, k: int) -> float:
@@ -292,11 +315,13 @@ class ProductsSide:
         for lo in range(0, n, batch):
             b = min(batch, n - lo)
             for i, p in enumerate(params):
-                gemm(acts[i][:b], p.data, acts[i + 1][:b])                       # (b, in) @ (in, out)
+                gemm(acts[i][:b], p.data, acts[i + 1][:b])  # (b, in) @ (in, out)
             opt.zero_grad()
             with opt.fused_backward():
                 for i in range(len(params) - 1, -1, -1):
-                    params[i].accumulate_matmul(acts[i][:b].T, grads[i + 1][:b])  # (in, b) @ (b, out)
+                    params[i].accumulate_matmul(
+                        acts[i][:b].T, grads[i + 1][:b]
+                    )  # (in, b) @ (b, out)
                     if i:
                         np.matmul(grads[i + 1][:b], params[i].data.T, out=grads[i][:b])
             t0 = clock()
@@ -310,5 +335,9 @@ class ProductsSide:
 
 # The sides a worker can run. "old" (numprop from another commit) is the numprop side
 # run on that commit's source; "trainer" is an op of the numprop worker, not a side.
-SIDES = {"numprop": NumpropSide, "torch": TorchSide, "sklearn": SklearnSide,
-         "products": ProductsSide}
+SIDES = {
+    "numprop": NumpropSide,
+    "torch": TorchSide,
+    "sklearn": SklearnSide,
+    "products": ProductsSide,
+}

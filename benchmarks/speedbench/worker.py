@@ -33,6 +33,7 @@ NUMPROP_KINDS = ("numprop", "products")
 
 # --- the worker process --------------------------------------------------------
 
+
 def rss_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
@@ -89,7 +90,7 @@ def serve(kind: str, cfg_json: str, data_dir: str, n_train: int) -> None:
     data = Data(Path(data_dir), n_train, cfg["batch"])
     side = SIDES[kind](cfg, data)
     x_test = data.test_float()
-    xb, yb = data.batch(data.permutation(-1)[:cfg["batch"]])
+    xb, yb = data.batch(data.permutation(-1)[: cfg["batch"]])
     xb = xb.copy()
     gc.collect()
     base_rss = status_kb("VmRSS")  # imports + data: what every side pays before its model
@@ -99,13 +100,24 @@ def serve(kind: str, cfg_json: str, data_dir: str, n_train: int) -> None:
     check = side.check(xb, yb)
     gc.collect()
     side.setup()
-    reply({"ready": True, "info": side.info, "pools": pools(), "random_data": data.random,
-           "base_rss_kb": base_rss, "check": check, "numpy": np.__version__,
-           "env": {k: os.environ.get(k) for k in UNSET_VARS}})
-    ops = {"epoch": lambda cmd: side.epoch(cmd["k"]),
-           "fit": lambda cmd: side.fit_epoch(cmd["k"]),
-           "floor": lambda cmd: side.floor(cmd["reps"]),
-           "infer": lambda cmd: side.infer(x_test)}
+    reply(
+        {
+            "ready": True,
+            "info": side.info,
+            "pools": pools(),
+            "random_data": data.random,
+            "base_rss_kb": base_rss,
+            "check": check,
+            "numpy": np.__version__,
+            "env": {k: os.environ.get(k) for k in UNSET_VARS},
+        }
+    )
+    ops = {
+        "epoch": lambda cmd: side.epoch(cmd["k"]),
+        "fit": lambda cmd: side.fit_epoch(cmd["k"]),
+        "floor": lambda cmd: side.floor(cmd["reps"]),
+        "infer": lambda cmd: side.infer(x_test),
+    }
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["op"] == "quit":
@@ -122,21 +134,32 @@ def serve(kind: str, cfg_json: str, data_dir: str, n_train: int) -> None:
 
 # --- the parent's handle ---------------------------------------------------------
 
+
 class Worker:
     """One side's process, seen from the parent. ``label`` names it in the log ("old" for
     the numprop side on another commit); ``src`` is the folder numprop is imported from."""
 
-    def __init__(self, label: str, kind: str, cfg: dict, data_dir: Path, n_train: int,
-                 src: Path):
+    def __init__(self, label: str, kind: str, cfg: dict, data_dir: Path, n_train: int, src: Path):
         env = dict(os.environ)
         for var in UNSET_VARS:
             env.pop(var, None)
         env["PYTHONPATH"] = str(src) + os.pathsep + env.get("PYTHONPATH", "")
         self.label, self.src = label, src
         self.proc = subprocess.Popen(
-            [sys.executable, str(SCRIPT), "--worker", kind, json.dumps(cfg),
-             str(Path(data_dir).resolve()), str(n_train)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+            [
+                sys.executable,
+                str(SCRIPT),
+                "--worker",
+                kind,
+                json.dumps(cfg),
+                str(Path(data_dir).resolve()),
+                str(n_train),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
 
     def read(self) -> dict:
         line = self.proc.stdout.readline()
