@@ -182,3 +182,25 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path):
     assert strip_time(history) == strip_time(full_history)
     for name, value in full.model.state_dict().items():
         np.testing.assert_array_equal(resumed.model.state_dict()[name], value, err_msg=name)
+
+
+def test_a_v1_checkpoint_resumes_under_the_new_schedule_contract():
+    """Checkpoints of the previous release kept the peak rate as trainer "base_lr";
+    now the schedule owns it: the old state loads, and training goes on from it."""
+    from pathlib import Path
+
+    saved = npp.load(Path(__file__).parent / "data" / "v1_model.npz")
+    arrays, meta = saved.training
+    assert "base_lr" in meta  # the v1 layout
+    model = npp.models.mlp([12, 6, 3], batchnorm=True, dropout=0.1, rng=1)
+    model.load_state_dict(saved.model.state_dict())
+    opt = npp.SGD(model.named_parameters(), lr=0.1, momentum=0.9)
+    trainer = Trainer(model, npp.SoftmaxCrossEntropy(), opt, npp.Constant(0.1))
+    trainer.load_state(arrays, meta)
+    assert len(trainer.history) == 2 and opt.steps == 2
+    velocity = opt.state["0.weight"]["velocity"]
+    np.testing.assert_array_equal(velocity, arrays["velocity.0.weight"])
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((20, 12)).astype(np.float32), rng.integers(0, 3, 20)
+    history = trainer.fit([(x, y)], epochs=3)
+    assert len(history) == 3 and history["lr"][-1] == 0.1 and opt.steps == 3
