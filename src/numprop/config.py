@@ -41,8 +41,18 @@ CHOICES = ("auto", "numpy")
 class Settings:
     """What numprop may use and where it finds data.
 
-    ``kernels`` and ``blas``: ``"auto"`` (whatever is installed) or ``"numpy"``
-    (plain NumPy). ``data_dir``: the default data folder, or None (the cache).
+    Immutable: ``configure`` replaces it.
+
+    Parameters
+    ----------
+    kernels : {"auto", "numpy"}, default "auto"
+        ``"auto"``: the compiled elementwise kernels where numba is installed;
+        ``"numpy"``: plain NumPy.
+    blas : {"auto", "numpy"}, default "auto"
+        ``"auto"``: direct OpenBLAS calls where a 64-bit OpenBLAS is found;
+        ``"numpy"``: NumPy expressions.
+    data_dir : str or None, default None
+        The default data folder, or None (the cache, ``~/.cache/numprop``).
     """
 
     kernels: str = "auto"
@@ -54,8 +64,21 @@ _settings: Settings | None = None
 
 
 def from_environment(environ: dict[str, str] | None = None) -> Settings:
-    """Settings from ``NUMPROP_KERNELS``, ``NUMPROP_BLAS`` (unset or unknown: ``auto``)
-    and ``NUMPROP_DATA_DIR`` (unset or empty: None)."""
+    """Settings from the ``NUMPROP_*`` environment variables.
+
+    ``NUMPROP_KERNELS`` and ``NUMPROP_BLAS``: ``numpy`` (any case), else (unset
+    or unknown) ``auto``; ``NUMPROP_DATA_DIR``: a path, unset or empty giving None.
+
+    Parameters
+    ----------
+    environ : dict of str to str, optional
+        Read instead of ``os.environ``.
+
+    Returns
+    -------
+    Settings
+        Not put in force: that is ``current()``'s or ``configure()``'s business.
+    """
     env = os.environ if environ is None else environ
     paths = {
         name: "numpy" if env.get(f"NUMPROP_{name.upper()}", "").lower() == "numpy" else "auto"
@@ -73,7 +96,24 @@ def current() -> Settings:
 
 
 def configure(**changes) -> Settings:
-    """Change settings, e.g. ``configure(kernels="numpy")``; returns the new settings."""
+    """Change settings, e.g. ``configure(kernels="numpy")``; returns the new settings.
+
+    Parameters
+    ----------
+    **changes
+        ``kernels`` and ``blas``: "auto" or "numpy"; ``data_dir``: a path or None.
+        Settings not named keep their values.
+
+    Returns
+    -------
+    Settings
+        The settings now in force.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown setting or value; nothing is changed then.
+    """
     global _settings
     for name, value in changes.items():
         if name == "data_dir":
@@ -93,7 +133,23 @@ def configure(**changes) -> Settings:
 
 @contextmanager
 def override(**changes) -> Iterator[Settings]:
-    """Settings changed inside a ``with`` block, restored after it."""
+    """Settings changed inside a ``with`` block, restored after it.
+
+    Parameters
+    ----------
+    **changes
+        As for ``configure``.
+
+    Yields
+    ------
+    Settings
+        The settings in force inside the block.
+
+    Raises
+    ------
+    ConfigError
+        As ``configure``, on entering the block.
+    """
     before = current()
     try:
         yield configure(**changes)
@@ -119,7 +175,14 @@ _CPU_FLAGS = (
 
 
 def cpu_extensions() -> list[str]:
-    """The vector and matrix extensions of this CPU that matter for numprop (from /proc/cpuinfo)."""
+    """The vector and matrix extensions of this CPU that matter for numprop (from /proc/cpuinfo).
+
+    Returns
+    -------
+    list of str
+        Flag names such as "avx2", "avx512f", "amx_tile"; empty where
+        /proc/cpuinfo cannot be read (not Linux).
+    """
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -135,6 +198,14 @@ def info() -> dict:
     """What numprop runs on: versions, BLAS, compiled kernels, threads, CPU extensions.
 
     Loads BLAS and the kernels if they are not loaded yet (that is what it reports).
+
+    Returns
+    -------
+    dict
+        JSON-able: versions ("numprop", "python", "numpy", "numba" or None),
+        "blas" (the OpenBLAS path or None), "blas_setting", "blas_threads",
+        "parallel_elementwise", "kernels_setting", "kernels_active",
+        "cpu_count" and "cpu_extensions".
     """
     import numpy as np
 

@@ -37,6 +37,23 @@ class Registry:
 
         Registering the same factory again under its name is harmless; another
         factory under a taken name is an error.
+
+        Parameters
+        ----------
+        name : str
+            Non-empty.
+        factory : callable
+            Usually a class.
+
+        Returns
+        -------
+        callable
+            ``factory``, unchanged (so ``add`` can end a decorator).
+
+        Raises
+        ------
+        ConfigError
+            If ``name`` is not a non-empty string, or is taken by another factory.
         """
         if not isinstance(name, str) or not name:
             raise ConfigError(f"a {self.kind} name must be a non-empty string, got {name!r}")
@@ -48,7 +65,18 @@ class Registry:
         return factory
 
     def register(self, name: str | None = None) -> Callable[[Callable], Callable]:
-        """Decorator form of ``add``; the name defaults to the class's own name."""
+        """Decorator form of ``add``; the name defaults to the class's own name.
+
+        Parameters
+        ----------
+        name : str, optional
+            The registered name; ``factory.__name__`` by default.
+
+        Returns
+        -------
+        callable
+            A decorator that registers its argument and returns it unchanged.
+        """
 
         def decorate(factory):
             return self.add(name or factory.__name__, factory)
@@ -56,7 +84,13 @@ class Registry:
         return decorate
 
     def get(self, name: str) -> Callable[..., Any]:
-        """The factory registered as ``name``; a ConfigError names the choices."""
+        """The factory registered as ``name``; a ConfigError names the choices.
+
+        Raises
+        ------
+        ConfigError
+            If ``name`` is not registered; the message lists the registered names.
+        """
         try:
             return self._entries[name]
         except (KeyError, TypeError):
@@ -65,7 +99,25 @@ class Registry:
             ) from None
 
     def create(self, name: str, *args, **kwargs) -> Any:
-        """``get(name)(*args, **kwargs)``; wrong keywords are a ConfigError, not a TypeError."""
+        """``get(name)(*args, **kwargs)``; wrong keywords are a ConfigError, not a TypeError.
+
+        Parameters
+        ----------
+        name : str
+            A registered name.
+        *args, **kwargs
+            Passed to the factory.
+
+        Returns
+        -------
+        object
+            What the factory returns.
+
+        Raises
+        ------
+        ConfigError
+            For an unknown name, or arguments the factory's signature does not accept.
+        """
         factory = self.get(name)
         try:
             inspect.signature(factory).bind(*args, **kwargs)
@@ -79,6 +131,26 @@ class Registry:
         For configurations that hold options of several choices at once (a
         momentum that only SGD takes, a warm-up that only the cosine schedule
         takes): each choice picks the keywords it has.
+
+        Parameters
+        ----------
+        name : str
+            A registered name.
+        *args
+            Passed to the factory.
+        settings : dict of str to object
+            Candidate keyword arguments; those the factory does not name are dropped.
+
+        Returns
+        -------
+        object
+            What the factory returns.
+
+        Raises
+        ------
+        ConfigError
+            For an unknown name, or arguments that still do not bind (e.g. a
+            missing required one).
         """
         accepted = inspect.signature(self.get(name)).parameters
         return self.create(name, *args, **{k: v for k, v in settings.items() if k in accepted})
@@ -88,6 +160,7 @@ class Registry:
         return next((n for n, f in self._entries.items() if f is factory), None)
 
     def names(self) -> list[str]:
+        """The registered names, in registration order."""
         return list(self._entries)
 
     def __contains__(self, name: object) -> bool:

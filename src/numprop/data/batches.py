@@ -14,6 +14,7 @@ __all__ = ["stratified_split", "Augment", "BatchLoader"]
 
 
 def _check_rng(rng, who: str) -> np.random.Generator:
+    """``rng`` itself if it is a Generator; a ConfigError naming ``who`` otherwise."""
     if not isinstance(rng, np.random.Generator):
         raise ConfigError(
             f"{who}: rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}"
@@ -22,6 +23,7 @@ def _check_rng(rng, who: str) -> np.random.Generator:
 
 
 def _check_int(value, name: str, minimum: int) -> int:
+    """``value`` as an int if it is an integer >= ``minimum``; a ConfigError otherwise."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
@@ -30,12 +32,33 @@ def _check_int(value, name: str, minimum: int) -> int:
 def stratified_split(
     labels: np.ndarray, n_val: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Split indices of labels (N,) into sorted (train_idx, val_idx) int64, val holding exactly n_val examples.
+    """Split the indices of labels (N,) into sorted train and validation indices.
 
     Each class gives n_val * (its share of N) examples to validation; the
     fractional parts are settled by the largest-remainder rule (ties to the
     smaller label), so the total is exactly n_val. Which examples of a class go
     to validation is drawn from `rng`.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (N,)
+        Class labels (any integers).
+    n_val : int
+        Number of validation examples, in [0, N).
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    train_idx : ndarray, shape (N - n_val,), int64
+    val_idx : ndarray, shape (n_val,), int64
+        Sorted, disjoint, together covering 0..N-1.
+
+    Raises
+    ------
+    DataError
+        If ``labels`` is not a 1-D integer array.
+    ConfigError
+        If ``n_val`` is not an integer in [0, N), or ``rng`` is not a Generator.
     """
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
@@ -69,12 +92,25 @@ def stratified_split(
 
 
 class Augment:
-    """Random horizontal flips (p = 0.5) and random crops after zero padding, vectorised over a batch.
+    """Random horizontal flips (p = 0.5) and random crops after zero padding, over a batch.
 
-    A crop with padding p takes a window of the image's size from the image
-    padded with p zero pixels on each side, at an offset drawn uniformly from
-    the (2p + 1)^2 possible ones: the content shifts by up to p pixels and the
-    uncovered border is black. crop_padding=0 turns cropping off.
+    Vectorised over the batch. A crop with padding p takes a window of the
+    image's size from the image padded with p zero pixels on each side, at an
+    offset drawn uniformly from the (2p + 1)^2 possible ones: the content
+    shifts by up to p pixels and the uncovered border is black. crop_padding=0
+    turns cropping off.
+
+    Parameters
+    ----------
+    flip : bool, default True
+        Flip each image left-right with probability 0.5.
+    crop_padding : int, default 4
+        p, in pixels, >= 0.
+
+    Raises
+    ------
+    ConfigError
+        If ``crop_padding`` is not an integer >= 0.
     """
 
     def __init__(self, flip: bool = True, crop_padding: int = 4) -> None:
@@ -87,7 +123,29 @@ class Augment:
     def __call__(
         self, batch: np.ndarray, rng: np.random.Generator, out: np.ndarray | None = None
     ) -> np.ndarray:
-        """Augment batch (B, H, W, C) uint8 with randomness from `rng`; return (B, H, W, C) uint8 (`out` if given)."""
+        """Augment a batch with randomness from `rng` (``apply(batch, draw(B, rng), out)``).
+
+        Parameters
+        ----------
+        batch : ndarray, shape (B, H, W, C), uint8
+            Not modified.
+        rng : numpy.random.Generator
+        out : ndarray, shape (B, H, W, C), uint8, optional
+            Receives the result; must not overlap ``batch``.
+
+        Returns
+        -------
+        ndarray, shape (B, H, W, C), uint8
+            ``out`` if given, else a new array.
+
+        Raises
+        ------
+        DataError
+            If ``batch`` is not a 4-D array.
+        ConfigError
+            If ``rng`` is not a Generator, or ``out`` has the wrong shape or
+            dtype or overlaps ``batch``.
+        """
         _check_rng(rng, "Augment")
         if not isinstance(batch, np.ndarray) or batch.ndim != 4:
             raise DataError(
@@ -96,7 +154,20 @@ class Augment:
         return self.apply(batch, self.draw(batch.shape[0], rng), out)
 
     def draw(self, b: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The random moves of b images: flips (B,) bool, row and column offsets dy, dx (B,) int64."""
+        """The random moves of b images: flips, then row and column offsets.
+
+        Parameters
+        ----------
+        b : int
+            B, the number of images.
+        rng : numpy.random.Generator
+
+        Returns
+        -------
+        flips : ndarray, shape (B,), bool
+        dy, dx : ndarray, shape (B,), int64
+            Offsets in [-p, p]; zeros when cropping is off.
+        """
         p = self.crop_padding
         if b == 0 or (not self.flip and p == 0):
             flips, dy, dx = np.zeros(b, dtype=bool), np.zeros(b, np.int64), np.zeros(b, np.int64)
@@ -109,7 +180,27 @@ class Augment:
         return flips, dy, dx
 
     def apply(self, batch: np.ndarray, moves, out: np.ndarray | None = None) -> np.ndarray:
-        """Move batch (B, H, W, C) uint8 as `draw` said; return (B, H, W, C) uint8 (`out` if given)."""
+        """Move a batch as `draw` said: flip, then shift with zero fill.
+
+        Parameters
+        ----------
+        batch : ndarray, shape (B, H, W, C), uint8
+            Not modified.
+        moves : tuple of ndarray
+            ``(flips, dy, dx)`` from ``draw(B, rng)``.
+        out : ndarray, shape (B, H, W, C), uint8, optional
+            Receives the result; must not overlap ``batch``.
+
+        Returns
+        -------
+        ndarray, shape (B, H, W, C), uint8
+            ``out`` if given, else a new array.
+
+        Raises
+        ------
+        ConfigError
+            If ``out`` has the wrong shape or dtype, or overlaps ``batch``.
+        """
         b, h, w, c = batch.shape
         if out is None:
             out = np.empty_like(batch)
@@ -160,13 +251,44 @@ def _augment_and_convert(
 
 
 class BatchLoader:
-    """Iterate over (x float32 (B, D), y int64 (B,)) mini-batches of preprocessed (and optionally augmented) images.
+    """Iterate over mini-batches (x float32 (B, D), y int64 (B,)) of preprocessed images.
 
-    Each pass covers every example (of `indices`, if given) exactly once, in an
-    order drawn afresh from `rng` when shuffle=True, so the same seed gives the
-    same sequence of orders. The uint8 gather buffer and the float32 output
+    Images are optionally augmented before preprocessing. Each pass covers
+    every example (of `indices`, if given) exactly once, in an order drawn
+    afresh from `rng` when shuffle=True, so the same seed gives the same
+    sequence of orders. The uint8 gather buffer and the float32 output
     buffers are allocated once: the arrays yielded are views of them, reused
     and overwritten by the next batch, so copy them if you need to keep them.
+
+    Parameters
+    ----------
+    images : ndarray, shape (N, H, W, C), uint8
+        Kept by reference, not copied.
+    labels : ndarray of int, shape (N,)
+    preprocessing : Preprocessing
+        A fitted preprocessing (``transform(images, out=)`` and ``output_dim``
+        D); it maps each batch to (B, D) float32.
+    batch_size : int
+        B, >= 1; the last batch of a pass may be smaller.
+    shuffle : bool, default True
+        Draw a new order for every pass (needs ``rng``).
+    rng : numpy.random.Generator, optional
+        Source of the orders and the augmentation; needed with ``shuffle`` or
+        ``augment``.
+    augment : Augment, optional
+        Applied to each training batch before preprocessing.
+    drop_last : bool, default False
+        Skip the last, partial batch.
+    indices : ndarray of int, shape (M,), optional
+        Iterate over these examples only (e.g. from ``stratified_split``).
+
+    Raises
+    ------
+    DataError
+        If ``images`` is not uint8 (N, H, W, C) or ``labels`` not integers (N,).
+    ConfigError
+        For a bad ``batch_size``, ``rng``, ``augment``, ``preprocessing`` or
+        ``indices`` (not 1-D integers in [0, N)), or shuffle/augment without ``rng``.
     """
 
     def __init__(
@@ -245,7 +367,14 @@ class BatchLoader:
         return math.ceil(self.n_examples / self.batch_size)
 
     def __iter__(self):
-        """Yield (x (B, D) float32, y (B,) int64) views of reused buffers, one pass over the examples."""
+        """One pass over the examples.
+
+        Yields
+        ------
+        x : ndarray, shape (B, D), float32
+        y : ndarray, shape (B,), int64
+            Views of reused buffers, overwritten by the next batch.
+        """
         order = self.rng.permutation(self.indices) if self.shuffle else self.indices
         for k in range(len(self)):
             idx = order[k * self.batch_size : (k + 1) * self.batch_size]

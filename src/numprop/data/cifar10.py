@@ -56,7 +56,19 @@ _TIMEOUT_S = 60.0  # per socket operation, not for the whole download
 
 @dataclass(frozen=True)
 class Cifar10:
-    """The CIFAR-10 splits: images (N, 32, 32, 3) uint8 in HWC order, labels (N,) int64 in 0..9."""
+    """The CIFAR-10 splits: images (N, 32, 32, 3) uint8 in HWC order, labels (N,) int64 in 0..9.
+
+    Attributes
+    ----------
+    train_images : ndarray, shape (N_train, 32, 32, 3), uint8
+        N_train = 50,000 in the real data set.
+    train_labels : ndarray, shape (N_train,), int64
+    test_images : ndarray, shape (N_test, 32, 32, 3), uint8
+        N_test = 10,000 in the real data set.
+    test_labels : ndarray, shape (N_test,), int64
+    class_names : list of str
+        The ten names, in label order ("airplane", "automobile", ...).
+    """
 
     train_images: np.ndarray
     train_labels: np.ndarray
@@ -66,8 +78,20 @@ class Cifar10:
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """Return the data folder: the argument, else the ``data_dir`` setting
-    (``numprop.config``, from $NUMPROP_DATA_DIR), else ~/.cache/numprop."""
+    """Return the data folder: the argument, else the ``data_dir`` setting, else the cache.
+
+    The setting is ``numprop.config``'s ``data_dir`` (from $NUMPROP_DATA_DIR);
+    the cache is ~/.cache/numprop. The folder need not exist.
+
+    Parameters
+    ----------
+    data_dir : str or path-like, optional
+        Used when given and not empty; ``~`` is expanded.
+
+    Returns
+    -------
+    Path
+    """
     if data_dir is not None and str(data_dir) != "":
         return Path(data_dir).expanduser()
     setting = config.current().data_dir
@@ -86,12 +110,40 @@ def load_cifar10(
     size: int | None = CIFAR10_SIZE,
     records_per_batch: int = RECORDS_PER_BATCH,
 ) -> Cifar10:
-    """Load CIFAR-10 from `root` (a folder holding cifar-10-batches-bin/ or -py/, or that folder itself).
+    """Load CIFAR-10 from `root`: a folder holding cifar-10-batches-bin/ or -py/, or that folder.
 
     When neither layout is there and `download` is true, the binary archive is
     fetched from `url`, checked against `size` and `md5`, and extracted into
     `root`. `records_per_batch` is the number of images each batch file must
     hold (10,000 in the real data set; tests lower it).
+
+    Parameters
+    ----------
+    root : str or path-like, optional
+        The data folder; ``resolve_data_dir(root)`` decides the default.
+    download : bool, default True
+        Download the archive (about 170 MB) when the data is not there.
+    progress : bool, default True
+        Show a download progress bar.
+    url, md5 : str
+        Where the archive comes from, and its MD5 (32 hex digits).
+    size : int or None
+        The archive's size in bytes; None skips the size check.
+    records_per_batch : int, default 10_000
+        Images per batch file, >= 1.
+
+    Returns
+    -------
+    Cifar10
+        ``5 * records_per_batch`` training and ``records_per_batch`` test images.
+
+    Raises
+    ------
+    DataError
+        If the data is missing (and not downloaded), incomplete, corrupt, or
+        the download fails.
+    ConfigError
+        For a bad ``records_per_batch``, ``md5`` or ``size``.
     """
     root = resolve_data_dir(root)
     if (
@@ -174,7 +226,10 @@ def _load_binary(folder: Path, records_per_batch: int) -> Cifar10:
 def _read_bin_batch(
     path: Path, n_records: int, images_out: np.ndarray, labels_out: np.ndarray
 ) -> None:
-    """Read one binary batch file of `n_records` records into images_out (n,32,32,3) and labels_out (n,)."""
+    """Read one binary batch file of `n_records` records into images_out and labels_out.
+
+    images_out is (n, 32, 32, 3) uint8, labels_out (n,) int64.
+    """
     if not path.is_file():
         raise DataError(f"{path.name}: missing (expected it in {path.parent})")
     expected = n_records * RECORD_BYTES
@@ -250,7 +305,7 @@ def _numpy_pickle_globals() -> dict[tuple[str, str], object]:
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that rebuilds NumPy arrays and builtin containers and refuses every other global."""
+    """An unpickler that rebuilds NumPy arrays and builtin containers, refusing other globals."""
 
     _allowed = _numpy_pickle_globals()
 
@@ -260,6 +315,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._source = source
 
     def find_class(self, module: str, name: str):
+        """The allowed global ``module.name``; a DataError for any other."""
         try:
             return self._allowed[(module, name)]
         except KeyError:
@@ -303,7 +359,7 @@ def _load_python(folder: Path, records_per_batch: int) -> Cifar10:
 def _read_py_batch(
     path: Path, n_records: int, images_out: np.ndarray, labels_out: np.ndarray
 ) -> None:
-    """Read one pickled batch (dict with 'data' (n, 3072) uint8 and 'labels') into the outputs."""
+    """Read one pickled batch ('data' (n, 3072) uint8 and 'labels') into the outputs."""
     batch = _unpickle(path)
     if not isinstance(batch, dict):
         raise DataError(f"{path.name}: expected a dict, found {type(batch).__name__} [{path}]")
@@ -359,12 +415,40 @@ def download_cifar10(
     size: int | None = CIFAR10_SIZE,
     progress: bool = True,
 ) -> Path:
-    """Download and extract the binary CIFAR-10 archive into `root`; return root/cifar-10-batches-bin.
+    """Download and extract the binary CIFAR-10 archive into `root`.
 
     The archive is streamed to `<archive>.part` (resumed with an HTTP Range
     request when a part file exists), checked against `size` (None skips the
     size check) and `md5`, then renamed into place. It is kept after extraction
     so that a deleted batches folder can be rebuilt without the network.
+    An archive already in `root` with the right MD5 is not fetched again.
+
+    Parameters
+    ----------
+    root : str or path-like
+        The data folder, created if needed.
+    url : str
+        Where the archive comes from.
+    md5 : str
+        Its MD5, 32 hex digits.
+    size : int or None
+        Its size in bytes; None skips the size check.
+    progress : bool, default True
+        Show a progress bar.
+
+    Returns
+    -------
+    Path
+        ``root / "cifar-10-batches-bin"``.
+
+    Raises
+    ------
+    DataError
+        If the folder cannot be created, the download fails or is cut off
+        (the part file is kept for the next run), the checksum does not match
+        (the file is deleted), or the archive is not the expected one.
+    ConfigError
+        For a malformed ``md5`` or ``size``.
     """
     root = Path(root)
     target = root / BIN_FOLDER
@@ -402,7 +486,7 @@ def _help_text(target: Path) -> str:
 def _fetch(
     url: str, archive: Path, *, md5: str, size: int | None, progress: bool, target: Path
 ) -> None:
-    """Stream `url` into archive.part (resuming if possible), verify it, and rename it to `archive`."""
+    """Stream `url` into archive.part (resuming if possible), verify it, rename it to `archive`."""
     part = archive.with_name(archive.name + ".part")
     have = part.stat().st_size if part.is_file() else 0
     if size is not None and have > size:
@@ -536,7 +620,10 @@ def _expected_members() -> set[str]:
 
 
 def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
-    """Refuse members that could write outside the target folder: absolute paths, '..', links, devices."""
+    """Refuse members that could write outside the target folder.
+
+    That is absolute paths, '..', links and devices.
+    """
     name = member.name
     parts = PurePosixPath(name.replace("\\", "/")).parts
     if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):

@@ -45,12 +45,27 @@ def _to_rgb(img):
 
 
 def read_images(paths: Iterable[str | os.PathLike]) -> np.ndarray:
-    """Decode image files into uint8 (N, 32, 32, 3) RGB, resizing (stretching) any other size to 32x32.
+    """Decode image files into uint8 (N, 32, 32, 3) RGB, stretching any other size to 32x32.
 
     Reads any format Pillow reads; greyscale, palette and alpha images become
     RGB, and JPEG/TIFF EXIF orientation is applied. A missing or undecodable
     file, or one large enough to be a decompression bomb, raises DataError
     naming it.
+
+    Parameters
+    ----------
+    paths : path-like or iterable of path-like
+        One file, or N files.
+
+    Returns
+    -------
+    ndarray, shape (N, 32, 32, 3), uint8
+        In the order of ``paths``, HWC like the CIFAR-10 arrays.
+
+    Raises
+    ------
+    DataError
+        For a missing, non-regular or unreadable file, or a decompression bomb.
     """
     from PIL import Image, ImageOps
 
@@ -84,7 +99,24 @@ def read_images(paths: Iterable[str | os.PathLike]) -> np.ndarray:
 
 
 def write_png(path: str | os.PathLike, image_u8: np.ndarray) -> Path:
-    """Write a uint8 image (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) as a PNG at ``path``; returns the Path."""
+    """Write a uint8 image as a PNG at ``path``; returns the Path.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file to write (its folder must exist).
+    image_u8 : ndarray, shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), uint8
+        Greyscale, RGB or RGBA.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    DataError
+        If the image is not uint8 or not of one of those shapes (or empty).
+    """
     from PIL import Image
 
     a = np.asarray(image_u8)

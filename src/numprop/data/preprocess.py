@@ -1,4 +1,6 @@
-"""Input preprocessing fitted on the training split: per-channel standardisation, mean image, PCA/ZCA whitening.
+"""Input preprocessing fitted on the training split.
+
+Per-channel standardisation, mean image, PCA/ZCA whitening.
 
 Every transform takes uint8 images (N, H, W, 3) (CIFAR-10: (N, 32, 32, 3)) or
 already-flat rows (N, H*W*3) in HWC order, and returns float32 (N, D). For
@@ -65,10 +67,28 @@ def affine_rows(
 ) -> np.ndarray:
     """``out[i] = (source[rows[i]] - shift) * scale`` on all cores; rows None: every row.
 
-    source (N, D) uint8 or float, shift and scale (D,) and out (B, D) of out's
-    float dtype, rows (B,) integers, clipped to [0, N) (check them first).
     Gathering and converting in one pass saves the uint8 batch buffer. A
     non-contiguous source is read in place by the NumPy path, never copied whole.
+
+    Parameters
+    ----------
+    source : ndarray, shape (N, D), uint8 or float
+    shift, scale : ndarray, shape (D,)
+        Of out's float dtype.
+    out : ndarray, shape (B, D), float
+        B = N when ``rows`` is None.
+    rows : ndarray of int, shape (B,), optional
+        Rows of ``source`` to read; clipped to [0, N), so check them first.
+
+    Returns
+    -------
+    ndarray, shape (B, D)
+        ``out``.
+
+    Raises
+    ------
+    ConfigError
+        If the shapes do not fit together.
     """
     index = np.arange(len(source)) if rows is None else np.asarray(rows, np.int64)
     d = source.shape[1]
@@ -92,7 +112,18 @@ def affine_rows(
 
 
 class Preprocessing:
-    """Base class: fit(images) on training data, then transform(images, out=None) -> float32 (N, output_dim)."""
+    """Base class: fit(images) on training data, then transform(images, out=None).
+
+    ``transform`` returns float32 (N, output_dim). Subclasses set ``name`` (the
+    registry name, saved with the model) and fill in the interface below.
+
+    Attributes
+    ----------
+    name : str
+        The registered name ("standardize", "mean_image", "pca", "zca").
+    input_dim : int or None
+        D, the values per input image (H*W*3); None until fitted.
+    """
 
     name: str = ""
 
@@ -101,29 +132,86 @@ class Preprocessing:
 
     # -- interface every subclass fills in
     def fit(self, images: np.ndarray) -> Preprocessing:  # pragma: no cover - abstract
+        """Estimate the statistics from training images; returns ``self``.
+
+        Parameters
+        ----------
+        images : ndarray, shape (N, H, W, 3) uint8, or rows (N, D)
+            N >= 2 training images.
+
+        Raises
+        ------
+        DataError
+            For fewer than 2 images or a shape that is neither of the above.
+        """
         raise NotImplementedError
 
     def transform(
         self, images: np.ndarray, out: np.ndarray | None = None
     ) -> np.ndarray:  # pragma: no cover
+        """Map images to float32 rows (N, output_dim).
+
+        Parameters
+        ----------
+        images : ndarray, shape (N, H, W, 3) uint8, or rows (N, D)
+            With the D the transform was fitted on; not modified.
+        out : ndarray, shape (N, output_dim), float32, optional
+            Receives the result; must not overlap ``images``.
+
+        Returns
+        -------
+        ndarray, shape (N, output_dim), float32
+            ``out`` if given, else a new array.
+
+        Raises
+        ------
+        ConfigError
+            If not fitted, or ``out`` has the wrong shape or dtype or overlaps.
+        DataError
+            If the images do not have D values each.
+        """
         raise NotImplementedError
 
     @property
     def output_dim(self) -> int:  # pragma: no cover - abstract
+        """Width of the transformed rows (ConfigError before ``fit``)."""
         raise NotImplementedError
 
     def state(self) -> tuple[dict[str, np.ndarray], dict]:  # pragma: no cover - abstract
+        """The fitted transform as (arrays by name, JSON-able parameters), for saving.
+
+        Raises
+        ------
+        ConfigError
+            If not fitted.
+        """
         raise NotImplementedError
 
     @classmethod
     def from_state(
         cls, arrays: dict[str, np.ndarray], params: dict
     ) -> Preprocessing:  # pragma: no cover
+        """Rebuild a fitted instance from what ``state()`` returned.
+
+        Raises
+        ------
+        ConfigError
+            If an array or parameter is missing or malformed.
+        """
         raise NotImplementedError
 
     # -- shared helpers
     def fit_transform(self, images: np.ndarray) -> np.ndarray:
-        """Fit on `images` and return their transform, float32 (N, output_dim)."""
+        """Fit on `images` and return their transform, float32 (N, output_dim).
+
+        Parameters
+        ----------
+        images : ndarray, shape (N, H, W, 3) uint8, or rows (N, D)
+
+        Returns
+        -------
+        ndarray, shape (N, output_dim), float32
+        """
         return self.fit(images).transform(images)
 
     @property
@@ -166,7 +254,7 @@ class Preprocessing:
 
 
 class _AffinePerValue(Preprocessing):
-    """Shared transform of Standardize and MeanImage: out = (x - shift) * scale, both float32 (D,)."""
+    """Shared transform of Standardize and MeanImage: out = (x - shift) * scale, float32 (D,)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -175,6 +263,7 @@ class _AffinePerValue(Preprocessing):
 
     @property
     def output_dim(self) -> int:
+        """D, the same as the input (ConfigError before ``fit``)."""
         if self.input_dim is None:
             raise ConfigError(f"{self.name}: output_dim is known only after fit()")
         return self.input_dim
@@ -194,7 +283,20 @@ class _AffinePerValue(Preprocessing):
     def transform_rows(
         self, images: np.ndarray, rows: np.ndarray, out: np.ndarray | None = None
     ) -> np.ndarray:
-        """transform(images[rows]) in one pass, without the gathered copy; rows must lie in [0, N)."""
+        """transform(images[rows]) in one pass, without the gathered copy.
+
+        Parameters
+        ----------
+        images : ndarray, shape (N, H, W, 3) uint8, or rows (N, D)
+        rows : ndarray of int, shape (B,)
+            Must lie in [0, N): they are not checked here.
+        out : ndarray, shape (B, D), float32, optional
+
+        Returns
+        -------
+        ndarray, shape (B, D), float32
+            ``out`` if given, else a new array.
+        """
         if not images.flags.c_contiguous:
             # Viewing them as rows, or np.take, would copy them all: index just these.
             return self.transform(images[np.asarray(rows)], out)
@@ -205,7 +307,13 @@ class _AffinePerValue(Preprocessing):
 
 
 class Standardize(_AffinePerValue):
-    """Subtract the per-channel mean and divide by the per-channel std of the training pixels (the default)."""
+    """Subtract the per-channel mean and divide by the per-channel std (the default).
+
+    Mean and std are over all training pixels of each channel, so
+    ``out = (x - mean[c]) / std[c]`` for a value of channel c; a constant
+    channel (std 0) is only centred. The output keeps the input's D = H*W*3
+    values in HWC order.
+    """
 
     name = "standardize"
 
@@ -215,7 +323,19 @@ class Standardize(_AffinePerValue):
         self.std: np.ndarray | None = None  # (3,) float64, per channel
 
     def fit(self, images: np.ndarray) -> Standardize:
-        """Compute the per-channel mean and std over all training pixels; images (N, H, W, 3) or (N, D)."""
+        """Compute the per-channel mean and std over all training pixels; returns ``self``.
+
+        Parameters
+        ----------
+        images : ndarray, shape (N, H, W, 3), or rows (N, D) in HWC order
+            N >= 2; D must be a multiple of 3.
+
+        Raises
+        ------
+        DataError
+            For fewer than 2 images, or a shape that is not images or rows of
+            whole pixels.
+        """
         rows = self._fit_rows(images)
         if rows.shape[1] % CHANNELS:
             raise DataError(
@@ -240,6 +360,7 @@ class Standardize(_AffinePerValue):
         return self
 
     def _set(self, mean: np.ndarray, std: np.ndarray, input_dim: int) -> None:
+        """Store the fitted statistics and the (D,) shift and scale they give."""
         self.mean, self.std, self.input_dim = mean, std, input_dim
         safe_std = np.where(std > 0, std, 1.0)  # a constant channel is only centred
         # HWC rows cycle through the channels fastest, so tiling the (3,) vectors lines them up.
@@ -286,7 +407,18 @@ class MeanImage(_AffinePerValue):
         self.std: float | None = None
 
     def fit(self, images: np.ndarray) -> MeanImage:
-        """Compute the mean image (D,) and the global std of the centred pixels; images (N, H, W, 3) or (N, D)."""
+        """Compute the mean image (D,) and the global std of the centred pixels; returns ``self``.
+
+        Parameters
+        ----------
+        images : ndarray, shape (N, H, W, 3), or rows (N, D)
+            N >= 2.
+
+        Raises
+        ------
+        DataError
+            For fewer than 2 images or a shape that is neither of the above.
+        """
         rows = self._fit_rows(images)
         total = np.zeros(rows.shape[1])
         for block in _row_blocks(rows):
@@ -301,6 +433,7 @@ class MeanImage(_AffinePerValue):
         return self
 
     def _set(self, mean: np.ndarray, std: float, input_dim: int) -> None:
+        """Store the fitted statistics and the (D,) shift and scale they give."""
         self.mean, self.std, self.input_dim = mean, std, input_dim
         self._shift = mean.astype(np.float32)
         self._scale = np.full(input_dim, 1.0 / std if std > 0 else 1.0, np.float32)
@@ -334,6 +467,34 @@ class PCAWhiten(Preprocessing):
     (x - mean) U diag(1 / sqrt(lam + eps)) U^T, so its output keeps the
     input's D values (3,072 for CIFAR-10) and still looks like an image.
     `eps` damps the directions of tiny variance (mostly noise).
+
+    Parameters
+    ----------
+    n_components : int, optional
+        K, the number of leading components kept (PCA only); all D by default.
+    zca : bool, default False
+        ZCA instead of PCA (then ``n_components`` must be None).
+    eps : float, default 1e-2
+        Added to the eigenvalues (of pixels scaled to [0, 1]), > 0.
+    max_fit_images : int, default 10_000
+        At most this many training images estimate the covariance, >= 2.
+    seed : int, default 0
+        Seed of that sample.
+
+    Attributes
+    ----------
+    mean : ndarray, shape (D,), float32
+        Mean of the training pixels / 255.
+    components : ndarray, shape (D, K), float32
+        The whitening matrix (K = D for ZCA).
+    eigenvalues : ndarray, shape (D,), float64
+        Of the covariance, descending.
+
+    Raises
+    ------
+    ConfigError
+        For a bad ``n_components``, ``eps`` or ``max_fit_images``, or
+        ``n_components`` with ``zca=True``.
     """
 
     name = "pca"  # instances built with zca=True say "zca"
@@ -373,12 +534,31 @@ class PCAWhiten(Preprocessing):
 
     @property
     def output_dim(self) -> int:
+        """K, the number of components (D for ZCA); ConfigError before ``fit``."""
         if self.components is None:
             raise ConfigError(f"{self.name}: output_dim is known only after fit()")
         return self.components.shape[1]
 
     def fit(self, images: np.ndarray) -> PCAWhiten:
-        """Estimate the mean and whitening matrix from (a seeded sample of) the training images."""
+        """Estimate the mean and whitening matrix from (a seeded sample of) the training images.
+
+        Parameters
+        ----------
+        images : ndarray, shape (N, H, W, 3) uint8, or rows (N, D)
+            N >= 2. The covariance is (D, D) float64: 75 MB for CIFAR-10.
+
+        Returns
+        -------
+        PCAWhiten
+            ``self``.
+
+        Raises
+        ------
+        DataError
+            For fewer than 2 images or a shape that is neither of the above.
+        ConfigError
+            If ``n_components`` exceeds D.
+        """
         rows = self._fit_rows(images)
         n, d = rows.shape
         if self.n_components is not None and self.n_components > d:
@@ -415,7 +595,10 @@ class PCAWhiten(Preprocessing):
         return self
 
     def transform(self, images: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """((x / 255) - mean) @ components as float32 (N, output_dim), written into `out` when given."""
+        """((x / 255) - mean) @ components as float32 (N, K), written into `out` when given.
+
+        See ``Preprocessing.transform`` for the parameters; K is ``output_dim``.
+        """
         rows, out = self._prepare(images, out)
         # Work in blocks of rows so the only temporary is one small float32 block.
         block = np.empty((min(_TRANSFORM_CHUNK, rows.shape[0]), self.input_dim), dtype=np.float32)
@@ -428,7 +611,13 @@ class PCAWhiten(Preprocessing):
         return out
 
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
-        """Arrays {'mean' (D,), 'components' (D, K), 'eigenvalues' (D,)} and the constructor's params."""
+        """Arrays {'mean' (D,), 'components' (D, K), 'eigenvalues' (D,)}, and constructor params.
+
+        Raises
+        ------
+        ConfigError
+            If not fitted.
+        """
         if not self.fitted:
             raise ConfigError(f"{self.name}: state() called before fit()")
         arrays = {
@@ -467,7 +656,15 @@ class PCAWhiten(Preprocessing):
 
 
 class ZCAWhiten(PCAWhiten):
-    """ZCA whitening: PCAWhiten(zca=True); output keeps the input's shape."""
+    """ZCA whitening: PCAWhiten(zca=True); output keeps the input's shape.
+
+    Parameters
+    ----------
+    eps : float, default 1e-2
+    max_fit_images : int, default 10_000
+    seed : int, default 0
+        As for ``PCAWhiten``.
+    """
 
     name = "zca"
 
@@ -478,6 +675,7 @@ class ZCAWhiten(PCAWhiten):
 
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], params: dict) -> PCAWhiten:
+        """Rebuild a fitted ZCAWhiten from state()."""
         return super().from_state(arrays, {**params, "zca": True})
 
 
@@ -488,14 +686,52 @@ for _cls in (Standardize, MeanImage, PCAWhiten, ZCAWhiten):
 
 
 def make_preprocessing(name: str, **kw) -> Preprocessing:
-    """Build an unfitted preprocessing by name ('standardize', 'mean_image', 'pca', 'zca') with options `kw`."""
+    """Build an unfitted preprocessing by name, with options `kw`.
+
+    Parameters
+    ----------
+    name : {"standardize", "mean_image", "pca", "zca"}
+        A registered name.
+    **kw
+        Constructor options (e.g. ``n_components=100`` for "pca").
+
+    Returns
+    -------
+    Preprocessing
+        Unfitted: call ``fit`` on the training images.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown name or options the class does not take.
+    """
     return PREPROCESSING.create(name, **kw)
 
 
 def preprocessing_from_state(
     name: str, arrays: dict[str, np.ndarray], params: dict
 ) -> Preprocessing:
-    """Rebuild a fitted preprocessing from its name and state() (arrays, params)."""
+    """Rebuild a fitted preprocessing from its name and state() (arrays, params).
+
+    Parameters
+    ----------
+    name : str
+        The registered name (``obj.name`` when it was saved).
+    arrays : dict of str to ndarray
+        The first item of ``state()``.
+    params : dict
+        The second item of ``state()``.
+
+    Returns
+    -------
+    Preprocessing
+        Fitted, ready to ``transform``.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown name, a malformed state, or a state of another kind.
+    """
     cls = PREPROCESSING.get(name)
     if not isinstance(params, dict) or not hasattr(arrays, "__getitem__"):
         raise ConfigError(f"{name} state: expected a dict of arrays and a dict of parameters")
@@ -506,6 +742,7 @@ def preprocessing_from_state(
 
 
 def _param_int(params: dict, key: str, who: str) -> int:
+    """``params[key]`` as a positive int; a ConfigError naming ``who`` otherwise."""
     value = params.get(key) if isinstance(params, dict) else None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ConfigError(f"{who} state: parameter {key!r} missing or not a positive integer")
@@ -513,6 +750,7 @@ def _param_int(params: dict, key: str, who: str) -> int:
 
 
 def _state_array(arrays, key: str, shape: tuple[int, ...], who: str) -> np.ndarray:
+    """``arrays[key]`` if it is a float array of ``shape``; a ConfigError otherwise."""
     try:
         value = np.asarray(arrays[key])
     except (KeyError, TypeError, ValueError):

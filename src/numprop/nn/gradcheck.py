@@ -29,7 +29,25 @@ from numprop.nn.module import Module
 
 @dataclass
 class GradResult:
-    """The check of one gradient (a parameter, or an input)."""
+    """The check of one gradient (a parameter, or an input).
+
+    Attributes
+    ----------
+    name : str
+        The parameter's dotted name, "input", or the name given for an input.
+    shape : tuple of int
+        The gradient's shape.
+    max_rel_error : float
+        The largest relative error over the checked entries (inf for a wrong shape).
+    worst : list of (tuple, float, float)
+        Up to five ``(index, analytic, numeric)`` entries, worst first.
+    checked : int
+        Number of entries compared.
+    ok : bool
+        ``max_rel_error <= tol``.
+    diagnosis : str
+        For a wrong gradient, a plain-words guess at the bug; else "".
+    """
 
     name: str
     shape: tuple
@@ -42,7 +60,22 @@ class GradResult:
 
 @dataclass
 class GradcheckReport:
-    """Per-gradient results; ``ok`` is True when every gradient is within ``tol``."""
+    """Per-gradient results; ``ok`` is True when every gradient is within ``tol``.
+
+    ``str(report)`` is a table with one row per gradient, then a sentence for
+    each wrong one. ``report["0.weight"]`` is the ``GradResult`` of that name.
+
+    Attributes
+    ----------
+    results : list of GradResult
+        In the order checked: parameters, then the input.
+    tol : float
+        The largest relative error allowed.
+    eps : float
+        The finite-difference step.
+    notes : list of str
+        Remarks on how the check was done (e.g. dropout masks held fixed).
+    """
 
     results: list[GradResult]
     tol: float
@@ -51,9 +84,11 @@ class GradcheckReport:
 
     @property
     def ok(self) -> bool:
+        """True when every gradient is within ``tol``."""
         return all(r.ok for r in self.results)
 
     def __getitem__(self, name: str) -> GradResult:
+        """The result named ``name``; KeyError if there is none."""
         for r in self.results:
             if r.name == name:
                 return r
@@ -61,6 +96,7 @@ class GradcheckReport:
 
     @property
     def wrong(self) -> list[str]:
+        """Names of the gradients that are not within ``tol``."""
         return [r.name for r in self.results if not r.ok]
 
     def __str__(self) -> str:
@@ -111,6 +147,42 @@ def gradcheck(
 
     ``max_entries`` checks a random sample of that many entries per gradient.
     The model and inputs are copied to float64; yours are left untouched.
+
+    Parameters
+    ----------
+    target : Module or callable
+        The model or layer to check, or your forward function.
+    *args : array_like
+        For a model with a loss: ``x`` (N, D) and targets ``y`` (N,) or (N, C).
+        For a Module alone: ``x``. For functions: the inputs of ``forward``;
+        float arrays are checked, others (integer labels) are passed as they are.
+    loss : Loss, optional
+        With a model: the loss whose mean over the batch is differentiated.
+    backward : callable, optional
+        Required with a forward function, not allowed with a Module.
+    names : list of str, optional
+        Names of the function inputs in the report (``"input 0"``, ... by default).
+    eps : float, default 1e-6
+        Finite-difference step.
+    tol : float, default 1e-6
+        Largest relative error accepted.
+    max_entries : int, optional
+        Check only a random sample of this many entries per gradient (all by default).
+    seed : int, default 0
+        Seed of the random projection R and the sample of entries.
+    check_input : bool, default True
+        For a Module: also check the gradient with respect to ``x``.
+
+    Returns
+    -------
+    GradcheckReport
+
+    Raises
+    ------
+    ConfigError
+        For a target that is neither a Module nor callable, the wrong number of
+        arguments, a missing (or, for a Module, superfluous) ``backward``, or a
+        backward that returns gradients that cannot be matched to the inputs.
     """
     rng = np.random.default_rng((seed, 0x67726164))  # a stream of its own, unlike the user's data
     if isinstance(target, Module):
@@ -130,6 +202,7 @@ def gradcheck(
 
 
 def _check_module(model, args, loss, eps, tol, max_entries, rng, check_input):
+    """``gradcheck`` of a Module, alone or with a loss."""
     if loss is not None and len(args) != 2:
         raise ConfigError("gradcheck(model, x, y, loss=...) needs the inputs x and targets y")
     if loss is None and len(args) != 1:
@@ -175,6 +248,7 @@ def _check_module(model, args, loss, eps, tol, max_entries, rng, check_input):
 
 
 def _check_functions(forward, backward, inputs, names, eps, tol, max_entries, rng):
+    """``gradcheck`` of a user's forward and backward functions."""
     if not inputs:
         raise ConfigError("gradcheck(forward, *inputs, backward=...) needs at least one input")
     names = list(names) if names is not None else [f"input {i}" for i in range(len(inputs))]
@@ -234,10 +308,12 @@ def _check_functions(forward, backward, inputs, names, eps, tol, max_entries, rn
 
 
 def _is_float(a) -> bool:
+    """Whether ``a`` is a floating-point array (an input whose gradient is checked)."""
     return np.issubdtype(np.asarray(a).dtype, np.floating)
 
 
 def _match_grads(grads, names, float_ids) -> dict[int, np.ndarray]:
+    """What a user's backward returned, as gradients by input position."""
     if isinstance(grads, dict):
         unknown = set(grads) - set(names)
         if unknown:
@@ -288,6 +364,7 @@ def _compare_all(pairs, tol, batch_shape) -> list[GradResult]:
 
 
 def _compare(name, analytic, numeric, tol, floor, batch_shape) -> GradResult:
+    """Relative errors of one gradient's checked entries, as a GradResult."""
     checked = ~np.isnan(numeric)
     a, n = analytic[checked], numeric[checked]
     err = np.abs(a - n) / np.maximum(np.maximum(np.abs(a), np.abs(n)), floor)

@@ -30,6 +30,25 @@ def register_layer(cls: type[Module] | None = None, *, name: str | None = None):
 
     Use as ``@register_layer`` on the class, or call ``register_layer(MyLayer)``.
     The class's ``config()`` must return the keyword arguments that rebuild it.
+
+    Parameters
+    ----------
+    cls : type, optional
+        The Module subclass; omitted when used as ``@register_layer(name=...)``.
+    name : str, optional
+        The name written to saved files; the class's ``__name__`` by default.
+
+    Returns
+    -------
+    type or callable
+        The class itself (so the decorator leaves it unchanged), or, without
+        ``cls``, a decorator.
+
+    Raises
+    ------
+    ConfigError
+        If ``cls`` is not a Module subclass, or the name is already taken by
+        another class.
     """
 
     def decorate(cls):
@@ -41,7 +60,21 @@ def register_layer(cls: type[Module] | None = None, *, name: str | None = None):
 
 
 def register_activation(name: str):
-    """Register an activation layer under ``name`` (and as a layer, under its class name)."""
+    """Register an activation layer under ``name`` (and as a layer, under its class name).
+
+    Used as ``@register_activation("relu")``; the name is what ``--activation``
+    and ``models.mlp(activation=...)`` accept.
+
+    Parameters
+    ----------
+    name : str
+        Lower-case activation name.
+
+    Returns
+    -------
+    callable
+        A class decorator that returns the class unchanged.
+    """
 
     def decorate(cls):
         return ACTIVATIONS.add(name, register_layer(cls))
@@ -50,11 +83,22 @@ def register_activation(name: str):
 
 
 def as_rng(rng: Seed) -> np.random.Generator:
-    """A Generator from a seed, a Generator, or None (fresh OS entropy)."""
+    """A Generator from a seed, a Generator, or None (fresh OS entropy).
+
+    Parameters
+    ----------
+    rng : int, numpy.random.Generator or None
+        A Generator is returned as is (not copied).
+
+    Returns
+    -------
+    numpy.random.Generator
+    """
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 
 def _check_input(x: np.ndarray, features: int, layer: str) -> None:
+    """Raise a ConfigError unless ``x`` is a 2-D array with ``features`` columns."""
     if not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[1] != features:
         shape = getattr(x, "shape", type(x).__name__)
         raise ConfigError(f"{layer} expects input of shape (N, {features}), got {shape}")
@@ -64,9 +108,36 @@ def _check_input(x: np.ndarray, features: int, layer: str) -> None:
 class Linear(Module):
     """Affine map ``y = x @ W + b``: x (N, D), W (D, H), b (H,), y (N, H).
 
-    ``init``: "he" (std sqrt(2/D), for ReLU), "glorot" (std sqrt(2/(D+H)),
-    for tanh/sigmoid), or "normal" (std ``scale``, 0.01 unless given: the
-    classic ``randn * 0.01``). ``scale`` multiplies the He/Glorot std.
+    Backward: ``dW = x.T @ dout`` (D, H), ``db = dout.sum(axis=0)`` (H,),
+    ``dx = dout @ W.T`` (N, D).
+
+    Parameters
+    ----------
+    in_features : int
+        D, the input size.
+    out_features : int
+        H, the output size.
+    init : {"he", "glorot", "normal"}, default "he"
+        Initial weights: "he" (std sqrt(2/D), for ReLU), "glorot" (std
+        sqrt(2/(D+H)), for tanh/sigmoid), or "normal" (std ``scale``, 0.01
+        unless given: the classic ``randn * 0.01``). The bias starts at zero.
+    scale : float, optional
+        Multiplies the He/Glorot std; for "normal", the std itself.
+    rng : int, numpy.random.Generator or None
+        Seed or generator for the initial weights.
+    dtype : dtype-like, default np.float32
+
+    Attributes
+    ----------
+    weight : Parameter, shape (D, H)
+    bias : Parameter, shape (H,)
+        Not decayed.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown ``init`` or a size below 1; in ``forward``, for an input
+        that is not a 2-D array with D columns.
     """
 
     INITS = ("he", "glorot", "normal")
@@ -101,6 +172,7 @@ class Linear(Module):
         self.bias = Parameter(np.zeros(out_features, dtype), decay=False)
 
     def forward(self, x):
+        """x (N, D) -> y (N, H)."""
         _check_input(x, self.in_features, "Linear")
         self.x = x  # (N, D)
         out = self._buf("out", (x.shape[0], self.out_features), self.weight.data.dtype)
@@ -108,6 +180,7 @@ class Linear(Module):
         return gemm(x, self.weight.data, out, beta=1.0)  # out += x @ W (one BLAS call)
 
     def backward_params(self, dout):
+        """Add dW and db from dout (N, H), without computing dx."""
         x = self.x
         self.weight.accumulate_matmul(x.T, dout)  # dW = x.T @ dout, (D, H)
         # db = dout summed over the batch, as the product ones @ dout: (1, N) @ (N, H)
@@ -116,6 +189,7 @@ class Linear(Module):
         self.bias.accumulate_matmul(ones[None, :], dout)
 
     def backward(self, dout):
+        """dout (N, H) -> dx (N, D); adds dW and db."""
         self.backward_params(dout)
         dx = self._buf("dx", self.x.shape, dout.dtype)
         return np.matmul(dout, self.weight.data.T, out=dx)  # dx = dout @ W.T, (N, D)
@@ -131,13 +205,18 @@ class Linear(Module):
 
 @register_activation("relu")
 class ReLU(Module):
-    """``y = max(x, 0)``; the gradient flows where x > 0: ``dx = dout * (y > 0)``."""
+    """``y = max(x, 0)``; the gradient flows where x > 0: ``dx = dout * (y > 0)``.
+
+    Elementwise: any shape, e.g. (N, H).
+    """
 
     def forward(self, x):
+        """x (N, H) -> y (N, H)."""
         self.y = ops.relu(x, out=self._buf("out", x.shape, x.dtype))  # (N, H)
         return self.y
 
     def backward(self, dout):
+        """dout (N, H) -> dx (N, H)."""
         # The mask is made here, not in forward, so inference never pays for it.
         return ops.relu_backward(
             self.y,
@@ -149,12 +228,21 @@ class ReLU(Module):
 
 @register_activation("leaky_relu")
 class LeakyReLU(Module):
-    """``y = x`` where x > 0, else ``slope * x``; ``dx = dout * (1 or slope)``."""
+    """``y = x`` where x > 0, else ``slope * x``; ``dx = dout * (1 or slope)``.
+
+    Elementwise: any shape, e.g. (N, H).
+
+    Parameters
+    ----------
+    slope : float, default 0.01
+        Gradient for negative inputs.
+    """
 
     def __init__(self, slope: float = 0.01):
         self.slope = slope
 
     def forward(self, x):
+        """x (N, H) -> y (N, H)."""
         self.scale = self._buf("scale", x.shape, x.dtype)  # dy/dx: 1 or slope
         np.greater(x, 0, out=self.scale)
         self.scale *= 1 - self.slope
@@ -162,6 +250,7 @@ class LeakyReLU(Module):
         return np.multiply(x, self.scale, out=self._buf("out", x.shape, x.dtype))
 
     def backward(self, dout):
+        """dout (N, H) -> dx (N, H)."""
         return np.multiply(dout, self.scale, out=self._buf("dx", dout.shape, dout.dtype))
 
     def config(self):
@@ -170,15 +259,20 @@ class LeakyReLU(Module):
 
 @register_activation("tanh")
 class Tanh(Module):
-    """``y = tanh(x)``; its derivative is ``1 - y**2``."""
+    """``y = tanh(x)``; its derivative is ``1 - y**2``.
+
+    Elementwise: any shape, e.g. (N, H).
+    """
 
     init = "glorot"  # the Linear layers before a saturating activation: Glorot, not He
 
     def forward(self, x):
+        """x (N, H) -> y (N, H)."""
         self.y = np.tanh(x, out=self._buf("out", x.shape, x.dtype))
         return self.y
 
     def backward(self, dout):
+        """dout (N, H) -> dx (N, H)."""
         dx = self._buf("dx", dout.shape, dout.dtype)
         np.multiply(self.y, self.y, out=dx)
         np.subtract(1, dx, out=dx)
@@ -187,11 +281,15 @@ class Tanh(Module):
 
 @register_activation("sigmoid")
 class Sigmoid(Module):
-    """``y = 1 / (1 + exp(-x))``, computed without overflow; derivative ``y (1 - y)``."""
+    """``y = 1 / (1 + exp(-x))``, computed without overflow; derivative ``y (1 - y)``.
+
+    Elementwise: any shape, e.g. (N, H).
+    """
 
     init = "glorot"
 
     def forward(self, x):
+        """x (N, H) -> y (N, H)."""
         y = self._buf("out", x.shape, x.dtype)
         # 0.5 * (1 + tanh(x / 2)) equals the sigmoid and never overflows.
         np.multiply(x, 0.5, out=y)
@@ -202,6 +300,7 @@ class Sigmoid(Module):
         return y
 
     def backward(self, dout):
+        """dout (N, H) -> dx (N, H)."""
         dx = self._buf("dx", dout.shape, dout.dtype)
         np.subtract(1, self.y, out=dx)
         dx *= self.y
@@ -212,17 +311,22 @@ class Sigmoid(Module):
 class GELU(Module):
     """Gaussian error linear unit, tanh form: ``y = x/2 (1 + tanh(c (x + 0.044715 x**3)))``.
 
-    c = sqrt(2/pi). With t that tanh: ``dy/dx = (1 + t)/2 + x/2 (1 - t**2) c (1 + 3 * 0.044715 x**2)``.
+    c = sqrt(2/pi). With t that tanh:
+    ``dy/dx = (1 + t)/2 + x/2 (1 - t**2) c (1 + 3 * 0.044715 x**2)``.
+
+    Elementwise: any shape, e.g. (N, H).
     """
 
     C, A = math.sqrt(2 / math.pi), 0.044715  # Python floats: float32 stays float32
 
     def forward(self, x):
+        """x (N, H) -> y (N, H), a new array."""
         self.x = x  # (N, H)
         self.t = np.tanh(self.C * (x + self.A * x**3))
         return 0.5 * x * (1 + self.t)
 
     def backward(self, dout):
+        """dout (N, H) -> dx (N, H), a new array."""
         x, t = self.x, self.t
         dt = (1 - t**2) * self.C * (1 + 3 * self.A * x**2)  # d tanh(...) / dx
         return dout * (0.5 * (1 + t) + 0.5 * x * dt)
@@ -239,6 +343,18 @@ class Dropout(Module):
     keyed by one draw from ``rng`` per mask), so the drop probability is ``p``
     rounded to a multiple of 1/65536 and the scale is exactly 1/(1 - that
     probability): the layer stays unbiased.
+
+    Parameters
+    ----------
+    p : float, default 0.5
+        Drop probability, in [0, 1); 0 makes the layer the identity.
+    rng : int, numpy.random.Generator or None
+        Seed or generator for the masks.
+
+    Raises
+    ------
+    ConfigError
+        If ``p`` is outside [0, 1).
     """
 
     def __init__(self, p: float = 0.5, *, rng: Seed = None):
@@ -252,6 +368,7 @@ class Dropout(Module):
         self._scale = 65536 / (65536 - self._threshold)
 
     def forward(self, x):
+        """x (N, H) -> y (N, H); in eval mode (or p = 0), ``x`` itself."""
         if not self.training or self.p == 0.0:
             self.mask = None
             return x
@@ -265,6 +382,7 @@ class Dropout(Module):
         )
 
     def backward(self, dout):
+        """dout (N, H) -> dx (N, H); ``dout`` itself when no mask was applied."""
         if self.mask is None:
             return dout
         return ops.multiply(dout, self.mask, out=self._buf("dx", dout.shape, dout.dtype))
@@ -281,6 +399,28 @@ class BatchNorm1d(Module):
     (biased) variance, ``y = gamma * xhat + beta``, and running estimates
     updated (``momentum`` weight for the new batch, unbiased variance). Eval
     mode uses the running estimates, which are constants for the backward.
+
+    Parameters
+    ----------
+    num_features : int
+        H, the number of features (columns) of the input.
+    eps : float, default 1e-5
+        Added to the variance before the square root.
+    momentum : float, default 0.1
+        Weight of the new batch in the running estimates.
+    dtype : dtype-like, default np.float32
+
+    Attributes
+    ----------
+    gamma, beta : Parameter, shape (H,)
+        Scale (starts at 1) and shift (starts at 0); not decayed.
+    running_mean, running_var : ndarray, shape (H,)
+        Buffers, saved with the state.
+
+    Raises
+    ------
+    ConfigError
+        In ``forward``: for an input that is not (N, H), or N < 2 in training.
     """
 
     _buffers = ("running_mean", "running_var")
@@ -295,6 +435,7 @@ class BatchNorm1d(Module):
         self.running_var = np.ones(num_features, dtype)
 
     def forward(self, x):
+        """x (N, H) -> y (N, H)."""
         _check_input(x, self.num_features, "BatchNorm1d")
         n, h = x.shape
         if self.training and n < 2:
@@ -328,6 +469,7 @@ class BatchNorm1d(Module):
         return out
 
     def backward(self, dout):
+        """dout (N, H) -> dx (N, H); adds dgamma and dbeta."""
         n, h = dout.shape
         xc, inv_std = self.xc, self.inv_std
         dx = self._buf("dx", dout.shape, dout.dtype)  # (N, H)
@@ -352,8 +494,10 @@ class Flatten(Module):
     """(N, d1, d2, ...) -> (N, d1*d2*...), e.g. images (N, 32, 32, 3) -> (N, 3072)."""
 
     def forward(self, x):
+        """x (N, d1, d2, ...) -> a (N, d1*d2*...) view."""
         self.shape = x.shape
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dout):
+        """dout (N, d1*d2*...) -> dx (N, d1, d2, ...), a view."""
         return dout.reshape(self.shape)

@@ -1,4 +1,4 @@
-"""Losses: the ``Loss`` protocol the Trainer trains with, softmax and the fused softmax cross-entropy.
+"""Losses: the ``Loss`` protocol the Trainer trains with, softmax, fused softmax cross-entropy.
 
 Why fused: the gradient of mean cross-entropy through a softmax collapses to
 ``(softmax(z) - target) / N``. Computing the two separately (``dA2`` then the
@@ -22,10 +22,24 @@ class Loss(Protocol):
     """What ``Trainer`` needs of a loss; any class with these methods will do.
 
     The loss keeps what ``backward`` needs from the last ``forward``, as layers do.
+    ``isinstance(obj, Loss)`` checks that the three methods exist.
     """
 
     def forward(self, outputs: np.ndarray, target: np.ndarray) -> float:
-        """The mean loss over the batch: outputs (N, C), target (N,) labels or (N, C)."""
+        """The mean loss over the batch: outputs (N, C), target (N,) labels or (N, C).
+
+        Parameters
+        ----------
+        outputs : ndarray, shape (N, C)
+            The model's outputs.
+        target : ndarray, shape (N,) or (N, C)
+            Integer labels, or one target row per example.
+
+        Returns
+        -------
+        float
+            The loss averaged over the N examples.
+        """
         ...
 
     def backward(self) -> np.ndarray:
@@ -33,20 +47,50 @@ class Loss(Protocol):
         ...
 
     def count_correct(self) -> int | None:
-        """How many examples of the last ``forward`` were right; None where accuracy
-        does not apply (the Trainer then records no accuracy)."""
+        """How many examples of the last ``forward`` were right, or None.
+
+        None where accuracy does not apply (the Trainer then records no accuracy).
+        """
         ...
 
 
 def log_softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
-    """``z - logsumexp(z)`` along ``axis`` (per example); finite for any finite z."""
+    """``z - logsumexp(z)`` along ``axis`` (per example); finite for any finite z.
+
+    Parameters
+    ----------
+    z : array_like, shape (N, C)
+        Logits (any shape; reduced along ``axis``).
+    axis : int, default -1
+        The class axis.
+
+    Returns
+    -------
+    ndarray, shape of ``z``
+        Log-probabilities, a new array.
+    """
     z = np.asarray(z)
     shifted = z - z.max(axis=axis, keepdims=True)  # largest entry becomes 0: exp cannot overflow
     return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
 
 def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Probabilities that sum to 1 along ``axis`` (per example, not over the whole matrix)."""
+    """Probabilities that sum to 1 along ``axis`` (per example, not over the whole matrix).
+
+    The largest entry is subtracted first, so exp cannot overflow.
+
+    Parameters
+    ----------
+    z : array_like, shape (N, C)
+        Logits (any shape; normalised along ``axis``).
+    axis : int, default -1
+        The class axis.
+
+    Returns
+    -------
+    ndarray, shape of ``z``
+        A new array.
+    """
     z = np.asarray(z)
     e = np.exp(z - z.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
@@ -60,6 +104,19 @@ class SoftmaxCrossEntropy:
     ``backward()`` returns dL/dlogits = (softmax - target) / N, shape (N, C).
     ``count_correct()`` counts the examples whose largest logit is the right class.
     ``label_smoothing`` mixes the target with the uniform distribution.
+
+    The arrays returned by ``backward()`` (and the ``probs`` attribute, (N, C))
+    are buffers reused by the next ``forward``.
+
+    Parameters
+    ----------
+    label_smoothing : float, default 0.0
+        eps in [0, 1): the target becomes ``(1 - eps) * target + eps / C``.
+
+    Raises
+    ------
+    ConfigError
+        If ``label_smoothing`` is outside [0, 1).
     """
 
     def __init__(self, label_smoothing: float = 0.0):
@@ -72,6 +129,29 @@ class SoftmaxCrossEntropy:
         self._correct: int | None = None
 
     def forward(self, logits: np.ndarray, target: np.ndarray) -> float:
+        """The mean cross-entropy of the batch; keeps what ``backward`` needs.
+
+        Parameters
+        ----------
+        logits : ndarray, shape (N, C)
+            Unnormalised scores, N > 0; float32 or float64 keep their dtype,
+            others are computed in float64.
+        target : ndarray, shape (N,) or (N, C)
+            Integer labels in [0, C), or probability rows (non-negative,
+            summing to 1: one-hot or soft).
+
+        Returns
+        -------
+        float
+            The loss averaged over the N examples, in nats.
+
+        Raises
+        ------
+        ConfigError
+            For logits that are not (N, C) with N > 0, labels that are not
+            integers of shape (N,) or lie outside [0, C), or target rows of the
+            wrong shape or that are not probabilities.
+        """
         logits = np.asarray(logits)
         if logits.ndim != 2 or logits.shape[0] == 0:
             raise ConfigError(f"logits must have shape (N, C) with N > 0, got {logits.shape}")
@@ -134,6 +214,7 @@ class SoftmaxCrossEntropy:
 
     @staticmethod
     def _check_range(labels: np.ndarray, c: int) -> None:
+        """Raise a ConfigError unless every label is in [0, c)."""
         if labels.size and (labels.min() < 0 or labels.max() >= c):
             raise ConfigError(
                 f"labels must be in [0, {c}), got values from {labels.min()} to {labels.max()}"
@@ -167,6 +248,11 @@ class SoftmaxCrossEntropy:
 
         Ties go to the first largest logit, as with ``np.argmax``; for probability
         targets the target is the most likely class.
+
+        Raises
+        ------
+        ConfigError
+            If ``forward`` was not called yet.
         """
         if self._logits is None:
             raise ConfigError("count_correct() needs a forward() first")
@@ -176,7 +262,14 @@ class SoftmaxCrossEntropy:
         return self._correct
 
     def backward(self) -> np.ndarray:
-        """dL/dlogits (N, C) for the last forward call."""
+        """dL/dlogits (N, C) for the last forward call.
+
+        Returns
+        -------
+        ndarray, shape (N, C)
+            ``(softmax(logits) - target) / N`` (the smoothed target where
+            ``label_smoothing`` is set), in the logits' dtype; a reused buffer.
+        """
         if self._grad is not None:  # the compiled forward made it already
             return self._grad
         p = self.probs

@@ -15,7 +15,25 @@ from numprop.nn.module import Module, Sequential
 def two_layer(
     in_features: int, hidden: int, classes: int, *, rng: Seed = None, dtype=np.float32
 ) -> Sequential:
-    """The classic network: Linear -> ReLU -> Linear, to be followed by softmax cross-entropy."""
+    """The classic network: Linear -> ReLU -> Linear, to be followed by softmax cross-entropy.
+
+    Parameters
+    ----------
+    in_features : int
+        D, the input size (3072 for CIFAR-10 images).
+    hidden : int
+        H, the hidden size.
+    classes : int
+        C, the number of outputs.
+    rng : int, numpy.random.Generator or None
+        Seed or generator for the initial weights.
+    dtype : dtype-like, default np.float32
+
+    Returns
+    -------
+    Sequential
+        Maps (N, D) inputs to (N, C) logits.
+    """
     return mlp([in_features, hidden, classes], rng=rng, dtype=dtype)
 
 
@@ -34,6 +52,35 @@ def mlp(
     Each hidden block is Linear -> [BatchNorm1d] -> activation -> [Dropout].
     The output layer gives logits. ``init`` defaults to He for ReLU-like
     activations and Glorot for tanh/sigmoid.
+
+    Parameters
+    ----------
+    sizes : list of int
+        ``[D, H1, ..., C]``, at least two sizes, all >= 1.
+    activation : str, default "relu"
+        A registered activation name ("relu", "leaky_relu", "tanh", "sigmoid",
+        "gelu", ...).
+    dropout : float, default 0.0
+        Dropout probability after each hidden activation; 0 for none.
+    batchnorm : bool, default False
+        BatchNorm1d after each hidden Linear.
+    init : {"he", "glorot", "normal"}, optional
+        Initialisation of the hidden Linear layers; the output layer uses
+        Glorot where this is He.
+    rng : int, numpy.random.Generator or None
+        Seed or generator for the weights and the dropout masks.
+    dtype : dtype-like, default np.float32
+
+    Returns
+    -------
+    Sequential
+        Maps (N, D) inputs to (N, C) logits.
+
+    Raises
+    ------
+    ConfigError
+        For fewer than two sizes, a size below 1, an unknown activation or init,
+        or a dropout probability outside [0, 1).
     """
     if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
         raise ConfigError(f"mlp needs at least [in, out] positive sizes, got {sizes}")
@@ -60,6 +107,20 @@ def architecture(model: Sequential) -> list[dict]:
     Every layer's class must be registered (``numprop.register_layer``), so the
     description can be loaded again; an unregistered one is a ConfigError here,
     at save time, not later when loading.
+
+    Parameters
+    ----------
+    model : Sequential
+
+    Returns
+    -------
+    list of dict
+        E.g. ``[{"type": "Linear", "in_features": 3072, ...}, {"type": "ReLU"}, ...]``.
+
+    Raises
+    ------
+    ConfigError
+        If ``model`` is not a Sequential or a layer's class is not registered.
     """
     if not isinstance(model, Sequential):
         raise ConfigError("only Sequential models can be described and saved")
@@ -81,6 +142,26 @@ def from_architecture(spec: list[dict], dtype=np.float32, *, warn=None) -> Seque
 
     Settings a layer does not take (written by a newer numprop, say) are left
     out, with a message to ``warn`` (default: ``warnings.warn``).
+
+    Parameters
+    ----------
+    spec : list of dict
+        As returned by ``architecture``.
+    dtype : dtype-like, default np.float32
+        Passed to the layers that take one.
+    warn : callable, optional
+        Called with a message (str) for each layer with unknown settings.
+
+    Returns
+    -------
+    Sequential
+        With freshly initialised weights (seed 0); load the saved state into it.
+
+    Raises
+    ------
+    ConfigError
+        For a spec that is not a list of dicts, an unregistered layer type, or
+        settings the layer rejects.
     """
     if not isinstance(spec, list):
         raise ConfigError(f"the architecture must be a list of layers, got {type(spec).__name__}")
@@ -111,4 +192,5 @@ def from_architecture(spec: list[dict], dtype=np.float32, *, warn=None) -> Seque
 
 
 def _warn(message: str) -> None:
+    """``warnings.warn`` pointing at the code that called ``from_architecture``."""
     warnings.warn(message, stacklevel=3)

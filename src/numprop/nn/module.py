@@ -51,6 +51,16 @@ class GradTarget:
     call that computes it. The first gradient to arrive is combined with
     ``beta``, later ones (shared weights) are added; ``received`` says whether
     any arrived.
+
+    Parameters
+    ----------
+    array : ndarray
+        The array the gradient is written into; same shape and dtype as the
+        parameter's ``data``.
+    beta : float
+        Scale applied to ``array``'s old content by the first gradient to arrive.
+    received : bool, default False
+        Whether a gradient has arrived yet (set by the backward pass).
     """
 
     array: np.ndarray
@@ -69,6 +79,14 @@ class Parameter:
     ``grad_target`` is set (by an optimizer's ``fused_backward()``), the
     gradient goes to that target instead and ``grad`` is left as it was
     (zeros after ``zero_grad()``).
+
+    Parameters
+    ----------
+    data : ndarray
+        The values, any shape (a Linear weight is ``(in, out)``, a bias ``(out,)``).
+        Kept by reference, not copied.
+    decay : bool, default True
+        Whether weight decay applies to this parameter.
     """
 
     def __init__(self, data: np.ndarray, *, decay: bool = True):
@@ -82,6 +100,7 @@ class Parameter:
 
     @property
     def grad(self) -> np.ndarray:
+        """The accumulated gradient, same shape and dtype as ``data``; assigning copies into it."""
         if self._grad_stale:
             self._grad.fill(0)
             self._grad_stale = False
@@ -94,18 +113,33 @@ class Parameter:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Shape of ``data``."""
         return self.data.shape
 
     def zero_grad(self) -> None:
+        """Reset ``grad`` to zero (lazily: the next gradient overwrites instead of adding)."""
         self._grad_stale = True
 
     def accumulate_matmul(self, a: np.ndarray, b: np.ndarray) -> None:
-        """``grad += a @ b`` in one BLAS call, with no temporary array."""
+        """``grad += a @ b`` in one BLAS call, with no temporary array.
+
+        Parameters
+        ----------
+        a : ndarray, shape (M, K)
+        b : ndarray, shape (K, P)
+            ``M * P`` must equal ``data.size`` (e.g. ``x.T`` and ``dout`` for a
+            Linear weight of shape ``(M, P)``).
+        """
         target, beta = self._target()
         gemm(a, b, target.reshape(a.shape[0], b.shape[1]), beta=beta)
 
     def accumulate(self, g: np.ndarray) -> None:
-        """``grad += g`` for gradients that are not a matrix product."""
+        """``grad += g`` for gradients that are not a matrix product.
+
+        Parameters
+        ----------
+        g : ndarray, same shape as ``data``
+        """
         target, beta = self._target()
         if beta == 0.0:
             np.copyto(target, g)
@@ -124,6 +158,7 @@ class Parameter:
         return self._grad, beta
 
     def astype(self, dtype) -> None:
+        """Convert ``data`` to ``dtype`` and reset ``grad`` to zeros of that dtype."""
         self.data = self.data.astype(dtype)
         self._grad = np.zeros_like(self.data)
         self._grad_stale = False
@@ -138,19 +173,56 @@ class Module:
     Subclasses implement ``forward`` and ``backward``; parameters are the
     ``Parameter`` attributes, in the order they were assigned. Arrays named in
     ``_buffers`` (e.g. BatchNorm running statistics) are saved with the state.
+
+    Attributes
+    ----------
+    training : bool
+        True in training mode (the default), False after ``eval()``; changes
+        what Dropout and BatchNorm1d do.
     """
 
     training = True
     _buffers: tuple[str, ...] = ()
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """Compute the output and cache what ``backward`` needs.
+
+        Parameters
+        ----------
+        x : ndarray, shape (N, ...)
+            A batch, one example per row.
+
+        Returns
+        -------
+        ndarray, shape (N, ...)
+            The output, in a buffer the module reuses on its next call.
+        """
         raise NotImplementedError
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
+        """Backpropagate through the last ``forward``; add parameter gradients into ``.grad``.
+
+        Parameters
+        ----------
+        dout : ndarray, same shape as the last output
+            Gradient of the loss with respect to the output.
+
+        Returns
+        -------
+        ndarray, same shape as the last input
+            Gradient of the loss with respect to the input, in a reused buffer.
+        """
         raise NotImplementedError
 
     def backward_params(self, dout: np.ndarray) -> None:
-        """Like ``backward`` when the input gradient is not needed (first layer)."""
+        """Like ``backward`` when the input gradient is not needed (first layer).
+
+        Layers override it to skip computing the input gradient.
+
+        Parameters
+        ----------
+        dout : ndarray, same shape as the last output
+        """
         self.backward(dout)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -158,11 +230,19 @@ class Module:
 
     # -- structure -------------------------------------------------------
     def named_children(self) -> Iterator[tuple[str, Module]]:
+        """Yield ``(attribute name, module)`` for the direct submodules."""
         for name, value in vars(self).items():
             if isinstance(value, Module):
                 yield name, value
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """Yield ``(dotted name, Parameter)`` for this module and its children, recursively.
+
+        Parameters
+        ----------
+        prefix : str, default ""
+            Prepended to every name (e.g. ``"0."``).
+        """
         for name, value in vars(self).items():
             if isinstance(value, Parameter):
                 yield prefix + name, value
@@ -170,34 +250,59 @@ class Module:
             yield from child.named_parameters(f"{prefix}{name}.")
 
     def parameters(self) -> list[Parameter]:
+        """All parameters, in the order of ``named_parameters``."""
         return [p for _, p in self.named_parameters()]
 
     def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+        """Yield ``(dotted name, array)`` for the saved non-trainable arrays, recursively."""
         for name in self._buffers:
             yield prefix + name, getattr(self, name)
         for name, child in self.named_children():
             yield from child.named_buffers(f"{prefix}{name}.")
 
     def modules(self) -> Iterator[Module]:
+        """Yield this module and all its descendants, depth first."""
         yield self
         for _, child in self.named_children():
             yield from child.modules()
 
     # -- modes and state -------------------------------------------------
     def train(self, mode: bool = True) -> Module:
+        """Set training mode (``mode=True``) or eval mode on this module and its children.
+
+        Returns
+        -------
+        Module
+            ``self``, for chaining.
+        """
         for m in self.modules():
             m.training = mode
         return self
 
     def eval(self) -> Module:
+        """Set eval mode (same as ``train(False)``); returns ``self``."""
         return self.train(False)
 
     def zero_grad(self) -> None:
+        """Reset the gradient of every parameter to zero."""
         for p in self.parameters():
             p.zero_grad()
 
     def to(self, dtype) -> Module:
-        """Convert parameters and buffers to ``dtype`` in place (float32 or float64)."""
+        """Convert parameters and buffers to ``dtype`` in place (float32 or float64).
+
+        Gradients are reset to zero and the work buffers are dropped.
+
+        Parameters
+        ----------
+        dtype : dtype-like
+            ``np.float32`` or ``np.float64`` (or their names).
+
+        Returns
+        -------
+        Module
+            ``self``, for chaining.
+        """
         dtype = np.dtype(dtype)
         for m in self.modules():
             for p in (v for v in vars(m).values() if isinstance(v, Parameter)):
@@ -209,17 +314,36 @@ class Module:
 
     @property
     def dtype(self) -> np.dtype:
+        """The dtype of the first parameter (float32 for a module without parameters)."""
         params = self.parameters()
         return params[0].data.dtype if params else np.dtype(np.float32)
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Copies of all parameters and buffers, by dotted name."""
+        """Copies of all parameters and buffers, by dotted name.
+
+        Returns
+        -------
+        dict of str to ndarray
+            E.g. ``{"0.weight": (in, out) array, "0.bias": (out,) array, ...}``; the
+            arrays are copies, safe to keep while training continues.
+        """
         state = {name: p.data.copy() for name, p in self.named_parameters()}
         state.update((name, b.copy()) for name, b in self.named_buffers())
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Copy arrays into this model; names and shapes must match exactly."""
+        """Copy arrays into this model; names and shapes must match exactly.
+
+        Parameters
+        ----------
+        state : dict of str to ndarray
+            As returned by ``state_dict()``. Values are cast to the model's dtype.
+
+        Raises
+        ------
+        ConfigError
+            If a name is missing or unexpected, or a shape differs.
+        """
         targets = {name: p.data for name, p in self.named_parameters()}
         targets.update(self.named_buffers())
         missing = sorted(set(targets) - set(state))
@@ -238,7 +362,21 @@ class Module:
 
     # -- inference -------------------------------------------------------
     def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-        """Outputs (N, C) for inputs (N, D), in eval mode, as a fresh array."""
+        """Outputs (N, C) for inputs (N, D), in eval mode, as a fresh array.
+
+        The training mode is restored afterwards.
+
+        Parameters
+        ----------
+        x : ndarray, shape (N, D)
+        batch_size : int, default 1000
+            Rows per forward pass (bounds the memory of the work buffers).
+
+        Returns
+        -------
+        ndarray, shape (N, C)
+            A new array, not a layer buffer; shape ``(0, 0)`` when N is 0.
+        """
         was_training = self.training
         self.eval()
         try:
@@ -259,6 +397,7 @@ class Module:
         return {}
 
     def extra_repr(self) -> str:
+        """The text inside the parentheses of ``repr`` (from ``config()`` by default)."""
         return ", ".join(f"{k}={v!r}" for k, v in self.config().items())
 
     def __repr__(self) -> str:
@@ -266,7 +405,19 @@ class Module:
 
 
 class Sequential(Module):
-    """Modules applied one after another; backward runs them in reverse."""
+    """Modules applied one after another; backward runs them in reverse.
+
+    Parameters
+    ----------
+    *layers : Module
+        In the order of the forward pass. Their parameters are named
+        ``"<index>.<name>"`` (``"0.weight"``).
+
+    Raises
+    ------
+    ConfigError
+        If an argument is not a Module.
+    """
 
     def __init__(self, *layers: Module):
         for layer in layers:
@@ -288,11 +439,37 @@ class Sequential(Module):
         return iter(self.layers)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """Apply each layer in turn.
+
+        Parameters
+        ----------
+        x : ndarray, shape (N, D)
+
+        Returns
+        -------
+        ndarray, shape (N, C)
+            The last layer's output buffer.
+        """
         for layer in self.layers:
             x = layer.forward(x)
         return x
 
     def backward(self, dout: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+        """Backpropagate through the layers in reverse order.
+
+        Parameters
+        ----------
+        dout : ndarray, shape (N, C)
+            Gradient of the loss with respect to the output.
+        input_grad : bool, default True
+            If False, the first layer skips its input gradient
+            (``backward_params``) and None is returned.
+
+        Returns
+        -------
+        ndarray, shape (N, D), or None
+            Gradient with respect to the input.
+        """
         for layer in reversed(self.layers[1:]):
             dout = layer.backward(dout)
         if not self.layers:
@@ -303,6 +480,7 @@ class Sequential(Module):
         return None
 
     def backward_params(self, dout: np.ndarray) -> None:
+        """Backpropagate for the parameter gradients only (``backward(dout, input_grad=False)``)."""
         self.backward(dout, input_grad=False)
 
     def __repr__(self) -> str:

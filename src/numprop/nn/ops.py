@@ -23,7 +23,19 @@ from numprop._fast.grain import GRAIN
 
 
 def relu(x: np.ndarray, *, out: np.ndarray) -> np.ndarray:
-    """``out = max(x, 0)`` elementwise (NaN stays NaN, as with ``np.maximum``)."""
+    """``out = max(x, 0)`` elementwise (NaN stays NaN, as with ``np.maximum``).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H), float32 or float64
+    out : ndarray, same shape and dtype as ``x``
+        Written in full.
+
+    Returns
+    -------
+    ndarray, shape (N, H)
+        ``out``.
+    """
     if not kernels.relu(x, out):
         blas.parallel_elementwise(
             lambda x, out: np.maximum(x, 0, out=out), (x, out), GRAIN.relu_numpy
@@ -37,6 +49,21 @@ def relu_backward(
     """``out = dout * (y > 0)``; ``mask`` is bool scratch of the same shape.
 
     Multiplying by the mask is an order of magnitude faster than ``np.where``.
+
+    Parameters
+    ----------
+    y : ndarray, shape (N, H)
+        The ReLU's output (or its input: the sign test is the same).
+    dout : ndarray, shape (N, H)
+        Gradient with respect to the ReLU's output.
+    out : ndarray, shape (N, H), dtype of ``dout``
+    mask : ndarray, shape (N, H), bool
+        Scratch; its content afterwards is unspecified.
+
+    Returns
+    -------
+    ndarray, shape (N, H)
+        ``out``, the gradient with respect to the ReLU's input.
     """
 
     def piece(y, dout, out, mask):
@@ -49,7 +76,19 @@ def relu_backward(
 
 
 def multiply(x: np.ndarray, y: np.ndarray, *, out: np.ndarray) -> np.ndarray:
-    """``out = x * y`` elementwise, on all cores."""
+    """``out = x * y`` elementwise, on all cores.
+
+    Parameters
+    ----------
+    x, y : ndarray, shape (N, H)
+        Of one shape and dtype.
+    out : ndarray, shape (N, H)
+
+    Returns
+    -------
+    ndarray, shape (N, H)
+        ``out``.
+    """
     if not kernels.multiply(x, y, out):
         blas.parallel_elementwise(
             lambda x, y, out: np.multiply(x, y, out=out), (x, y, out), GRAIN.numpy
@@ -71,6 +110,18 @@ def dropout_bits(key: int, n: int) -> np.ndarray:
     with SplitMix64's output function as mix64. Counter-based: any block of
     elements can be made on its own (on any core) and comes out the same, so
     the compiled kernel and this NumPy code agree bit for bit.
+
+    Parameters
+    ----------
+    key : int
+        In [0, 2**63).
+    n : int
+        Number of elements.
+
+    Returns
+    -------
+    ndarray, shape (n,), uint16
+        A view into a fresh array.
     """
     z = np.arange(-(-n // 4), dtype=np.uint64)  # (ceil(n / 4),)
     z += np.uint64(key)
@@ -90,6 +141,24 @@ def dropout(
 
     With 16-bit bits, ``threshold = p * 65536`` drops a unit with probability p
     and ``scale = 1 / (1 - p)`` keeps the expected output equal to x.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H)
+    key : int
+        In [0, 2**63); one per mask.
+    threshold : int
+        In [0, 65535].
+    scale : float
+        The value of a kept unit in the mask.
+    mask : ndarray, shape (N, H), dtype of ``x``
+        Receives the mask, 0 or ``scale``, for the backward pass.
+    out : ndarray, shape (N, H), dtype of ``x``
+
+    Returns
+    -------
+    ndarray, shape (N, H)
+        ``out``.
     """
 
     def piece(bits, x, mask, out):
@@ -125,6 +194,23 @@ def batchnorm_train(
 
     ``mean = sum(x) / N``, ``xc = x - mean``, ``var = sum(xc**2) / N`` (biased),
     ``inv_std = 1 / sqrt(var + eps)``, ``out = xc * (gamma * inv_std) + beta``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H)
+    gamma, beta : ndarray, shape (H,)
+        Scale and shift.
+    eps : float
+        Added to the variance.
+    xc, out : ndarray, shape (N, H)
+        Receive ``x - mean`` (kept for the backward) and the output.
+    mean, var, inv_std : ndarray, shape (H,)
+        Receive the batch statistics.
+
+    Returns
+    -------
+    ndarray, shape (N, H)
+        ``out``.
     """
     if kernels.batchnorm(x, eps, gamma, beta, xc=xc, out=out, mean=mean, var=var, inv_std=inv_std):
         return out
@@ -158,6 +244,23 @@ def batchnorm_train_backward(
 
     With ``xhat = xc * inv_std``: ``dbeta = sum(dout)``, ``dgamma = sum(dout * xhat)``,
     ``dx = gamma * inv_std * (dout - mean(dout) - xhat * mean(dout * xhat))``.
+
+    Parameters
+    ----------
+    dout : ndarray, shape (N, H)
+        Gradient with respect to the output.
+    xc : ndarray, shape (N, H)
+        ``x - mean`` from the forward pass.
+    inv_std, gamma : ndarray, shape (H,)
+    dx : ndarray, shape (N, H)
+        Receives the input gradient.
+    dgamma, dbeta : ndarray, shape (H,)
+        Receive the parameter gradients (overwritten, not added to).
+
+    Returns
+    -------
+    ndarray, shape (N, H)
+        ``dx``.
     """
     if kernels.batchnorm_backward(dout, xc, inv_std, gamma, dx=dx, dgamma=dgamma, dbeta=dbeta):
         return dx
@@ -187,6 +290,18 @@ def sgd_momentum_step(
     """After ``v = momentum * v + grad``: ``v += weight_decay * w``, then ``w -= lr * v``.
 
     One pass over both arrays; ``scratch`` is an array of w's shape.
+
+    Parameters
+    ----------
+    w : ndarray
+        The parameter, updated in place.
+    v : ndarray, shape of ``w``
+        The velocity, already ``momentum * v + grad``; updated in place.
+    weight_decay : float
+        0 for no decay.
+    lr : float
+        Learning rate.
+    scratch : ndarray, shape of ``w``
     """
     step = -lr
 
@@ -222,6 +337,28 @@ def adam_step(
     ``v = b2 v + (1 - b2) g'**2``, ``w = decay * w + step * m / (sqrt(v) + eps)``
     (``decay``: AdamW's ``1 - lr * wd``; bias corrections folded into step and eps).
     ``scratch`` (and ``l2_scratch`` when ``l2``) are arrays of w's shape.
+
+    Parameters
+    ----------
+    w : ndarray
+        The parameter, updated in place.
+    g : ndarray, shape of ``w``
+        The gradient (not modified).
+    m, v : ndarray, shape of ``w``
+        First and second moment estimates, updated in place.
+    b1, b2 : float
+        Decay rates of the moments, in [0, 1).
+    eps : float
+        Added to ``sqrt(v)``, already scaled by the bias correction.
+    step : float
+        Signed step (negative): ``-lr`` times the bias corrections.
+    decay : float
+        Factor on ``w`` before the step; 1.0 for none.
+    l2 : float
+        L2 coefficient added to the gradient; 0.0 for none.
+    scratch : ndarray, shape of ``w``
+    l2_scratch : ndarray, shape of ``w``, optional
+        Needed when ``l2`` is not 0.
     """
 
     def piece(w, g, m, v, t, g_l2=None):

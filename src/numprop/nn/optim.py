@@ -23,6 +23,7 @@ Params = Iterable[tuple[str, Parameter]] | Iterable[Parameter]
 
 
 def _named(params: Params) -> list[tuple[str, Parameter]]:
+    """``(name, Parameter)`` pairs from either form of ``params``; ConfigError otherwise."""
     named = []
     for i, item in enumerate(params):
         if isinstance(item, Parameter):
@@ -37,7 +38,34 @@ def _named(params: Params) -> list[tuple[str, Parameter]]:
 
 
 class Optimizer:
-    """Base class: holds named parameters, the learning rate and per-parameter state."""
+    """Base class: holds named parameters, the learning rate and per-parameter state.
+
+    Subclasses list their per-parameter arrays in ``state_names`` (zeros of
+    each parameter's shape, in ``state[name]``) and implement ``_update``.
+
+    Parameters
+    ----------
+    params : iterable of (str, Parameter) or of Parameter
+        ``model.named_parameters()`` (names key the saved state) or a list of
+        Parameters (named by position).
+    lr : float
+        Learning rate, > 0; a schedule may change ``self.lr`` between steps.
+    weight_decay : float, default 0.0
+        Decay coefficient, >= 0; what it means is up to the subclass.
+    decay_all : bool, default False
+        Decay every parameter, not only those with ``decay=True``.
+
+    Attributes
+    ----------
+    steps : int
+        Number of ``step()`` calls so far (Adam's bias correction counts them).
+
+    Raises
+    ------
+    ConfigError
+        For ``lr <= 0``, ``weight_decay < 0``, no parameters, or items that are
+        not Parameters.
+    """
 
     state_names: tuple[str, ...] = ()
 
@@ -60,6 +88,7 @@ class Optimizer:
         self._scratch = np.empty(largest.size, largest.dtype)
 
     def _decay(self, p: Parameter) -> float:
+        """The weight decay coefficient that applies to ``p`` (0 where it is exempt)."""
         return self.weight_decay if (p.decay or self.decay_all) else 0.0
 
     def _tmp(self, p: Parameter) -> np.ndarray:
@@ -69,15 +98,18 @@ class Optimizer:
         return self._scratch[: p.data.size].reshape(p.data.shape)
 
     def zero_grad(self) -> None:
+        """Reset the gradient of every parameter to zero."""
         for _, p in self.params:
             p.zero_grad()
 
     def step(self) -> None:
+        """Update every parameter in place from its gradient (or fused target)."""
         self.steps += 1
         for name, p in self.params:
             self._update(p, self.state[name])
 
     def _update(self, p: Parameter, state: dict) -> None:
+        """Update ``p`` in place from its gradient and its ``state`` arrays."""
         raise NotImplementedError
 
     @contextmanager
@@ -90,10 +122,28 @@ class Optimizer:
         consumes what arrived. For training loops: run backward inside the
         block, then ``step()``. Optimizers that cannot fuse leave gradients in
         ``p.grad`` as usual (this base version sets no targets).
+
+        Examples
+        --------
+        ::
+
+            opt.zero_grad()
+            with opt.fused_backward():
+                model.backward_params(loss.backward())
+            opt.step()
         """
         yield
 
     def state_dict(self) -> dict:
+        """The optimizer's state, for saving and resuming.
+
+        Returns
+        -------
+        dict
+            ``{"type": class name, "lr": float, "steps": int, "arrays": {...}}``,
+            the arrays (copies) keyed ``"<state name>.<parameter name>"`` (``"m.0.weight"``),
+            each of its parameter's shape.
+        """
         arrays = {f"{k}.{name}": v for name, st in self.state.items() for k, v in st.items()}
         return {
             "type": type(self).__name__,
@@ -103,6 +153,14 @@ class Optimizer:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore ``lr``, ``steps`` and the state arrays (copied in) from ``state_dict()``.
+
+        Raises
+        ------
+        ConfigError
+            If the state is for another optimizer class, or an array is missing
+            or has the wrong shape.
+        """
         if state.get("type") != type(self).__name__:
             raise ConfigError(
                 f"optimizer state is for {state.get('type')}, not {type(self).__name__}"
@@ -120,7 +178,28 @@ class SGD(Optimizer):
     """Stochastic gradient descent, optionally with (Nesterov) momentum.
 
     With momentum m (PyTorch's convention): ``v = m v + g + wd W``;
-    ``W -= lr v`` (Nesterov: ``W -= lr (g + wd W + m v)``).
+    ``W -= lr v`` (Nesterov: ``W -= lr (g + wd W + m v)``). Without momentum:
+    ``W -= lr (g + wd W)``.
+
+    Parameters
+    ----------
+    params : iterable of (str, Parameter) or of Parameter
+        ``model.named_parameters()`` or a list of Parameters.
+    lr : float, default 0.01
+    momentum : float, default 0.0
+        In [0, 1); 0 for plain SGD (no velocity state).
+    nesterov : bool, default False
+        Nesterov momentum; needs ``momentum > 0``.
+    weight_decay : float, default 0.0
+        L2 coefficient ``wd``, added to the gradient.
+    decay_all : bool, default False
+        Decay biases and normalisation parameters too.
+
+    Raises
+    ------
+    ConfigError
+        For momentum outside [0, 1), Nesterov without momentum, or the base
+        class's checks.
     """
 
     def __init__(
@@ -143,6 +222,7 @@ class SGD(Optimizer):
 
     @contextmanager
     def fused_backward(self):
+        """With plain momentum, the backward pass accumulates into the velocity."""
         # Plain momentum: the backward GEMM computes v = m v + x.T @ dout in one
         # call, so the gradient is never written to memory on its own.
         if not self.momentum or self.nesterov:
@@ -189,6 +269,27 @@ class Adam(Optimizer):
 
     ``weight_decay`` here is L2 added to the gradient (as in the paper and
     PyTorch's Adam); for decoupled decay use ``AdamW``.
+
+    With ``g`` the gradient at step t: ``m = b1 m + (1 - b1) g``,
+    ``v = b2 v + (1 - b2) g**2``, ``W -= lr m_hat / (sqrt(v_hat) + eps)`` with
+    ``m_hat = m / (1 - b1**t)`` and ``v_hat = v / (1 - b2**t)``.
+
+    Parameters
+    ----------
+    params : iterable of (str, Parameter) or of Parameter
+        ``model.named_parameters()`` or a list of Parameters.
+    lr : float, default 1e-3
+    betas : (float, float), default (0.9, 0.999)
+        ``(b1, b2)``, each in [0, 1).
+    eps : float, default 1e-8
+    weight_decay : float, default 0.0
+    decay_all : bool, default False
+        Decay biases and normalisation parameters too.
+
+    Raises
+    ------
+    ConfigError
+        For betas outside [0, 1), or the base class's checks.
     """
 
     state_names = ("m", "v")
@@ -239,7 +340,11 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """Adam with decoupled weight decay (Loshchilov & Hutter): ``W *= 1 - lr wd`` each step."""
+    """Adam with decoupled weight decay (Loshchilov & Hutter): ``W *= 1 - lr wd`` each step.
+
+    Parameters are those of ``Adam``; ``weight_decay`` defaults to 0.01 and is
+    not added to the gradient.
+    """
 
     decoupled = True
 

@@ -23,7 +23,13 @@ from numprop.training.trainer import FIELDS, Callback
 
 
 class ProgressBar(Callback):
-    """A tqdm bar per epoch: batches, running loss, images per second, time left."""
+    """A tqdm bar per epoch: batches, running loss, images per second, time left.
+
+    Parameters
+    ----------
+    file : file-like, optional
+        Where the bar is drawn; ``sys.stderr`` by default.
+    """
 
     def __init__(self, file=None):
         self.file = file or sys.stderr
@@ -61,7 +67,20 @@ class ProgressBar(Callback):
 
 
 def format_record(record: dict, epochs: int) -> str:
-    """One line: epoch, losses, accuracies, learning rate, seconds."""
+    """One line: epoch, losses, accuracies, learning rate, seconds.
+
+    Parameters
+    ----------
+    record : dict
+        A ``History`` record.
+    epochs : int
+        The planned number of epochs (for "epoch 3/20").
+
+    Returns
+    -------
+    str
+        E.g. ``"epoch  3/20  train loss 1.4312 acc 49.10%  val loss ...  lr 0.01  12.3 s"``.
+    """
 
     def loss_and_accuracy(split):
         text = f"{split} loss {record[split + '_loss']:.4f}"
@@ -77,7 +96,13 @@ def format_record(record: dict, epochs: int) -> str:
 
 
 class EpochSummary(Callback):
-    """Prints one line per epoch."""
+    """Prints one line per epoch (``format_record``).
+
+    Parameters
+    ----------
+    print_fn : callable, default print
+        Called with each line.
+    """
 
     def __init__(self, print_fn=print):
         self.print_fn = print_fn
@@ -87,10 +112,12 @@ class EpochSummary(Callback):
 
 
 def _better(mode: str, value: float, best: float, min_delta: float) -> bool:
+    """Whether ``value`` beats ``best`` by more than ``min_delta`` ("min": lower is better)."""
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
 def _monitored(record: dict, monitor: str) -> float:
+    """The monitored field of a record; a ConfigError where it was not recorded."""
     value = record.get(monitor)
     if value is None:
         raise ConfigError(
@@ -101,7 +128,28 @@ def _monitored(record: dict, monitor: str) -> float:
 
 
 class EarlyStopping(Callback):
-    """Stop when ``monitor`` has not improved for ``patience`` epochs; restore the best weights."""
+    """Stop when ``monitor`` has not improved for ``patience`` epochs; restore the best weights.
+
+    Fields ending in "loss" must decrease, others (accuracies) increase. The
+    reason for stopping goes to ``trainer.history.stop_reason``.
+
+    Parameters
+    ----------
+    monitor : str, default "val_loss"
+        A History field: "train_loss", "train_acc", "val_loss" or "val_acc".
+    patience : int, default 3
+        Epochs without improvement before stopping.
+    min_delta : float, default 0.0
+        Smallest change that counts as an improvement.
+    restore_best : bool, default True
+        Load the best epoch's weights into the model when training ends.
+
+    Raises
+    ------
+    ConfigError
+        At the end of an epoch, if ``monitor`` is not recorded (e.g. "val_loss"
+        without a validation set).
+    """
 
     def __init__(
         self,
@@ -116,6 +164,7 @@ class EarlyStopping(Callback):
         self.best, self.best_state, self.best_epoch, self.wait = None, None, None, 0
 
     def on_epoch_end(self, trainer, record):
+        """Keep the best weights so far; stop after ``patience`` epochs without progress."""
         value = _monitored(record, self.monitor)
         if self.best is None or _better(self.mode, value, self.best, self.min_delta):
             self.best, self.best_epoch, self.wait = value, record["epoch"], 0
@@ -130,18 +179,32 @@ class EarlyStopping(Callback):
                 )
 
     def on_train_end(self, trainer):
+        """Load the best epoch's weights into the model (with ``restore_best``)."""
         if self.restore_best and self.best_state is not None:
             trainer.model.load_state_dict(self.best_state)
 
 
 class NaNGuard(Callback):
-    """Stop at once when the loss becomes NaN/inf or grows past ``factor`` times its first value."""
+    """Stop at once when the loss becomes NaN/inf or grows past ``factor`` times its first value.
+
+    Parameters
+    ----------
+    factor : float, default 10.0
+        A batch loss above ``factor * max(first loss, 1e-3)`` counts as divergence.
+
+    Raises
+    ------
+    TrainingError
+        From the batch where training diverged, with a suggestion (a lower
+        learning rate, a warm-up, BatchNorm).
+    """
 
     def __init__(self, factor: float = 10.0):
         self.factor = factor
         self.first = None
 
     def on_batch_end(self, trainer, batch, loss, size):
+        """Raise TrainingError if this batch's loss is not finite or has grown too far."""
         if self.first is None and math.isfinite(loss):
             self.first = loss
         diverged = self.first is not None and loss > self.factor * max(self.first, 1e-3)
@@ -164,7 +227,14 @@ class NaNGuard(Callback):
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so that readers see the old or the new content, never half of it."""
+    """Write a file so that readers see the old or the new content, never half of it.
+
+    Parameters
+    ----------
+    path : path-like
+        The file; its folder must exist.
+    text : str
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
@@ -172,12 +242,19 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 class HistoryLogger(Callback):
-    """Rewrites ``history.csv`` and ``history.json`` in ``folder`` after every epoch."""
+    """Rewrites ``history.csv`` and ``history.json`` in ``folder`` after every epoch.
+
+    Parameters
+    ----------
+    folder : str or path-like
+        An existing folder.
+    """
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
 
     def on_epoch_end(self, trainer, record):
+        """Rewrite both files with the whole history so far."""
         rows = trainer.history.to_list()
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=FIELDS)
@@ -188,14 +265,29 @@ class HistoryLogger(Callback):
 
 
 class Checkpoint(Callback):
-    """Saves everything needed to resume after each epoch: weights, optimizer
-    state, schedule, history and the state of ``rng`` (the generator that
-    shuffles batches and draws dropout masks). See ``numprop.io.load_checkpoint``."""
+    """Saves everything needed to resume after each epoch.
+
+    That is weights, optimizer state, schedule, history and the state of
+    ``rng`` (the generator that shuffles batches and draws dropout masks). To
+    resume: ``saved = numprop.load(path)``, load ``saved.model``'s weights,
+    ``trainer.load_state(*saved.training)`` and restore the generator from
+    ``saved.training[1]["rng"]`` (as ``train_cifar10(resume=True)`` does).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.npz`` file, overwritten each epoch.
+    rng : numpy.random.Generator
+        The generator whose state is saved.
+    **metadata
+        Passed to ``numprop.save`` (``preprocessing``, ``config``, ``class_names``).
+    """
 
     def __init__(self, path: str | Path, rng: np.random.Generator, **metadata):
         self.path, self.rng, self.metadata = Path(path), rng, metadata
 
     def on_epoch_end(self, trainer, record):
+        """Save the model with the trainer's state and the generator's state."""
         from numprop.training.io import save
 
         arrays, meta = trainer.state()
@@ -210,8 +302,26 @@ class Checkpoint(Callback):
 
 
 class ModelCheckpoint(Callback):
-    """Saves the model with ``numprop.save`` after each epoch that improves ``monitor``
-    (every epoch when ``monitor`` is None). ``metadata`` is passed to ``save``."""
+    """Saves the model with ``numprop.save`` after each epoch that improves ``monitor``.
+
+    Every epoch is saved when ``monitor`` is None. Fields ending in "loss" must
+    decrease, others increase; a resumed run starts from the best value in its
+    history.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.npz`` file.
+    monitor : str or None, default "val_acc"
+        A History field, or None.
+    **metadata
+        Passed to ``numprop.save`` (``preprocessing``, ``config``, ``class_names``).
+
+    Raises
+    ------
+    ConfigError
+        At the end of an epoch, if ``monitor`` is not recorded.
+    """
 
     def __init__(self, path: str | Path, monitor: str | None = "val_acc", **metadata):
         self.path, self.monitor, self.metadata = Path(path), monitor, metadata
@@ -219,6 +329,7 @@ class ModelCheckpoint(Callback):
         self.best = None
 
     def on_train_begin(self, trainer):
+        """On a resumed run, start from the best monitored value in the history."""
         if self.monitor is not None and self.best is None:  # resumed: best so far
             seen = [
                 r[self.monitor] for r in trainer.history.records if r.get(self.monitor) is not None
@@ -227,6 +338,7 @@ class ModelCheckpoint(Callback):
                 self.best = min(seen) if self.mode == "min" else max(seen)
 
     def on_epoch_end(self, trainer, record):
+        """Save the model if the monitored value improved (or always, without a monitor)."""
         if self.monitor is not None:
             value = _monitored(record, self.monitor)
             if self.best is not None and not _better(self.mode, value, self.best, 0.0):

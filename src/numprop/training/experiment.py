@@ -38,7 +38,59 @@ from numprop.training.trainer import Callback, Trainer
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run; saved with the model as JSON."""
+    """Everything that defines a training run; saved with the model as JSON.
+
+    Names (optimizer, schedule, activation, preprocessing, loss) are looked up
+    in their registries; each factory takes the settings it has.
+
+    Parameters
+    ----------
+    hidden : list of int, default [1000]
+        Hidden layer sizes of the MLP.
+    activation : str, default "relu"
+        A registered activation name.
+    dropout : float, default 0.0
+        Dropout probability after each hidden activation, in [0, 1).
+    batchnorm : bool, default False
+        BatchNorm1d after each hidden Linear.
+    optimizer : str, default "sgd"
+        "sgd", "adam" or "adamw".
+    lr : float, default 0.01
+        Peak learning rate, > 0.
+    momentum : float, default 0.9
+        SGD only.
+    nesterov : bool, default False
+        SGD only.
+    weight_decay : float, default 5e-4
+    schedule : str, default "cosine"
+        "constant", "step", "exponential", "cosine" or "plateau".
+    warmup : float, default 1.0
+        Warm-up epochs of the cosine schedule (at most half the run).
+    epochs : int, default 20
+    batch_size : int, default 128
+    label_smoothing : float, default 0.0
+    loss : str, default "softmax_cross_entropy"
+    flip : bool, default True
+        Random horizontal flips of training images.
+    crop : int, default 0
+        Padding for random crops of training images, in pixels; 0 for none.
+    preprocessing : str, default "standardize"
+        A registered preprocessing name.
+    val_size : int, default 5000
+        Training images held out for validation (at most a fifth); 0 for none.
+    patience : int, default 0
+        Early-stopping patience in epochs; 0 turns early stopping off.
+    seed : int, default 0
+        Seed of the one generator behind weights, split, shuffling, augmentation
+        and dropout.
+    limit : int, optional
+        Train on a stratified subset of this many images (>= 10; the test set
+        shrinks to a fifth of it, at least 10).
+    data_dir : str, optional
+        The CIFAR-10 folder (``resolve_data_dir`` by default).
+    download : bool, default True
+        Download CIFAR-10 when it is not there.
+    """
 
     hidden: list[int] = field(default_factory=lambda: [1000])
     activation: str = "relu"
@@ -66,6 +118,7 @@ class TrainConfig:
     download: bool = True
 
     def validate(self) -> None:
+        """Check every setting; raise a ConfigError (naming the choices) on the first bad one."""
         if not self.hidden or any(h < 1 for h in self.hidden):
             raise ConfigError(f"hidden sizes must be positive, got {self.hidden}")
         for registry, name in (
@@ -97,6 +150,15 @@ def make_optimizer(config: TrainConfig, model) -> Optimizer:
     """The optimizer named in the config, over the model's named parameters.
 
     Each optimizer takes the settings it has (SGD: momentum and Nesterov).
+
+    Parameters
+    ----------
+    config : TrainConfig
+    model : Module
+
+    Returns
+    -------
+    Optimizer
     """
     settings = {
         "lr": config.lr,
@@ -111,13 +173,36 @@ def make_schedule(config: TrainConfig) -> Schedule:
     """The schedule named in the config, peaking at ``config.lr``.
 
     Each schedule takes the settings it has (cosine: the warm-up, at most half the run).
+
+    Parameters
+    ----------
+    config : TrainConfig
+
+    Returns
+    -------
+    Schedule
     """
     settings = {"warmup": min(config.warmup, config.epochs / 2)}
     return SCHEDULES.create_from(config.schedule, config.lr, settings=settings)
 
 
 def subset(images, labels, n: int, rng: np.random.Generator):
-    """A stratified random subset of n examples (all of them when n is not smaller)."""
+    """A stratified random subset of n examples (all of them when n is not smaller).
+
+    Parameters
+    ----------
+    images : ndarray, shape (N, ...)
+    labels : ndarray of int, shape (N,)
+    n : int
+        Size of the subset.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    images : ndarray, shape (n, ...)
+    labels : ndarray, shape (n,)
+        Copies, or the inputs themselves when ``n >= N``.
+    """
     if n >= len(labels):
         return images, labels
     _, idx = stratified_split(labels, n, rng)
@@ -126,7 +211,24 @@ def subset(images, labels, n: int, rng: np.random.Generator):
 
 @dataclass
 class RunResult:
-    """What a training run produced."""
+    """What a training run produced.
+
+    Attributes
+    ----------
+    out_dir : Path
+        The run folder.
+    model_path : Path
+        The final model, ``out_dir / "model.npz"``.
+    test_loss : float
+    test_acc : float
+        Fraction right on the test set, in [0, 1].
+    seconds : float
+        Wall-clock time of the whole run.
+    history : list of dict
+        The per-epoch records.
+    data : Cifar10
+        The data set as loaded.
+    """
 
     out_dir: Path
     model_path: Path
@@ -152,6 +254,40 @@ def train_cifar10(
     everything needed to go on: ``resume=True`` continues an interrupted run
     from it, with the run's own configuration, and ends with the same weights
     as an uninterrupted run.
+
+    The run folder also gets ``best.npz`` (best validation accuracy),
+    ``history.csv``/``history.json``, and at the end ``model.npz`` and
+    ``summary.json``.
+
+    Parameters
+    ----------
+    config : TrainConfig or None
+        The run's settings; None only with ``resume=True`` (the saved
+        configuration is used, with ``config.data_dir`` if one is given).
+    out_dir : str or path-like
+        The run folder, created if needed.
+    resume : bool, default False
+        Continue from ``out_dir / "last.npz"``.
+    progress : bool, default True
+        Show download and per-epoch progress bars.
+    print_fn : callable, default print
+        Called with each line of the run's report.
+    callbacks : list of Callback, optional
+        Added after the standard ones.
+
+    Returns
+    -------
+    RunResult
+
+    Raises
+    ------
+    ConfigError
+        For invalid settings, or ``resume=True`` without a checkpoint holding
+        training state.
+    DataError
+        If CIFAR-10 cannot be found, downloaded or read.
+    TrainingError
+        If training diverges (``NaNGuard``).
     """
     out_dir = Path(out_dir)
     last = out_dir / "last.npz"
@@ -260,7 +396,7 @@ def train_cifar10(
 
 
 def model_summary(model) -> str:
-    """'3072-1000-10 (3,083,010 parameters)' for a plain MLP."""
+    """'3072-1000-10 MLP (3,083,010 parameters)': the Linear sizes of a Sequential, and its size."""
     from numprop.nn.layers import Linear
 
     sizes = [m.in_features for m in model if isinstance(m, Linear)]

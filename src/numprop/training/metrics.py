@@ -16,6 +16,7 @@ __all__ = ["confusion_matrix", "precision_recall", "accuracy", "classification_r
 
 
 def _labels(name: str, y) -> np.ndarray:
+    """``y`` as int64 class indices (N,); a DataError names ``name`` otherwise."""
     y = np.asarray(y)
     if y.ndim != 1:
         raise DataError(f"{name} must be a 1-D array of class indices, got shape {y.shape}")
@@ -26,6 +27,7 @@ def _labels(name: str, y) -> np.ndarray:
 
 
 def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
+    """Both label arrays, checked and of equal length."""
     t, p = _labels("y_true", y_true), _labels("y_pred", y_pred)
     if t.shape != p.shape:
         raise DataError(f"y_true and y_pred differ in length: {t.shape[0]} vs {p.shape[0]}")
@@ -33,6 +35,7 @@ def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _square_counts(cm) -> np.ndarray:
+    """``cm`` as an int64 (C, C) count matrix; a DataError otherwise."""
     cm = np.asarray(cm)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] == 0:
         raise DataError(
@@ -44,7 +47,28 @@ def _square_counts(cm) -> np.ndarray:
 
 
 def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:
-    """Counts (C, C) int64: entry [i, j] is how many examples of true class i were predicted as j."""
+    """Counts (C, C) int64: entry [i, j] is how many examples of true class i were predicted as j.
+
+    Parameters
+    ----------
+    y_true, y_pred : array_like of int, shape (N,)
+        Class indices in [0, C).
+    n_classes : int
+        C, >= 1.
+
+    Returns
+    -------
+    ndarray, shape (C, C), int64
+        Rows are true classes, columns predictions; the entries sum to N.
+
+    Raises
+    ------
+    ConfigError
+        If ``n_classes`` is not a positive integer.
+    DataError
+        If the labels are not 1-D integer arrays of equal length, or a label is
+        outside [0, C).
+    """
     if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 1:
         raise ConfigError(f"n_classes must be a positive integer, got {n_classes!r}")
     n_classes = int(n_classes)
@@ -63,6 +87,23 @@ def precision_recall(cm) -> tuple[np.ndarray, np.ndarray]:
 
     A class never predicted has precision 0 and a class that never occurs has
     recall 0, rather than NaN and a division warning.
+
+    Parameters
+    ----------
+    cm : array_like of int, shape (C, C)
+        As from ``confusion_matrix``: rows true classes, columns predictions.
+
+    Returns
+    -------
+    precision : ndarray, shape (C,), float64
+        ``cm[i, i] / cm[:, i].sum()``.
+    recall : ndarray, shape (C,), float64
+        ``cm[i, i] / cm[i, :].sum()``.
+
+    Raises
+    ------
+    DataError
+        If ``cm`` is not a square matrix of non-negative integer counts.
     """
     cm = _square_counts(cm)
     hits = np.diag(cm).astype(np.float64)
@@ -74,7 +115,23 @@ def precision_recall(cm) -> tuple[np.ndarray, np.ndarray]:
 
 
 def accuracy(y_true, y_pred) -> float:
-    """Fraction of examples where y_pred (N,) equals y_true (N,)."""
+    """Fraction of examples where y_pred (N,) equals y_true (N,).
+
+    Parameters
+    ----------
+    y_true, y_pred : array_like of int, shape (N,)
+        Class indices.
+
+    Returns
+    -------
+    float
+        In [0, 1].
+
+    Raises
+    ------
+    DataError
+        If the labels are not 1-D integer arrays of equal length, or N is 0.
+    """
     t, p = _pair(y_true, y_pred)
     if t.size == 0:
         raise DataError("accuracy of zero examples is undefined")
@@ -82,7 +139,29 @@ def accuracy(y_true, y_pred) -> float:
 
 
 def classification_report(cm, class_names: Sequence[str]) -> str:
-    """A fixed-width text table of precision, recall and support per class, then macro averages and accuracy."""
+    """A fixed-width text table of precision, recall and support per class.
+
+    The table ends with the macro averages (unweighted means over classes) and
+    the accuracy; support is the number of examples of each true class.
+
+    Parameters
+    ----------
+    cm : array_like of int, shape (C, C)
+        As from ``confusion_matrix``.
+    class_names : sequence of str, length C
+
+    Returns
+    -------
+    str
+        The table, lines joined by newlines (no trailing newline).
+
+    Raises
+    ------
+    DataError
+        If ``cm`` is not a square matrix of non-negative integer counts.
+    ConfigError
+        If the number of names is not C.
+    """
     cm = _square_counts(cm)
     names = [str(n) for n in class_names]
     if len(names) != cm.shape[0]:

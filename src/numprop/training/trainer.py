@@ -23,33 +23,79 @@ FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seco
 
 
 class History:
-    """Per-epoch records: epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds."""
+    """Per-epoch records: epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds.
+
+    ``history["val_acc"]`` is one field over all epochs, as a list; ``len`` is
+    the number of epochs recorded. Accuracies are fractions in [0, 1], ``lr``
+    the rate at the epoch's last step, ``seconds`` wall-clock time; fields that
+    were not measured (no validation set, a loss without accuracy) are None.
+
+    Parameters
+    ----------
+    records : sequence of dict, optional
+        Earlier records (a resumed run's), copied.
+
+    Attributes
+    ----------
+    records : list of dict
+        One dict per epoch, keys as in ``FIELDS``.
+    stop_reason : str
+        Why training stopped early (set by a callback), or "".
+    """
 
     def __init__(self, records: Sequence[dict] = ()):
         self.records = [dict(r) for r in records]
         self.stop_reason = ""
 
     def append(self, record: dict) -> None:
+        """Add one epoch's record."""
         self.records.append(record)
 
     def __getitem__(self, key: str) -> list:
+        """One field over all epochs, e.g. ``history["val_loss"]``."""
         return [r[key] for r in self.records]
 
     def __len__(self) -> int:
         return len(self.records)
 
     def to_list(self) -> list[dict]:
+        """Copies of the records, JSON-able."""
         return [dict(r) for r in self.records]
 
 
 class Callback:
-    """Hooks called by ``Trainer.fit``; override the ones you need."""
+    """Hooks called by ``Trainer.fit``; override the ones you need.
 
-    def on_train_begin(self, trainer: Trainer) -> None: ...
-    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None: ...
-    def on_batch_end(self, trainer: Trainer, batch: int, loss: float, size: int) -> None: ...
-    def on_epoch_end(self, trainer: Trainer, record: dict) -> None: ...
-    def on_train_end(self, trainer: Trainer) -> None: ...
+    Each hook gets the Trainer first: a callback may read ``trainer.model``,
+    ``trainer.history`` or ``trainer.optimizer``, and stop the run by setting
+    ``trainer.stop_training = True``. An exception raised in a hook ends ``fit``.
+    """
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        """Called once at the start of ``fit``, before the first epoch."""
+
+    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None:
+        """Called before each epoch; ``epoch`` counts from 0."""
+
+    def on_batch_end(self, trainer: Trainer, batch: int, loss: float, size: int) -> None:
+        """Called after each optimizer step.
+
+        Parameters
+        ----------
+        trainer : Trainer
+        batch : int
+            Index of the batch in the epoch, from 0.
+        loss : float
+            The batch's mean loss.
+        size : int
+            Number of examples in the batch.
+        """
+
+    def on_epoch_end(self, trainer: Trainer, record: dict) -> None:
+        """Called after each epoch with its record (already in ``trainer.history``)."""
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        """Called once when ``fit`` ends, normally or stopped early."""
 
 
 class Trainer:
@@ -78,6 +124,11 @@ class Trainer:
     ``fit(train, val, epochs)`` iterates ``train`` once per epoch: any
     re-iterable of (x (B, D) float, y (B,)) batches with a ``len``, such as
     ``numprop.data.batches.BatchLoader``.
+
+    Raises
+    ------
+    ConfigError
+        If ``loss`` lacks a ``forward`` or ``backward`` method.
     """
 
     def __init__(
@@ -107,6 +158,14 @@ class Trainer:
 
         The model's weights are saved separately (``numprop.save``); this holds
         the optimizer's buffers, the schedule, the history and the epoch count.
+
+        Returns
+        -------
+        arrays : dict of str to ndarray
+            The optimizer's state arrays (copies), by ``"<state>.<parameter>"``.
+        meta : dict
+            ``{"optimizer": ..., "schedule": ..., "history": [...]}``, JSON-able;
+            the epoch count is the history's length.
         """
         opt = self.optimizer.state_dict()
         meta = {
@@ -123,15 +182,31 @@ class Trainer:
         self.history = History(meta["history"])
 
     def _call(self, hook: str, *args) -> None:
+        """Call ``hook`` on every callback, in order."""
         for cb in self.callbacks:
             getattr(cb, hook)(self, *args)
 
     def _count_correct(self) -> int | None:
+        """The loss's ``count_correct()``, or None where it has none."""
         count = getattr(self.loss, "count_correct", None)
         return None if count is None else count()
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int | None]:
-        """One optimizer step on a batch; returns (mean loss, number correct or None)."""
+        """One optimizer step on a batch; returns (mean loss, number correct or None).
+
+        Parameters
+        ----------
+        x : ndarray, shape (B, D)
+        y : ndarray, shape (B,) or (B, C)
+            Targets, as the loss takes them.
+
+        Returns
+        -------
+        loss : float
+            The batch's mean loss, before the step.
+        correct : int or None
+            Examples classified right, None where the loss counts none.
+        """
         outputs = self.model.forward(x)
         value = self.loss.forward(outputs, y)
         correct = self._count_correct()
@@ -146,7 +221,26 @@ class Trainer:
         return value, correct
 
     def evaluate(self, batches: Batches) -> tuple[float, float | None]:
-        """(mean loss, accuracy or None) over batches, in eval mode."""
+        """(mean loss, accuracy or None) over batches, in eval mode.
+
+        The model is put back in training mode afterwards.
+
+        Parameters
+        ----------
+        batches : iterable of (ndarray (B, D), ndarray (B,))
+
+        Returns
+        -------
+        loss : float
+            Mean over all examples (batches weighted by their size).
+        accuracy : float or None
+            Fraction right, in [0, 1]; None where the loss counts none.
+
+        Raises
+        ------
+        ConfigError
+            If ``batches`` yields nothing.
+        """
         self.model.eval()
         total = 0
         correct: int | None = 0
@@ -164,8 +258,32 @@ class Trainer:
         return loss_sum / total, None if correct is None else correct / total
 
     def fit(self, train: Batches, val: Batches | None = None, epochs: int = 1) -> History:
-        """Train until ``epochs`` epochs are in the history (a resumed run goes on from
-        where it was); returns the history."""
+        """Train until ``epochs`` epochs are in the history; returns the history.
+
+        A resumed run (history loaded with ``load_state``) goes on from where it
+        was. The learning rate comes from the schedule before every step; a
+        callback may stop training early (``stop_training``).
+
+        Parameters
+        ----------
+        train : re-iterable of (ndarray (B, D), ndarray (B,)), with ``len``
+            Iterated once per epoch (e.g. a shuffling ``BatchLoader``).
+        val : iterable of batches, optional
+            Evaluated after each epoch (``val_loss``, ``val_acc``); the schedule
+            and callbacks then monitor it.
+        epochs : int, default 1
+            Total number of epochs, counting those already in the history.
+
+        Returns
+        -------
+        History
+            ``self.history``, one record per epoch.
+
+        Raises
+        ------
+        ConfigError
+            For ``epochs < 1`` or a training set with no batches.
+        """
         if epochs < 1:
             raise ConfigError(f"epochs must be at least 1, got {epochs}")
         steps = len(train)
