@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import numprop as npp
 from numprop.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,7 +187,20 @@ def test_interrupted_run_resumes_to_the_same_model(tmp_path, capsys):
             config, tmp_path / "cut", progress=False, print_fn=lambda *a: None, callbacks=[Crash()]
         )
     assert not (tmp_path / "cut" / "model.npz").exists()
-    assert main(["train", "--resume", str(tmp_path / "cut"), "--quiet", "--no-plots"]) == 0
+    # A setting this numprop does not know (from a newer one, say) is ignored with a warning.
+    last = tmp_path / "cut" / "last.npz"
+    saved = load(last)
+    npp.save(
+        last,
+        saved.model,
+        saved.preprocessing,
+        {**saved.config, "from_the_future": 1},
+        saved.history,
+        saved.class_names,
+        saved.training,
+    )
+    with pytest.warns(UserWarning, match="ignored unknown settings from_the_future"):
+        assert main(["train", "--resume", str(tmp_path / "cut"), "--quiet", "--no-plots"]) == 0
     assert "resuming after epoch 2 of 3" in capsys.readouterr().out
     full, cut = load(tmp_path / "full" / "model.npz"), load(tmp_path / "cut" / "model.npz")
     for name, value in full.model.state_dict().items():

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -298,7 +299,11 @@ def train_cifar10(
         checkpoint = load(last)
         if checkpoint.training is None:
             raise ConfigError(f"{last} holds no training state to resume from")
-        saved_config = dict(checkpoint.config)
+        known = {f.name for f in fields(TrainConfig)}
+        unknown = sorted(set(checkpoint.config) - known)
+        if unknown:  # written by a newer numprop, say: go on without them, but say so
+            warnings.warn(f"{last}: ignored unknown settings {', '.join(unknown)}", stacklevel=2)
+        saved_config = {k: v for k, v in checkpoint.config.items() if k in known}
         if config is not None and config.data_dir is not None:
             saved_config["data_dir"] = config.data_dir  # the data may have moved
         config = TrainConfig(**saved_config)
