@@ -390,7 +390,7 @@ def _openblas_pool() -> _Pool | None:
 
 def _pool() -> _Pool | None:
     """OpenBLAS's worker threads for our pieces, or None (work runs on this thread)."""
-    if library() is None:
+    if config.current().blas != "auto":
         return None
     pool = _openblas_pool()
     return None if pool is None or pool.broken else pool

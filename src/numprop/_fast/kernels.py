@@ -52,13 +52,15 @@ def available() -> bool:
 
 
 @functools.cache
-def _address(name: str) -> int:
-    return getattr(_compiled(), name).address
+def _address(name: str) -> int | None:
+    module = _compiled()
+    return None if module is None else getattr(module, name).address
 
 
 def address(name: str) -> int | None:
     """Address of the compiled kernel ``name``, or None (use NumPy)."""
-    return _address(name) if available() else None
+    # Two calls, no more: this runs a dozen times per training step.
+    return _address(name) if config.current().kernels == "auto" else None
 
 
 def _launch(
