@@ -42,7 +42,7 @@ import json, sys, time
 import numpy as np
 import numprop as npp
 
-name, steps, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+name, steps, rounds, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 rng = np.random.default_rng(0)
 if name == "mlp-sgd":
     model = npp.models.mlp([32, 16, 4], rng=0)
@@ -55,6 +55,15 @@ x = rng.standard_normal((8, 32)).astype(np.float32)
 y = rng.integers(0, 4, 8)
 for _ in range(200):
     trainer.train_step(x, y)
+if mode == "calls":  # function calls per step (Python and C), counted by cProfile: no noise
+    import cProfile, pstats
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(100):
+        trainer.train_step(x, y)
+    profile.disable()
+    print(json.dumps({"calls": pstats.Stats(profile).total_calls / 100, "file": npp.__file__}))
+    sys.exit()
 times = []
 for _ in range(rounds):
     start = time.perf_counter()
@@ -65,11 +74,11 @@ print(json.dumps({"us": times, "file": npp.__file__}))
 """
 
 
-def measure(src: Path, name: str, steps: int, rounds: int) -> tuple[list[float], str]:
-    """Microseconds per step, one figure per round, with numprop imported from ``src``."""
+def worker(src: Path, name: str, steps: int, rounds: int, mode: str) -> dict:
+    """The worker's reply, with numprop imported from ``src``."""
     env = dict(os.environ, PYTHONPATH=str(src))
     out = subprocess.run(
-        [sys.executable, "-c", WORKER, name, str(steps), str(rounds)],
+        [sys.executable, "-c", WORKER, name, str(steps), str(rounds), mode],
         env=env,
         capture_output=True,
         text=True,
@@ -77,7 +86,18 @@ def measure(src: Path, name: str, steps: int, rounds: int) -> tuple[list[float],
         cwd=src.parent,
     )
     reply = json.loads(out.stdout)
-    return reply["us"], reply["file"]
+    assert reply["file"].startswith(str(src)), (src, reply["file"])
+    return reply
+
+
+def call_cost_ns() -> float:
+    """What one call of a trivial Python function costs here, in nanoseconds."""
+    import timeit
+
+    def f():
+        pass
+
+    return min(timeit.repeat(f, number=200_000, repeat=5)) / 200_000 * 1e9
 
 
 def main() -> None:
@@ -92,17 +112,19 @@ def main() -> None:
     rows = []
     for name, what in NETWORKS.items():
         us = {"new": [], "old": []}
+        calls = {side: worker(src, name, 0, 0, "calls")["calls"] for side, src in sources.items()}
         for r in range(args.rounds):
             for side in ("new", "old") if r % 2 == 0 else ("old", "new"):
-                times, file = measure(sources[side], name, args.steps, 3)
-                assert file.startswith(str(sources[side])), (side, file)
+                times = worker(sources[side], name, args.steps, 3, "time")["us"]
                 us[side].append(min(times))  # the block least disturbed by the machine
         new, old = statistics.median(us["new"]), statistics.median(us["old"])
         print(
-            f"{name}: new {new:.1f} us/step, old {old:.1f} us/step, new - old {new - old:+.1f} us",
+            f"{name}: new {new:.1f} us/step, old {old:.1f} us/step, new - old {new - old:+.1f} us;"
+            f" calls per step new {calls['new']:.0f}, old {calls['old']:.0f}",
             flush=True,
         )
-        rows.append((name, what, new, old))
+        rows.append((name, what, new, old, calls["new"], calls["old"]))
+    cost = call_cost_ns()
     lines = [
         "# Python overhead per training step: this tree against another commit",
         "",
@@ -113,13 +135,25 @@ def main() -> None:
         "",
         "    python benchmarks/" + Path(__file__).name + " " + shlex.join(sys.argv[1:]),
         "",
-        "| tiny network | what it has | new (us/step) | old (us/step) | new - old (us/step) |",
-        "|---|---|---:|---:|---:|",
+        "| tiny network | what it has | new (us/step) | old (us/step) | new - old (us/step) "
+        "| calls per step, new / old | extra calls x call cost (us/step) |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {n} | {w} | {new:.1f} | {old:.1f} | {new - old:+.1f} |" for n, w, new, old in rows
+        f"| {n} | {w} | {new:.1f} | {old:.1f} | {new - old:+.1f} | {cn:.0f} / {co:.0f} "
+        f"| {(cn - co) * cost / 1000:+.1f} |"
+        for n, w, new, old, cn, co in rows
     ]
-    lines.append("")
+    lines += [
+        "",
+        "Times: median over the rounds of each process's best block. Calls: every Python and "
+        "C function call of a step, counted by cProfile (exact, unlike the times); one trivial "
+        f"Python call costs {cost:.0f} ns here, so the last column is what the extra calls cost. "
+        "Both versions make the same BLAS calls and run the same compiled kernels "
+        "(benchmarks/SAME_NUMBERS.md: identical weights), so the Python around them is all a "
+        "redesign can change.",
+        "",
+    ]
     text = "\n".join(lines)
     print(text)
     if args.write:
