@@ -242,20 +242,11 @@ def axpby(alpha: float, x: np.ndarray, beta: float, y: np.ndarray) -> np.ndarray
 # compare against one serial piece bit for bit). Pieces must not call threaded
 # BLAS routines (gemm, axpy, scal): they run on the pool those would wait for.
 
-_PIECE = ctypes.CFUNCTYPE(
-    ctypes.c_int,
-    ctypes.c_long,
-    ctypes.c_long,
-    ctypes.c_long,
-    ctypes.c_float,
-    ctypes.c_void_p,
-    ctypes.c_long,
-    ctypes.c_void_p,
-    ctypes.c_long,
-    ctypes.c_void_p,
-    ctypes.c_long,
-    ctypes.c_void_p,
-)
+# OpenBLAS's level-1 argument list: sizes m, n, k; alpha; then a, lda, b, ldb, c, ldc.
+_SIZES = [ctypes.c_long] * 3
+_MATRICES = [ctypes.c_void_p, ctypes.c_long] * 3
+# A piece: (m, n, k, alpha, a, lda, b, ldb, c, ldc, sb) -> int.
+_PIECE = ctypes.CFUNCTYPE(ctypes.c_int, *_SIZES, ctypes.c_float, *_MATRICES, ctypes.c_void_p)
 _BLAS_SINGLE_REAL = 2  # OpenBLAS's mode bits for float32 (pieces' pointers move 4 bytes per item)
 
 
@@ -264,18 +255,12 @@ class _Pool:
 
     def __init__(self, blas: _Blas):
         split = blas.lib.blas_level1_thread  # AttributeError: no pool, stay serial
+        # (mode, m, n, k, &alpha, a, lda, b, ldb, c, ldc, piece, threads)
         split.argtypes = [
             ctypes.c_int,
-            ctypes.c_long,
-            ctypes.c_long,
-            ctypes.c_long,
+            *_SIZES,
             ctypes.c_void_p,
-            ctypes.c_void_p,
-            ctypes.c_long,
-            ctypes.c_void_p,
-            ctypes.c_long,
-            ctypes.c_void_p,
-            ctypes.c_long,
+            *_MATRICES,
             ctypes.c_void_p,
             ctypes.c_int,
         ]
