@@ -10,7 +10,7 @@ import numpy as np
 from numprop._fast import kernels
 from numprop.errors import ConfigError, DataError
 
-__all__ = ["stratified_split", "Augment", "BatchLoader"]
+__all__ = ["stratified_split", "Augment", "BatchLoader", "ArrayLoader"]
 
 
 def _check_rng(rng, who: str) -> np.random.Generator:
@@ -41,8 +41,8 @@ def stratified_split(
 
     Parameters
     ----------
-    labels : ndarray of int, shape (N,)
-        Class labels (any integers).
+    labels : ndarray, shape (N,)
+        Class labels: integers, booleans or strings (any values ``np.unique`` sorts).
     n_val : int
         Number of validation examples, in [0, N).
     rng : numpy.random.Generator
@@ -56,14 +56,18 @@ def stratified_split(
     Raises
     ------
     DataError
-        If ``labels`` is not a 1-D integer array.
+        If ``labels`` is not a 1-D array of integers, booleans or strings.
     ConfigError
         If ``n_val`` is not an integer in [0, N), or ``rng`` is not a Generator.
     """
     labels = np.asarray(labels)
-    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+    strings = labels.dtype.kind in "US" or (
+        labels.dtype.kind == "O" and all(isinstance(v, str) for v in labels.ravel())
+    )
+    if labels.ndim != 1 or not (labels.dtype.kind in "iub" or strings):
         raise DataError(
-            f"stratified_split: labels must be a 1-D integer array, got {labels.dtype} {labels.shape}"
+            f"stratified_split: labels must be a 1-D array of integers, booleans or strings, "
+            f"got {labels.dtype} {labels.shape}"
         )
     n = labels.shape[0]
     n_val = _check_int(n_val, "n_val", 0)
@@ -398,4 +402,103 @@ class BatchLoader:
                     x = self.preprocessing.transform(batch, out=x)
             y = self._y_buf[:b]
             np.take(self.labels, idx, out=y, mode="clip")
+            yield x, y
+
+
+class ArrayLoader:
+    """Mini-batches of in-memory arrays: x (B, D) float and y (B,), for data that is not images.
+
+    The counterpart of ``BatchLoader`` for tables and features: each pass
+    covers every example (of ``indices``, if given) exactly once, in an order
+    drawn afresh from ``rng`` when shuffling, so the same seed gives the same
+    batches. ``x`` is converted to ``dtype`` once, here; each batch is gathered
+    into buffers allocated once, and the arrays yielded are views of them,
+    overwritten by the next batch (copy what you keep).
+
+    Parameters
+    ----------
+    x : array_like, shape (N, D)
+        Finite numbers (any real dtype; booleans and integers are converted).
+    y : array_like, shape (N,) or (N, K)
+        Targets of any dtype: class indices, regression values, label rows.
+    batch_size : int
+    shuffle : bool
+        Draw a new order every pass (needs ``rng``).
+    rng : numpy.random.Generator, optional
+    drop_last : bool
+        Leave out the last, partial batch.
+    indices : array_like of int, optional
+        The examples to iterate over (e.g. a training split); default all.
+    dtype : float32 (default) or float64
+        The dtype of the x batches.
+
+    Raises
+    ------
+    DataError
+        If ``x`` is not a 2-D array of finite numbers or ``y`` does not have N rows.
+    ConfigError
+        For a bad batch size, rng, dtype or indices.
+    """
+
+    def __init__(
+        self,
+        x,
+        y,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        rng: np.random.Generator | None = None,
+        drop_last: bool = False,
+        indices=None,
+        dtype=np.float32,
+    ) -> None:
+        x, y = np.asarray(x), np.asarray(y)
+        if x.ndim != 2 or x.dtype.kind not in "biuf":
+            raise DataError(
+                f"ArrayLoader: x must be a 2-D array of numbers, got {x.dtype} {x.shape}"
+            )
+        if y.ndim not in (1, 2) or y.shape[0] != x.shape[0]:
+            raise DataError(
+                f"ArrayLoader: y must have one row per example of x ({x.shape[0]}), got shape {y.shape}"
+            )
+        if np.dtype(dtype) not in (np.float32, np.float64):
+            raise ConfigError(f"ArrayLoader: dtype must be float32 or float64, got {dtype}")
+        self.x = np.ascontiguousarray(x, dtype=dtype)
+        if not np.isfinite(self.x).all():
+            raise DataError("ArrayLoader: x holds NaN or infinite values; fill or drop them first")
+        self.y = np.ascontiguousarray(y)
+        self.batch_size = _check_int(batch_size, "batch_size", 1)
+        if shuffle and rng is None:
+            raise ConfigError("ArrayLoader: shuffle needs rng=np.random.default_rng(seed)")
+        self.rng = _check_rng(rng, "ArrayLoader") if rng is not None else None
+        self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
+        n = x.shape[0]
+        if indices is None:
+            self.indices = np.arange(n, dtype=np.int64)
+        else:
+            self.indices = np.asarray(indices)
+            if self.indices.ndim != 1 or (
+                self.indices.size and self.indices.dtype.kind not in "iu"
+            ):
+                raise ConfigError("ArrayLoader: indices must be a 1-D integer array")
+            self.indices = self.indices.astype(np.int64)
+            if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= n):
+                raise ConfigError(f"ArrayLoader: indices must lie in [0, {n})")
+        self._x_buf = np.empty((self.batch_size, x.shape[1]), self.x.dtype)
+        self._y_buf = np.empty((self.batch_size, *self.y.shape[1:]), self.y.dtype)
+
+    def __len__(self) -> int:
+        """Number of batches per pass."""
+        n = self.indices.size
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self):
+        """One pass: (x (B, D), y (B,) or (B, K)) views of reused buffers."""
+        order = self.rng.permutation(self.indices) if self.shuffle else self.indices
+        for k in range(len(self)):
+            idx = order[k * self.batch_size : (k + 1) * self.batch_size]
+            b = idx.size
+            # indices were checked above: "clip" only spares np.take its own check
+            x = np.take(self.x, idx, axis=0, out=self._x_buf[:b], mode="clip")  # (B, D)
+            y = np.take(self.y, idx, axis=0, out=self._y_buf[:b], mode="clip")
             yield x, y
