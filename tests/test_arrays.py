@@ -116,3 +116,20 @@ def test_stratified_split_refuses_labels_that_are_not_classes():
         stratified_split(np.array([1, "a", 2.0], dtype=object), 1, np.random.default_rng(0))
     with pytest.raises(DataError, match="integers, booleans or strings"):
         stratified_split(np.linspace(0, 1, 10), 2, np.random.default_rng(0))
+
+
+def test_columns_are_standardised_each_on_its_own_and_round_trip():
+    from numprop.data.preprocess import PREPROCESSING, preprocessing_from_state
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((500, 6)) * [1, 10, 100, 0.1, 5, 0] + [0, -3, 7, 1, 2, 4]
+    pre = PREPROCESSING.create("columns").fit(x)
+    out = pre.transform(x)
+    assert out.dtype == np.float32 and out.shape == (500, 6)
+    np.testing.assert_allclose(out.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(out[:, :5].std(axis=0), 1, rtol=1e-5)  # each column, not pooled
+    np.testing.assert_array_equal(out[:, 5], 0)  # a constant column: centred
+    again = preprocessing_from_state("columns", *pre.state())
+    np.testing.assert_array_equal(again.transform(x), out)
+    with pytest.raises(DataError, match="NaN or infinite"):
+        PREPROCESSING.create("columns").fit(np.array([[1.0, np.inf], [2.0, 3.0]]))

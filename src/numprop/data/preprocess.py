@@ -24,6 +24,7 @@ from numprop.registry import Registry
 __all__ = [
     "Preprocessing",
     "Standardize",
+    "StandardizeColumns",
     "MeanImage",
     "PCAWhiten",
     "ZCAWhiten",
@@ -390,6 +391,76 @@ class Standardize(_AffinePerValue):
         return obj
 
 
+class StandardizeColumns(_AffinePerValue):
+    """Standardise each column of a table on its own: ``out = (x - mean[j]) / std[j]``.
+
+    For features that are not pixels (measurements, counts, one-hot columns):
+    each of the D columns gets its own training mean and std, where
+    ``Standardize`` pools the values of each colour channel. A constant column
+    (std 0) is only centred.
+    """
+
+    name = "columns"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mean: np.ndarray | None = None  # (D,) float64
+        self.std: np.ndarray | None = None  # (D,) float64
+
+    def fit(self, images: np.ndarray) -> StandardizeColumns:
+        """Compute each column's mean and std over the training rows; returns ``self``.
+
+        Parameters
+        ----------
+        images : ndarray, shape (N, D)
+            N >= 2 rows of finite numbers (images are flattened to rows).
+
+        Raises
+        ------
+        DataError
+            For fewer than 2 rows or non-finite values.
+        """
+        rows = self._fit_rows(images)
+        if rows.dtype.kind == "f" and not np.isfinite(rows).all():
+            raise DataError("columns: the training rows hold NaN or infinite values")
+        total, sq = np.zeros(rows.shape[1]), np.zeros(rows.shape[1])
+        for block in _row_blocks(rows):  # float64 blocks: accurate, bounded memory
+            total += block.sum(axis=0)
+        mean = total / rows.shape[0]
+        for block in _row_blocks(rows):
+            block -= mean
+            block *= block
+            sq += block.sum(axis=0)
+        self._set(mean, np.sqrt(sq / rows.shape[0]))
+        return self
+
+    def _set(self, mean: np.ndarray, std: np.ndarray) -> None:
+        """Store the fitted statistics and the (D,) shift and scale they give."""
+        self.mean, self.std, self.input_dim = mean, std, mean.shape[0]
+        self._shift = mean.astype(np.float32)
+        self._scale = (1.0 / np.where(std > 0, std, 1.0)).astype(np.float32)
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Arrays {'mean', 'std'} (D,); no parameters."""
+        if not self.fitted:
+            raise ConfigError("columns: state() called before fit()")
+        return {"mean": self.mean.copy(), "std": self.std.copy()}, {}
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], params: dict) -> StandardizeColumns:
+        """Rebuild a fitted StandardizeColumns from state()."""
+        mean = np.asarray(arrays.get("mean")) if "mean" in arrays else None
+        if mean is None or mean.ndim != 1 or mean.size == 0:
+            raise ConfigError("columns state: 'mean' missing or not a vector")
+        std = _state_array(arrays, "std", mean.shape, cls.name)
+        obj = cls()
+        obj._set(
+            _state_array(arrays, "mean", mean.shape, cls.name).astype(np.float64),
+            std.astype(np.float64),
+        )
+        return obj
+
+
 class MeanImage(_AffinePerValue):
     """Subtract the training mean image, then divide by one global std.
 
@@ -681,7 +752,7 @@ class ZCAWhiten(PCAWhiten):
 
 # The one table that turns preprocessing names (CLI, saved models) into classes.
 PREPROCESSING = Registry("preprocessing")
-for _cls in (Standardize, MeanImage, PCAWhiten, ZCAWhiten):
+for _cls in (Standardize, MeanImage, PCAWhiten, ZCAWhiten, StandardizeColumns):
     PREPROCESSING.add(_cls.name, _cls)
 
 
