@@ -28,7 +28,14 @@ from numprop.nn.layers import (
     Tanh,
     register_layer,
 )
-from numprop.nn.losses import Loss, SoftmaxCrossEntropy, log_softmax, softmax
+from numprop.nn.losses import (
+    Loss,
+    MeanSquaredError,
+    SigmoidBinaryCrossEntropy,
+    SoftmaxCrossEntropy,
+    log_softmax,
+    softmax,
+)
 from numprop.nn.module import Module, Parameter, Sequential
 from numprop.nn.optim import SGD, Adam, AdamW, Optimizer
 from numprop.nn.schedules import Constant, Exponential, ReduceOnPlateau, StepDecay, WarmupCosine
@@ -64,6 +71,8 @@ __all__ = [
     "Flatten",
     "Loss",
     "SoftmaxCrossEntropy",
+    "MeanSquaredError",
+    "SigmoidBinaryCrossEntropy",
     "softmax",
     "log_softmax",
     "Optimizer",

@@ -1,4 +1,7 @@
-"""Losses: the ``Loss`` protocol the Trainer trains with, softmax, fused softmax cross-entropy.
+"""Losses: the ``Loss`` protocol the Trainer trains with, softmax, and the losses themselves.
+
+``SoftmaxCrossEntropy`` (fused with the softmax), ``MeanSquaredError`` and
+``SigmoidBinaryCrossEntropy`` (computed from the logits).
 
 Why fused: the gradient of mean cross-entropy through a softmax collapses to
 ``(softmax(z) - target) / N``. Computing the two separately (``dA2`` then the
@@ -290,6 +293,237 @@ class SoftmaxCrossEntropy:
         return f"SoftmaxCrossEntropy(label_smoothing={self.label_smoothing})"
 
 
+def _outputs_and_target(
+    outputs: np.ndarray, target: np.ndarray, who: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Check a regression-style pair and return (outputs, target) in one float dtype.
+
+    ``outputs`` is (N,) or (N, K) with N > 0; ``target`` has its shape, or is
+    (N,) for (N, 1) outputs (then reshaped to (N, 1)). float32 and float64
+    outputs keep their dtype, others are computed in float64; the target is
+    converted to the outputs' dtype.
+    """
+    outputs = np.asarray(outputs)
+    if outputs.ndim not in (1, 2) or outputs.shape[0] == 0:
+        raise ConfigError(
+            f"{who} outputs must have shape (N,) or (N, K) with N > 0, got {outputs.shape}"
+        )
+    if outputs.dtype not in (np.float32, np.float64):
+        outputs = outputs.astype(np.float64)
+    target = np.asarray(target)
+    n = outputs.shape[0]
+    if outputs.ndim == 2 and outputs.shape[1] == 1 and target.shape == (n,):
+        target = target[:, None]  # (N,) targets for a single output column
+    if target.shape != outputs.shape:
+        raise ConfigError(
+            f"{who} target must have the outputs' shape {outputs.shape}, got {target.shape}"
+        )
+    if target.dtype.kind not in "biuf":
+        raise ConfigError(f"{who} target must be numbers, got dtype {target.dtype}")
+    target = target.astype(outputs.dtype, copy=False)
+    if not np.all(np.isfinite(target)):
+        raise ConfigError(f"{who} target must be finite (no NaN or inf)")
+    return outputs, target
+
+
+class MeanSquaredError:
+    """Half the squared error, summed over the outputs, averaged over the examples.
+
+    For outputs :math:`o` and targets :math:`t` of shape (N, K)::
+
+        L = 1/N * sum_n sum_k (o[n, k] - t[n, k])**2 / 2
+        dL/do = (o - t) / N
+
+    The factor 1/2 makes the gradient the plain residual. With one output
+    (K = 1, or outputs of shape (N,)) this is exactly scikit-learn's
+    ``MLPRegressor`` loss, squared error / 2 averaged over the samples, and
+    for any K the gradient is the one scikit-learn trains with ((o - t) /
+    n_samples); scikit-learn's *reported* ``loss_`` further divides by K
+    (it averages over all N * K entries), this one does not.
+
+    ``forward(outputs, target)`` returns the loss as a float; ``backward()``
+    returns dL/doutputs in a buffer reused by the next call; ``count_correct()``
+    is None (accuracy does not apply to regression, so the Trainer records none).
+    float32 and float64 outputs keep their dtype (the loss is summed in float64).
+    """
+
+    def __init__(self) -> None:
+        self._work: dict[str, np.ndarray] = {}
+        self._diff: np.ndarray | None = None
+        self._shape: tuple[int, ...] = ()
+
+    def forward(self, outputs: np.ndarray, target: np.ndarray) -> float:
+        """The mean over examples of half the summed squared error.
+
+        Parameters
+        ----------
+        outputs : ndarray, shape (N, K) or (N,)
+            Predictions, N > 0.
+        target : ndarray, same shape as ``outputs``
+            Finite values; (N,) is also accepted for outputs (N, 1).
+
+        Returns
+        -------
+        float
+            ``sum((outputs - target)**2) / (2 N)``.
+
+        Raises
+        ------
+        ConfigError
+            For outputs that are not (N,) or (N, K) with N > 0, a target of
+            another shape, or a target with NaN or inf.
+        """
+        self._diff = None
+        o, t = _outputs_and_target(outputs, target, "MeanSquaredError")
+        n = o.shape[0]
+        diff = work_buffer(self._work, "diff", o.shape, o.dtype)  # o - t, (N, K)
+        np.subtract(o, t, out=diff)
+        flat = diff.reshape(-1)
+        loss = float(np.dot(flat.astype(np.float64, copy=False), flat)) / (2 * n)
+        self._diff, self._shape = diff, np.shape(outputs)
+        return loss
+
+    def backward(self) -> np.ndarray:
+        """dL/doutputs for the last forward: ``(outputs - target) / N``.
+
+        Returns
+        -------
+        ndarray, shape of the outputs
+            In the outputs' dtype; a reused buffer.
+
+        Raises
+        ------
+        ConfigError
+            If ``forward`` was not called yet.
+        """
+        if self._diff is None:
+            raise ConfigError("backward() needs a forward() first")
+        diff = self._diff
+        grad = work_buffer(self._work, "grad", diff.shape, diff.dtype)  # (N, K)
+        np.multiply(diff, 1.0 / diff.shape[0], out=grad)
+        return grad.reshape(self._shape)
+
+    def count_correct(self) -> None:
+        """None: accuracy does not apply to regression."""
+        return None
+
+    def __repr__(self) -> str:
+        return "MeanSquaredError()"
+
+
+class SigmoidBinaryCrossEntropy:
+    r"""Binary cross-entropy of sigmoid(logits), summed over the outputs, averaged over examples.
+
+    For logits :math:`z` and targets :math:`t \in [0, 1]` of shape (N, K)
+    (K independent yes/no outputs: K = 1 for a binary problem, K labels for a
+    multi-label one), with :math:`p = \sigma(z) = 1 / (1 + e^{-z})`::
+
+        L = 1/N * sum_n sum_k -(t log p + (1 - t) log(1 - p))
+          = 1/N * sum_n sum_k  max(z, 0) - z t + log(1 + exp(-|z|))
+        dL/dz = (sigmoid(z) - t) / N
+
+    The second form is the same number computed from the logits: exp never
+    sees a positive argument, so nothing overflows, and the loss stays exact
+    where p rounds to 0 or 1 (at z = -1e4 with t = 1 it is 1e4, not inf).
+
+    ``count_correct()`` counts the examples whose every output is right
+    (``z > 0`` exactly where ``t >= 0.5``): the exact-match (subset) accuracy
+    scikit-learn reports for multi-label problems; for K = 1 the plain accuracy.
+    The arrays returned by ``backward()`` are buffers reused by the next call.
+    float32 and float64 logits keep their dtype (the loss is summed in float64).
+    """
+
+    def __init__(self) -> None:
+        self._work: dict[str, np.ndarray] = {}
+        self._logits: np.ndarray | None = None
+        self._target: np.ndarray | None = None
+        self._shape: tuple[int, ...] = ()
+
+    def forward(self, logits: np.ndarray, target: np.ndarray) -> float:
+        """The mean over examples of the summed binary cross-entropy, in nats.
+
+        Parameters
+        ----------
+        logits : ndarray, shape (N, K) or (N,)
+            Unnormalised scores, N > 0.
+        target : ndarray, same shape as ``logits``
+            0/1 labels or probabilities in [0, 1]; (N,) is also accepted for
+            logits (N, 1).
+
+        Returns
+        -------
+        float
+            The loss averaged over the N examples.
+
+        Raises
+        ------
+        ConfigError
+            For logits that are not (N,) or (N, K) with N > 0, a target of
+            another shape, or target values outside [0, 1] (NaN, inf included).
+        """
+        self._logits = self._target = None
+        z, t = _outputs_and_target(logits, target, "SigmoidBinaryCrossEntropy")
+        if np.any(t < 0) or np.any(t > 1):
+            raise ConfigError("SigmoidBinaryCrossEntropy targets must be in [0, 1]")
+        n = z.shape[0]
+        a = work_buffer(self._work, "a", z.shape, z.dtype)  # (N, K)
+        np.abs(z, out=a)
+        np.negative(a, out=a)
+        np.exp(a, out=a)  # exp(-|z|), in (0, 1]: cannot overflow
+        np.log1p(a, out=a)  # log(1 + exp(-|z|))
+        a += np.maximum(z, 0)
+        a -= z * t  # elementwise loss: max(z, 0) - z t + log(1 + exp(-|z|))
+        loss = float(a.sum(dtype=np.float64)) / n
+        self._logits, self._target, self._shape = z, t, np.shape(logits)
+        return loss
+
+    def backward(self) -> np.ndarray:
+        """dL/dlogits for the last forward: ``(sigmoid(logits) - target) / N``.
+
+        Returns
+        -------
+        ndarray, shape of the logits
+            In the logits' dtype; a reused buffer.
+
+        Raises
+        ------
+        ConfigError
+            If ``forward`` was not called yet.
+        """
+        if self._logits is None:
+            raise ConfigError("backward() needs a forward() first")
+        z, t = self._logits, self._target
+        n = z.shape[0]
+        grad = work_buffer(self._work, "grad", z.shape, z.dtype)  # (N, K)
+        # sigmoid(z) from e = exp(-|z|) <= 1: 1 / (1 + e) for z >= 0, e / (1 + e) below.
+        e = np.exp(-np.abs(z))  # (N, K)
+        np.divide(np.where(z >= 0, 1, e), 1 + e, out=grad)  # sigmoid(z), (N, K)
+        grad -= t
+        grad *= 1.0 / n
+        return grad.reshape(self._shape)
+
+    def count_correct(self) -> int:
+        """How many examples of the last forward have every output on the target's side.
+
+        An output is right when ``logit > 0`` exactly where ``target >= 0.5``;
+        an example counts when all its K outputs are right (exact match).
+
+        Raises
+        ------
+        ConfigError
+            If ``forward`` was not called yet.
+        """
+        if self._logits is None:
+            raise ConfigError("count_correct() needs a forward() first")
+        right = (self._logits > 0) == (self._target >= 0.5)  # (N, K)
+        return int(np.count_nonzero(right.reshape(right.shape[0], -1).all(axis=1)))
+
+    def __repr__(self) -> str:
+        return "SigmoidBinaryCrossEntropy()"
+
+
 # The one table that turns loss names (configs) into classes.
 LOSSES = Registry("loss")
 LOSSES.add("softmax_cross_entropy", SoftmaxCrossEntropy)
+LOSSES.add("mean_squared_error", MeanSquaredError)
+LOSSES.add("sigmoid_binary_cross_entropy", SigmoidBinaryCrossEntropy)

@@ -13,6 +13,7 @@ Conventions used by every layer:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -387,6 +388,85 @@ class Module:
             self.train(was_training)
         return np.concatenate(chunks) if chunks else np.empty((0, 0), self.dtype)
 
+    def summary(self, input_features: int | tuple[int, ...]) -> str:
+        """A table of the layers: index, layer, output shape, parameters; then the totals.
+
+        Output shapes come from a forward pass of a batch of two zero examples
+        in eval mode, run on a copy of the model that shares the parameters'
+        arrays: the model itself (its training mode, BatchNorm running
+        statistics, cached activations and work buffers) is left as it was.
+        A Sequential has one row per layer; any other module is one row.
+
+        Parameters
+        ----------
+        input_features : int or tuple of int
+            The shape of one example, without the batch axis (``3072`` for
+            flattened CIFAR-10 images).
+
+        Returns
+        -------
+        str
+            The table; shapes are written with ``N`` for the batch size, e.g.
+            ``(N, 1000)``, and counts with thousands separators.
+
+        Raises
+        ------
+        ConfigError
+            If a layer rejects an input of that shape (the message names the layer).
+        """
+        features = (input_features,) if np.ndim(input_features) == 0 else tuple(input_features)
+        if not all(isinstance(f, (int, np.integer)) and f >= 1 for f in features):
+            raise ConfigError(
+                f"summary needs positive integer input features, got {input_features}"
+            )
+        # The copy shares every parameter's data and gradient, and starts with
+        # empty work buffers; only small things (buffers, caches) are copied.
+        memo: dict[int, object] = {}
+        for m in self.modules():
+            if "_work" in vars(m):
+                memo[id(m._work)] = {}
+            for p in (v for v in vars(m).values() if isinstance(v, Parameter)):
+                memo[id(p)] = p
+        probe = copy.deepcopy(self, memo).eval()
+        layers = list(probe) if isinstance(probe, Sequential) else [probe]
+        x = np.zeros((2, *features), self.dtype)  # (2, *features)
+        rows = []
+        for i, layer in enumerate(layers):
+            name = (
+                f"Sequential({len(layer)} layers)"
+                if isinstance(layer, Sequential)
+                else f"{type(layer).__name__}({layer.extra_repr()})"
+            )
+            try:
+                x = layer.forward(x)
+            except (ConfigError, ValueError) as exc:
+                raise ConfigError(
+                    f"summary: layer {i} ({name}) rejects an input of shape "
+                    f"{_shape_text(x.shape)}: {exc}"
+                ) from None
+            count = sum(p.data.size for p in layer.parameters())
+            rows.append((str(i), name, _shape_text(x.shape), f"{count:,}"))
+        total = sum(p.data.size for p in self.parameters())
+        header = ("#", "layer", "output shape", "parameters")
+        widths = [max(len(r[j]) for r in [header, *rows]) for j in range(4)]
+
+        def line(r):
+            return (
+                f"{r[0]:>{widths[0]}}  {r[1]:<{widths[1]}}  "
+                f"{r[2]:<{widths[2]}}  {r[3]:>{widths[3]}}"
+            ).rstrip()
+
+        rule = "-" * (sum(widths) + 6)
+        lines = [
+            f"input shape: {_shape_text((2, *features))}",
+            line(header),
+            rule,
+            *map(line, rows),
+            rule,
+            f"total parameters: {total:,} (trainable: {total:,})",
+        ]
+        return "\n".join(lines)
+
     # -- helpers for subclasses ------------------------------------------
     def _buf(self, key: str, shape: tuple[int, ...], dtype) -> np.ndarray:
         """A work array owned by this module, reused while shape and dtype stay the same."""
@@ -402,6 +482,11 @@ class Module:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    """A batch shape with ``N`` for the batch size: (2, 1000) -> "(N, 1000)"."""
+    return "(" + ", ".join(["N", *map(str, shape[1:])]) + ")"
 
 
 class Sequential(Module):

@@ -350,7 +350,7 @@ def train_cifar10(
         batchnorm=config.batchnorm,
         rng=rng,
     )
-    loss = LOSSES.create(config.loss, label_smoothing=config.label_smoothing)
+    loss = LOSSES.create_from(config.loss, settings={"label_smoothing": config.label_smoothing})
     optimizer = make_optimizer(config, model)
     meta = {"preprocessing": pre, "config": asdict(config), "class_names": data.class_names}
     monitor = "val_acc" if val is not None else None
