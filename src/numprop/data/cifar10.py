@@ -469,7 +469,7 @@ def download_cifar10(
     if archive.is_file() and _file_md5(archive) != md5.lower():
         archive.unlink()  # a stale or damaged archive from an earlier run; fetch it again
     if not archive.is_file():
-        _fetch(url, archive, md5=md5, size=size, progress=progress, target=target)
+        fetch(url, archive, md5=md5, size=size, progress=progress, advice=_help_text(target))
     _extract_binary_archive(archive, root)
     return target
 
@@ -483,24 +483,26 @@ def _help_text(target: Path) -> str:
     )
 
 
-def _fetch(
-    url: str, archive: Path, *, md5: str, size: int | None, progress: bool, target: Path
+def fetch(
+    url: str, archive: Path, *, md5: str, size: int | None, progress: bool, advice: str
 ) -> None:
-    """Stream `url` into archive.part (resuming if possible), verify it, rename it to `archive`."""
+    """Stream `url` into archive.part (resuming if possible), verify it, rename it to `archive`.
+
+    Every data set downloads through here. ``advice`` ends each error message:
+    what the user can do instead (where to put the files by hand).
+    """
     part = archive.with_name(archive.name + ".part")
     have = part.stat().st_size if part.is_file() else 0
     if size is not None and have > size:
         part.unlink()  # cannot be a prefix of the right file
         have = 0
     if size is None or have < size:
-        _stream(url, part, have, size, progress, target)
+        _stream(url, part, have, size, progress, advice)
     _verify(part, md5=md5, size=size)
     os.replace(part, archive)  # atomic: the final name only ever holds a verified archive
 
 
-def _stream(
-    url: str, part: Path, have: int, size: int | None, progress: bool, target: Path
-) -> None:
+def _stream(url: str, part: Path, have: int, size: int | None, progress: bool, advice: str) -> None:
     """Download url into `part`, asking for the bytes after the first `have` ones already there."""
     request = urllib.request.Request(url, headers={"User-Agent": "numprop"})
     if have:
@@ -511,13 +513,13 @@ def _stream(
         if exc.code == 416 and have:  # our part file does not fit the server's file: start over
             exc.close()
             part.unlink(missing_ok=True)
-            return _stream(url, part, 0, size, progress, target)
+            return _stream(url, part, 0, size, progress, advice)
         raise DataError(
-            f"download of {url} failed: HTTP {exc.code} {exc.reason}. {_help_text(target)}"
+            f"download of {url} failed: HTTP {exc.code} {exc.reason}. {advice}"
         ) from exc
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DataError(f"download of {url} failed: {reason}. {_help_text(target)}") from exc
+        raise DataError(f"download of {url} failed: {reason}. {advice}") from exc
 
     with response:
         status = getattr(response, "status", 200)
@@ -525,7 +527,7 @@ def _stream(
             # Some other slice of the file: appending it would corrupt the part file.
             response.close()
             part.unlink(missing_ok=True)
-            return _stream(url, part, 0, size, progress, target)
+            return _stream(url, part, 0, size, progress, advice)
         if have and status == 206:
             mode = "ab"
         else:  # the server ignored the Range header (200): restart from byte 0
@@ -564,7 +566,7 @@ def _stream(
         ) as exc:
             raise DataError(
                 f"download of {url} was cut off after {got:,} bytes ({type(exc).__name__}: {exc}); "
-                f"the partial file {part} is kept and the next run resumes it. {_help_text(target)}"
+                f"the partial file {part} is kept and the next run resumes it. {advice}"
             ) from exc
         finally:
             if bar is not None:
@@ -573,7 +575,7 @@ def _stream(
         # http.client returns a short body without raising when the server closes early.
         raise DataError(
             f"download of {url} was cut off after {got:,} of {expected:,} bytes; the partial file "
-            f"{part} is kept and the next run resumes it. {_help_text(target)}"
+            f"{part} is kept and the next run resumes it. {advice}"
         )
 
 

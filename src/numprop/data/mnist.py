@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from numprop.data.cifar10 import Cifar10, _fetch, _help_text, resolve_data_dir
+from numprop.data.cifar10 import Cifar10, fetch, resolve_data_dir
 from numprop.errors import DataError
 
 __all__ = [
@@ -324,12 +324,11 @@ def _load(
             try:
                 # Streams to <name>.part, verifies size and MD5, then renames: the final
                 # name only ever holds a verified file.
-                _fetch(
-                    base_url + name, target, md5=md5, size=size, progress=progress, target=folder
+                fetch(
+                    base_url + name, target, md5=md5, size=size, progress=progress, advice=help_text
                 )
             except DataError as exc:
-                message = str(exc).replace(_help_text(folder), help_text)
-                raise DataError(f"{title}: {message}") from exc
+                raise DataError(f"{title}: {exc}") from exc
             found[name] = target
     train = _read_split(found[TRAIN_IMAGES], found[TRAIN_LABELS])
     test = _read_split(found[TEST_IMAGES], found[TEST_LABELS])
