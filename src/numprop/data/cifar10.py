@@ -18,12 +18,12 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from numprop import config
+from numprop.data.dataset import Dataset
 from numprop.errors import ConfigError, DataError
 
 __all__ = [
@@ -54,27 +54,8 @@ _CHUNK = 1 << 20  # download and hashing block: 1 MiB
 _TIMEOUT_S = 60.0  # per socket operation, not for the whole download
 
 
-@dataclass(frozen=True)
-class Cifar10:
-    """The CIFAR-10 splits: images (N, 32, 32, 3) uint8 in HWC order, labels (N,) int64 in 0..9.
-
-    Attributes
-    ----------
-    train_images : ndarray, shape (N_train, 32, 32, 3), uint8
-        N_train = 50,000 in the real data set.
-    train_labels : ndarray, shape (N_train,), int64
-    test_images : ndarray, shape (N_test, 32, 32, 3), uint8
-        N_test = 10,000 in the real data set.
-    test_labels : ndarray, shape (N_test,), int64
-    class_names : list of str
-        The ten names, in label order ("airplane", "automobile", ...).
-    """
-
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
-    class_names: list[str]
+# What CIFAR-10 loads into, under the name older code imports.
+Cifar10 = Dataset
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -109,7 +90,7 @@ def load_cifar10(
     md5: str = CIFAR10_MD5,
     size: int | None = CIFAR10_SIZE,
     records_per_batch: int = RECORDS_PER_BATCH,
-) -> Cifar10:
+) -> Dataset:
     """Load CIFAR-10 from `root`: a folder holding cifar-10-batches-bin/ or -py/, or that folder.
 
     When neither layout is there and `download` is true, the binary archive is
@@ -134,7 +115,7 @@ def load_cifar10(
 
     Returns
     -------
-    Cifar10
+    Dataset
         ``5 * records_per_batch`` training and ``records_per_batch`` test images.
 
     Raises
@@ -197,8 +178,8 @@ def _locate(root: Path) -> tuple[Path | None, str | None]:
 # --------------------------------------------------------------------------- binary layout
 
 
-def _load_batches(folder: Path, n: int, read_batch, suffix: str, class_names: list[str]) -> Cifar10:
-    """Read the five training batches and the test batch with `read_batch` into a Cifar10.
+def _load_batches(folder: Path, n: int, read_batch, suffix: str, class_names: list[str]) -> Dataset:
+    """Read the five training batches and the test batch with `read_batch` into a Dataset.
 
     Fills preallocated arrays batch by batch, so peak memory is the final size plus one batch.
     """
@@ -214,11 +195,20 @@ def _load_batches(folder: Path, n: int, read_batch, suffix: str, class_names: li
     test_images = np.empty((n, *IMAGE_SHAPE), dtype=np.uint8)
     test_labels = np.empty(n, dtype=np.int64)
     read_batch(folder / f"{TEST_BATCH}{suffix}", n, test_images, test_labels)
-    return Cifar10(train_images, train_labels, test_images, test_labels, class_names)
+    return Dataset(
+        train_images,
+        train_labels,
+        test_images,
+        test_labels,
+        class_names,
+        name="cifar10",
+        flip=True,
+        source={"data": "cifar10"},
+    )
 
 
-def _load_binary(folder: Path, records_per_batch: int) -> Cifar10:
-    """Read the official binary layout from `folder` into a Cifar10."""
+def _load_binary(folder: Path, records_per_batch: int) -> Dataset:
+    """Read the official binary layout from `folder` into a Dataset."""
     class_names = _read_meta_txt(folder / "batches.meta.txt")
     return _load_batches(folder, records_per_batch, _read_bin_batch, ".bin", class_names)
 
@@ -350,8 +340,8 @@ def _field(d: dict, key: str):
     return d.get(key)
 
 
-def _load_python(folder: Path, records_per_batch: int) -> Cifar10:
-    """Read the official python (pickle) layout from `folder` into a Cifar10."""
+def _load_python(folder: Path, records_per_batch: int) -> Dataset:
+    """Read the official python (pickle) layout from `folder` into a Dataset."""
     class_names = _read_meta_pickle(folder / "batches.meta")
     return _load_batches(folder, records_per_batch, _read_py_batch, "", class_names)
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from numprop.data.cifar10 import Cifar10, fetch, resolve_data_dir
+from numprop.data.cifar10 import fetch, resolve_data_dir
+from numprop.data.dataset import Dataset
 from numprop.errors import DataError
 
 __all__ = [
@@ -218,7 +219,7 @@ def read_idx_labels(path: str | os.PathLike) -> np.ndarray:
 
 def load_mnist(
     root: str | os.PathLike | None = None, *, download: bool = True, progress: bool = True
-) -> Cifar10:
+) -> Dataset:
     """Load MNIST from ``resolve_data_dir(root) / "mnist"``, downloading missing files.
 
     The folder holds the four official files (train-images-idx3-ubyte.gz,
@@ -238,7 +239,7 @@ def load_mnist(
 
     Returns
     -------
-    Cifar10
+    Dataset
         train_images (60000, 28, 28, 1) uint8, train_labels (60000,) int64 in
         0..9, the test split likewise with 10,000 images, class_names "0".."9".
 
@@ -253,7 +254,7 @@ def load_mnist(
 
 def load_fashion_mnist(
     root: str | os.PathLike | None = None, *, download: bool = True, progress: bool = True
-) -> Cifar10:
+) -> Dataset:
     """Load Fashion-MNIST from ``resolve_data_dir(root) / "fashion-mnist"``; as `load_mnist`.
 
     The files have the same names and format as MNIST's; the class names are
@@ -297,8 +298,8 @@ def _load(
     root,
     download: bool,
     progress: bool,
-) -> Cifar10:
-    """Locate (or download) the four files of one data set and read them into a Cifar10."""
+) -> Dataset:
+    """Locate (or download) the four files of one data set and read them into a Dataset."""
     root = resolve_data_dir(root)
     if root.exists() and not root.is_dir():
         raise DataError(f"{title} data folder {root} is a file, not a folder")
@@ -332,7 +333,7 @@ def _load(
             found[name] = target
     train = _read_split(found[TRAIN_IMAGES], found[TRAIN_LABELS])
     test = _read_split(found[TEST_IMAGES], found[TEST_LABELS])
-    return Cifar10(*train, *test, list(class_names))
+    return Dataset(*train, *test, list(class_names), name=folder_name, source={"data": folder_name})
 
 
 def _read_split(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
