@@ -795,3 +795,32 @@ def test_real_cifar10():
     np.testing.assert_array_equal(np.bincount(data.train_labels, minlength=10), [5000] * 10)
     np.testing.assert_array_equal(np.bincount(data.test_labels, minlength=10), [1000] * 10)
     assert len(data.class_names) == 10 and data.class_names[0] == "airplane"
+
+
+def test_standardize_takes_the_channel_count_from_the_data():
+    # One grey channel (MNIST-like) and four channels: no 3 anywhere.
+    rng = np.random.default_rng(3)
+    for c in (1, 4):
+        x = rng.integers(0, 256, (50, 6, 5, c), dtype=np.uint8)
+        p = Standardize().fit(x)
+        assert p.channels == c and p.mean.shape == (c,) and p.output_dim == 6 * 5 * c
+        f = x.astype(np.float64)
+        expect = (f - f.mean(axis=(0, 1, 2))) / f.std(axis=(0, 1, 2))
+        np.testing.assert_allclose(p.transform(x).reshape(x.shape), expect, atol=1e-5)
+        arrays, params = p.state()
+        again = preprocessing_from_state("standardize", arrays, params)
+        assert again.channels == c
+        np.testing.assert_array_equal(again.transform(x), p.transform(x))
+
+
+def test_standardize_refuses_flat_rows_without_a_channel_count():
+    # A 6-column table must not be averaged as if columns {0,3}, {1,4}, {2,5} were colours.
+    table = np.arange(60, dtype=np.float32).reshape(10, 6)
+    with pytest.raises(DataError, match="'columns'"):
+        Standardize().fit(table)
+    p = Standardize(channels=2).fit(table)
+    np.testing.assert_allclose(p.mean, [table[:, 0::2].mean(), table[:, 1::2].mean()])
+    with pytest.raises(DataError, match="set up for 3 channels"):
+        Standardize(channels=3).fit(np.zeros((4, 2, 2, 1), np.uint8))
+    with pytest.raises(ConfigError, match="channels"):
+        Standardize(channels=0)

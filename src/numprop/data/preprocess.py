@@ -2,10 +2,11 @@
 
 Per-channel standardisation, mean image, PCA/ZCA whitening.
 
-Every transform takes uint8 images (N, H, W, 3) (CIFAR-10: (N, 32, 32, 3)) or
-already-flat rows (N, H*W*3) in HWC order, and returns float32 (N, D). For
-Standardize and MeanImage D = H*W*3 and the columns keep the HWC order, so
-`x.reshape(N, H, W, 3)` gives images back. A fitted transform is described by
+Every transform takes uint8 images (N, H, W, C) (CIFAR-10: (N, 32, 32, 3);
+MNIST: (N, 28, 28, 1)) or already-flat rows (N, H*W*C) in HWC order, and
+returns float32 (N, D). For Standardize and MeanImage D = H*W*C and the columns
+keep the HWC order, so `x.reshape(N, H, W, C)` gives images back. The channel
+count C always comes from the data (or the saved state), never from a constant. A fitted transform is described by
 `state()` (NumPy arrays plus JSON-able parameters) so a model can be saved as
 .npz + JSON and rebuilt with `preprocessing_from_state`, never with pickle.
 """
@@ -33,7 +34,6 @@ __all__ = [
     "preprocessing_from_state",
 ]
 
-CHANNELS = 3
 _FIT_CHUNK = (
     1024  # images per block when fitting, to bound float64 temporaries (~25 MB for CIFAR-10)
 )
@@ -41,16 +41,14 @@ _TRANSFORM_CHUNK = 512  # rows per block in the whitening transforms
 
 
 def _as_rows(images: np.ndarray) -> np.ndarray:
-    """View images (N, H, W, 3) or rows (N, D) as rows (N, D), without copying when possible."""
+    """View images (N, H, W, C) or rows (N, D) as rows (N, D), without copying when possible."""
     if not isinstance(images, np.ndarray):
         images = np.asarray(images)
-    if images.ndim == 4 and images.shape[-1] == CHANNELS:
+    if images.ndim == 4:
         return images.reshape(images.shape[0], -1)
     if images.ndim == 2:
         return images
-    raise DataError(
-        f"expected images of shape (N, H, W, {CHANNELS}) or rows (N, D), got shape {images.shape}"
-    )
+    raise DataError(f"expected images (N, H, W, C) or rows (N, D), got shape {images.shape}")
 
 
 def _row_blocks(rows: np.ndarray, size: int = _FIT_CHUNK):
@@ -123,7 +121,7 @@ class Preprocessing:
     name : str
         The registered name ("standardize", "mean_image", "pca", "zca").
     input_dim : int or None
-        D, the values per input image (H*W*3); None until fitted.
+        D, the values per input image (H*W*C); None until fitted.
     """
 
     name: str = ""
@@ -137,7 +135,7 @@ class Preprocessing:
 
         Parameters
         ----------
-        images : ndarray, shape (N, H, W, 3) uint8, or rows (N, D)
+        images : ndarray, shape (N, H, W, C) uint8, or rows (N, D)
             N >= 2 training images.
 
         Raises
@@ -154,7 +152,7 @@ class Preprocessing:
 
         Parameters
         ----------
-        images : ndarray, shape (N, H, W, 3) uint8, or rows (N, D)
+        images : ndarray, shape (N, H, W, C) uint8, or rows (N, D)
             With the D the transform was fitted on; not modified.
         out : ndarray, shape (N, output_dim), float32, optional
             Receives the result; must not overlap ``images``.
@@ -207,7 +205,7 @@ class Preprocessing:
 
         Parameters
         ----------
-        images : ndarray, shape (N, H, W, 3) uint8, or rows (N, D)
+        images : ndarray, shape (N, H, W, C) uint8, or rows (N, D)
 
         Returns
         -------
@@ -288,7 +286,7 @@ class _AffinePerValue(Preprocessing):
 
         Parameters
         ----------
-        images : ndarray, shape (N, H, W, 3) uint8, or rows (N, D)
+        images : ndarray, shape (N, H, W, C) uint8, or rows (N, D)
         rows : ndarray of int, shape (B,)
             Must lie in [0, N): they are not checked here.
         out : ndarray, shape (B, D), float32, optional
@@ -308,68 +306,94 @@ class _AffinePerValue(Preprocessing):
 
 
 class Standardize(_AffinePerValue):
-    """Subtract the per-channel mean and divide by the per-channel std (the default).
+    """Subtract the per-channel mean and divide by the per-channel std (the default for images).
 
     Mean and std are over all training pixels of each channel, so
     ``out = (x - mean[c]) / std[c]`` for a value of channel c; a constant
-    channel (std 0) is only centred. The output keeps the input's D = H*W*3
+    channel (std 0) is only centred. The output keeps the input's D = H*W*C
     values in HWC order.
+
+    Parameters
+    ----------
+    channels : int, optional
+        C. Taken from the images' last axis when fitting on (N, H, W, C); needed
+        only to fit on rows that are already flat (N, H*W*C).
     """
 
     name = "standardize"
 
-    def __init__(self) -> None:
+    def __init__(self, channels: int | None = None) -> None:
         super().__init__()
-        self.mean: np.ndarray | None = None  # (3,) float64, per channel
-        self.std: np.ndarray | None = None  # (3,) float64, per channel
+        if channels is not None and (
+            isinstance(channels, bool) or not isinstance(channels, numbers.Integral) or channels < 1
+        ):
+            raise ConfigError(f"standardize: channels must be a positive integer, got {channels!r}")
+        self.channels = channels
+        self.mean: np.ndarray | None = None  # (C,) float64, per channel
+        self.std: np.ndarray | None = None  # (C,) float64, per channel
 
     def fit(self, images: np.ndarray) -> Standardize:
         """Compute the per-channel mean and std over all training pixels; returns ``self``.
 
         Parameters
         ----------
-        images : ndarray, shape (N, H, W, 3), or rows (N, D) in HWC order
-            N >= 2; D must be a multiple of 3.
+        images : ndarray, shape (N, H, W, C), or rows (N, D) in HWC order
+            N >= 2. Rows need ``channels`` and D a multiple of it.
 
         Raises
         ------
         DataError
-            For fewer than 2 images, or a shape that is not images or rows of
-            whole pixels.
+            For fewer than 2 images, flat rows without ``channels``, or a
+            width that is not whole pixels.
         """
-        rows = self._fit_rows(images)
-        if rows.shape[1] % CHANNELS:
+        images = np.asarray(images)
+        channels = self.channels
+        if images.ndim == 4:
+            if channels is not None and images.shape[-1] != channels:
+                raise DataError(
+                    f"standardize: set up for {channels} channels, got images with {images.shape[-1]}"
+                )
+            channels = images.shape[-1]
+        elif channels is None:
             raise DataError(
-                f"standardize: {rows.shape[1]} values per image is not a multiple of {CHANNELS} channels"
+                "standardize pools the values of each colour channel: fit it on images "
+                "(N, H, W, C), or give Standardize(channels=C) for flat rows; for a table "
+                "of features use 'columns'"
             )
-        count = rows.shape[0] * rows.shape[1] // CHANNELS
+        rows = self._fit_rows(images)
+        if rows.shape[1] % channels:
+            raise DataError(
+                f"standardize: {rows.shape[1]} values per image is not a multiple of {channels} channels"
+            )
+        count = rows.shape[0] * rows.shape[1] // channels
         # Two passes in float64 blocks: accurate, and never a full float64 copy of the data.
         # Summing over images first (contiguous, fast) and folding positions into
-        # channels afterwards is much faster than reducing a (-1, 3) view.
+        # channels afterwards is much faster than reducing a (-1, C) view.
         total = np.zeros(rows.shape[1])
         for block in _row_blocks(rows):
             total += block.sum(axis=0)
-        mean = total.reshape(-1, CHANNELS).sum(axis=0) / count
-        mean_row = np.tile(mean, rows.shape[1] // CHANNELS)
+        mean = total.reshape(-1, channels).sum(axis=0) / count
+        mean_row = np.tile(mean, rows.shape[1] // channels)
         sq = np.zeros(rows.shape[1])
         for block in _row_blocks(rows):
             block -= mean_row
             block *= block
             sq += block.sum(axis=0)
-        std = np.sqrt(sq.reshape(-1, CHANNELS).sum(axis=0) / count)
+        std = np.sqrt(sq.reshape(-1, channels).sum(axis=0) / count)
         self._set(mean, std, rows.shape[1])
         return self
 
     def _set(self, mean: np.ndarray, std: np.ndarray, input_dim: int) -> None:
-        """Store the fitted statistics and the (D,) shift and scale they give."""
+        """Store the fitted statistics (C,) and the (D,) shift and scale they give."""
         self.mean, self.std, self.input_dim = mean, std, input_dim
+        self.channels = mean.shape[0]
         safe_std = np.where(std > 0, std, 1.0)  # a constant channel is only centred
-        # HWC rows cycle through the channels fastest, so tiling the (3,) vectors lines them up.
-        self._shift = np.tile(mean, input_dim // CHANNELS).astype(np.float32)
-        self._scale = np.tile(1.0 / safe_std, input_dim // CHANNELS).astype(np.float32)
+        # HWC rows cycle through the channels fastest, so tiling the (C,) vectors lines them up.
+        self._shift = np.tile(mean, input_dim // self.channels).astype(np.float32)
+        self._scale = np.tile(1.0 / safe_std, input_dim // self.channels).astype(np.float32)
 
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
-        """Arrays {'mean', 'std'} (3,) and params {'input_dim'}."""
+        """Arrays {'mean', 'std'} (C,) and params {'input_dim'}."""
         if not self.fitted:
             raise ConfigError("standardize: state() called before fit()")
         return {"mean": self.mean.copy(), "std": self.std.copy()}, {
@@ -378,13 +402,17 @@ class Standardize(_AffinePerValue):
 
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], params: dict) -> Standardize:
-        """Rebuild a fitted Standardize from state()."""
+        """Rebuild a fitted Standardize from state(); C is the length of the saved mean."""
         input_dim = _param_int(params, "input_dim", cls.name)
-        mean = _state_array(arrays, "mean", (CHANNELS,), cls.name)
-        std = _state_array(arrays, "std", (CHANNELS,), cls.name)
-        if input_dim % CHANNELS:
+        mean = arrays.get("mean") if hasattr(arrays, "get") else None
+        mean = np.asarray(mean) if mean is not None else None
+        if mean is None or mean.ndim != 1 or mean.size == 0:
+            raise ConfigError("standardize state: array 'mean' missing or not a vector")
+        mean = _state_array(arrays, "mean", mean.shape, cls.name)
+        std = _state_array(arrays, "std", mean.shape, cls.name)
+        if input_dim % mean.size:
             raise ConfigError(
-                f"standardize state: input_dim {input_dim} is not a multiple of {CHANNELS}"
+                f"standardize state: input_dim {input_dim} is not a multiple of {mean.size} channels"
             )
         obj = cls()
         obj._set(mean.astype(np.float64), std.astype(np.float64), input_dim)
@@ -451,7 +479,7 @@ class StandardizeColumns(_AffinePerValue):
         """Rebuild a fitted StandardizeColumns from state()."""
         mean = np.asarray(arrays.get("mean")) if "mean" in arrays else None
         if mean is None or mean.ndim != 1 or mean.size == 0:
-            raise ConfigError("columns state: 'mean' missing or not a vector")
+            raise ConfigError("columns state: array 'mean' missing or not a vector")
         std = _state_array(arrays, "std", mean.shape, cls.name)
         obj = cls()
         obj._set(
@@ -482,7 +510,7 @@ class MeanImage(_AffinePerValue):
 
         Parameters
         ----------
-        images : ndarray, shape (N, H, W, 3), or rows (N, D)
+        images : ndarray, shape (N, H, W, C), or rows (N, D)
             N >= 2.
 
         Raises
@@ -615,7 +643,7 @@ class PCAWhiten(Preprocessing):
 
         Parameters
         ----------
-        images : ndarray, shape (N, H, W, 3) uint8, or rows (N, D)
+        images : ndarray, shape (N, H, W, C) uint8, or rows (N, D)
             N >= 2. The covariance is (D, D) float64: 75 MB for CIFAR-10.
 
         Returns
@@ -714,7 +742,7 @@ class PCAWhiten(Preprocessing):
             raise ConfigError(f"{cls.name} state: bad parameters: {exc}") from exc
         mean = np.asarray(arrays.get("mean")) if "mean" in arrays else None
         if mean is None or mean.ndim != 1:
-            raise ConfigError(f"{obj.name} state: 'mean' missing or not a vector")
+            raise ConfigError(f"{obj.name} state: array 'mean' missing or not a vector")
         d = mean.shape[0]
         k = d if obj.zca or obj.n_components is None else obj.n_components
         components = _state_array(arrays, "components", (d, k), obj.name)
