@@ -254,8 +254,8 @@ def _read_bin_batch(
     np.copyto(images_out, records[:, 1:].reshape(n_records, 3, 32, 32).transpose(0, 2, 3, 1))
 
 
-def _read_meta_txt(path: Path) -> list[str]:
-    """Read the ten class names, one a line, from batches.meta.txt."""
+def _read_meta_txt(path: Path, n_classes: int = NUM_CLASSES) -> list[str]:
+    """Read `n_classes` class names, one a line, from a names file (CIFAR-10: batches.meta.txt)."""
     if not path.is_file():
         raise DataError(f"{path.name}: missing (expected it in {path.parent})")
     try:
@@ -265,9 +265,9 @@ def _read_meta_txt(path: Path) -> list[str]:
     except UnicodeDecodeError as exc:
         raise DataError(f"{path.name}: not UTF-8 text ({exc}) [{path}]") from exc
     names = [line.strip() for line in text.splitlines() if line.strip()]
-    if len(names) != NUM_CLASSES:
+    if len(names) != n_classes:
         raise DataError(
-            f"{path.name}: expected {NUM_CLASSES} class names, one a line, found {len(names)} [{path}]"
+            f"{path.name}: expected {n_classes} class names, one a line, found {len(names)} [{path}]"
         )
     return names
 
@@ -630,13 +630,24 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
         )
 
 
-def _extract_binary_archive(archive: Path, root: Path) -> None:
-    """Extract only the expected batch files into root/cifar-10-batches-bin, all or nothing."""
-    target = root / BIN_FOLDER
-    wanted = _expected_members()
+def _extract_binary_archive(
+    archive: Path,
+    root: Path,
+    *,
+    folder: str = BIN_FOLDER,
+    members: set[str] | None = None,
+    title: str = "CIFAR-10",
+) -> None:
+    """Extract only the expected files into root/`folder`, all or nothing.
+
+    `members` are the archive paths to extract (default: CIFAR-10's batch files);
+    `title` names the data set in messages. CIFAR-100 passes its own.
+    """
+    target = root / folder
+    wanted = _expected_members() if members is None else set(members)
     # Extract into a hidden temporary folder and rename it at the end, so that an
     # interrupted extraction never leaves a folder that looks complete.
-    tmp = Path(tempfile.mkdtemp(prefix=".cifar-10-extract-", dir=root))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{title.lower()}-extract-", dir=root))
     try:
         try:
             with tarfile.open(archive, "r:gz") as tar:
@@ -651,7 +662,7 @@ def _extract_binary_archive(archive: Path, root: Path) -> None:
                 missing = sorted(wanted - found.keys())
                 if missing:
                     raise DataError(
-                        f"{archive.name}: not the CIFAR-10 binary archive: missing {', '.join(missing)}"
+                        f"{archive.name}: not the {title} binary archive: missing {', '.join(missing)}"
                     )
                 for member_name, m in found.items():
                     if not m.isreg():
