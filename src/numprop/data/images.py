@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from numprop.errors import DataError
+from numprop.errors import ConfigError, DataError
 
 __all__ = ["IMAGE_SIZE", "read_images", "write_png"]
 
@@ -44,8 +44,10 @@ def _to_rgb(img):
     return img.convert("RGB")
 
 
-def read_images(paths: Iterable[str | os.PathLike]) -> np.ndarray:
-    """Decode image files into uint8 (N, 32, 32, 3) RGB, stretching any other size to 32x32.
+def read_images(
+    paths: Iterable[str | os.PathLike], *, size: tuple[int, int] = IMAGE_SIZE
+) -> np.ndarray:
+    """Decode image files into uint8 (N, H, W, 3) RGB, stretching any other size to ``size``.
 
     Reads any format Pillow reads; greyscale, palette and alpha images become
     RGB, and JPEG/TIFF EXIF orientation is applied. A missing or undecodable
@@ -56,21 +58,25 @@ def read_images(paths: Iterable[str | os.PathLike]) -> np.ndarray:
     ----------
     paths : path-like or iterable of path-like
         One file, or N files.
+    size : (int, int), optional
+        (height, width) H, W of the result; by default 32x32, the CIFAR-10 size.
 
     Returns
     -------
-    ndarray, shape (N, 32, 32, 3), uint8
+    ndarray, shape (N, H, W, 3), uint8
         In the order of ``paths``, HWC like the CIFAR-10 arrays.
 
     Raises
     ------
     DataError
         For a missing, non-regular or unreadable file, or a decompression bomb.
+    ConfigError
+        If ``size`` is not two positive integers.
     """
     from PIL import Image, ImageOps
 
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
-    height, width = IMAGE_SIZE
+    height, width = _check_size(size)
     out = np.empty((len(paths), height, width, 3), dtype=np.uint8)
     for i, path in enumerate(paths):
         if not path.exists():
@@ -96,6 +102,20 @@ def read_images(paths: Iterable[str | os.PathLike]) -> np.ndarray:
             # some plugins raise SyntaxError/ValueError on corrupt headers.
             raise DataError(f"{path}: not an image Pillow can read ({exc})") from None
     return out
+
+
+def _check_size(size) -> tuple[int, int]:
+    """``size`` as (height, width) positive ints; a ConfigError otherwise."""
+    try:
+        height, width = size
+        ok = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in size)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or height < 1 or width < 1:
+        raise ConfigError(
+            f"image size must be (height, width), two positive integers, got {size!r}"
+        )
+    return int(height), int(width)
 
 
 def write_png(path: str | os.PathLike, image_u8: np.ndarray) -> Path:
