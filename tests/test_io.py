@@ -141,6 +141,7 @@ def test_v2_round_trip_gives_identical_predictions_and_fields(saved):
         "config",
         "history",
         "training",
+        "inputs",
     ]
     np.testing.assert_array_equal(loaded.predict_proba(images), expected)
     assert loaded.class_names == ["a", "b", "c"] and loaded.config == {"hidden": [6]}
@@ -633,3 +634,29 @@ def test_registered_custom_layer_round_trips(tmp_path, scale_registered):
     refused(bad, r"factor = 'half' is not float")
     LAYERS._entries.pop(scale_registered)  # as in a program that forgot to register
     refused(path, f"unknown layer type '{scale_registered}'")
+
+
+def test_inputs_are_saved_and_a_file_without_them_means_cifar10_images(tmp_path):
+    model = npp.models.mlp([4, 3, 2], rng=0)
+    table = {"kind": "table", "width": 4, "columns": ["a", "b", "c", "d"]}
+    assert load(save(tmp_path / "t.npz", model, inputs=table)).inputs == table
+    images = {"kind": "images", "shape": [2, 2, 1]}
+    assert load(save(tmp_path / "i.npz", model, inputs=images)).inputs == images
+    # Written before inputs were recorded: what those models were trained on.
+    assert load(save(tmp_path / "old.npz", model)).inputs == {"kind": "images", "shape": [32, 32, 3]}
+
+
+@pytest.mark.parametrize(
+    "inputs, message",
+    [
+        ({"kind": "audio"}, "inputs must be an object of kind"),
+        ({"kind": "images", "shape": [32, 32]}, "inputs.shape must be"),
+        ({"kind": "images", "shape": [32, 32, "3"]}, "inputs.shape must be"),
+        ({"kind": "table", "width": 0}, "inputs.width must be"),
+        ({"kind": "table", "width": 4, "columns": ["a"]}, "inputs.columns must be a list of 4"),
+    ],
+)
+def test_bad_inputs_are_refused_on_save(tmp_path, inputs, message):
+    with pytest.raises(npp.ConfigError, match=message):
+        save(tmp_path / "m.npz", npp.models.mlp([4, 3, 2], rng=0), inputs=inputs)
+    assert not (tmp_path / "m.npz").exists()

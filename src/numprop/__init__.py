@@ -11,9 +11,11 @@ Importing numprop only defines things: BLAS and the compiled kernels are
 looked up on first use, and settings live in ``numprop.config``.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from numprop import config, nn
+from numprop.data.catalog import DATASETS, load_data
+from numprop.data.dataset import Dataset
 from numprop.errors import ConfigError, DataError, NumpropError, TrainingError
 from numprop.nn import models
 from numprop.nn.gradcheck import GradcheckReport, gradcheck
@@ -48,6 +50,7 @@ from numprop.training.callbacks import (
     NaNGuard,
     ProgressBar,
 )
+from numprop.training.experiment import TrainConfig, train
 from numprop.training.io import SavedModel, load, save
 from numprop.training.trainer import Callback, History, Trainer
 
@@ -97,6 +100,11 @@ __all__ = [
     "save",
     "load",
     "SavedModel",
+    "Dataset",
+    "DATASETS",
+    "load_data",
+    "TrainConfig",
+    "train",
     "NumpropError",
     "DataError",
     "ConfigError",

@@ -1,4 +1,4 @@
-"""The `numprop` command: train, evaluate, predict, plot, gradcheck.
+"""The `numprop` command: train, evaluate, predict, plot, gradcheck, info.
 
 ``main(argv)`` parses arguments, builds a configuration and calls the library;
 tests call it directly. Bad input ends with one line on stderr and exit code 2,
@@ -11,7 +11,7 @@ import argparse
 import contextlib
 import sys
 import time
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = TrainConfig()
     parser = _Parser(
-        prog="numprop", description="Neural networks from scratch in NumPy, on CIFAR-10."
+        prog="numprop",
+        description="Neural networks from scratch in NumPy: CIFAR-10, MNIST, ... or your own data.",
     )
     from numprop import __version__
 
@@ -73,9 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser(
         "train",
-        help="train a network on CIFAR-10 and report test accuracy",
-        description="Train a multi-layer perceptron on CIFAR-10. Defaults: the "
-        "two-layer network (one hidden ReLU layer of 1000 units, softmax output).",
+        help="train a network (CIFAR-10 by default, or --data) and report test accuracy",
+        description="Train a multi-layer perceptron on a named data set or your own "
+        ".npz, .csv or image folder. Defaults: CIFAR-10 and the two-layer network "
+        "(one hidden ReLU layer of 1000 units, softmax output).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     arch = t.add_argument_group("architecture")
@@ -110,21 +112,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="early stopping after this many epochs without improvement (0: off)",
     )
     data = t.add_argument_group("data")
+    _data_arguments(data, default=d.data)
     data.add_argument(
-        "--data-dir",
+        "--image-size",
+        type=_positive_int,
+        default=d.image_size,
+        metavar="PIXELS",
+        help="side that the images of a folder are resized to",
+    )
+    data.add_argument(
+        "--preprocessing",
+        choices=PREPROCESSING.names(),
         default=None,
-        help="folder holding cifar-10-batches-bin/ (default: $NUMPROP_DATA_DIR, "
-        "else ~/.cache/numprop, downloaded if missing)",
+        help="default: standardize (per channel) for images, columns for tables",
     )
     data.add_argument(
-        "--no-download",
-        dest="download",
-        action="store_false",
-        help="fail instead of downloading CIFAR-10",
-    )
-    data.add_argument("--preprocessing", choices=PREPROCESSING.names(), default=d.preprocessing)
-    data.add_argument(
-        "--no-flip", dest="flip", action="store_false", help="no random horizontal flips"
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random horizontal flips of training images (default: where the data set "
+        "allows them, e.g. CIFAR yes, digits no)",
     )
     data.add_argument(
         "--crop",
@@ -137,14 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--val-size",
         type=_nonneg_int,
         default=d.val_size,
-        help="validation images held out of the training set (0: none)",
+        help="validation examples held out of the training set (0: none)",
+    )
+    data.add_argument(
+        "--test-fraction",
+        type=_float,
+        default=d.test_fraction,
+        help="share held out as the test set when the data has no test split",
     )
     data.add_argument(
         "--limit",
         type=_positive_int,
         default=None,
         metavar="N",
-        help="train on a stratified subset of N images (quick runs)",
+        help="train on a stratified subset of N examples (quick runs)",
     )
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<timestamp>)")
@@ -159,23 +172,30 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     e = sub.add_parser(
-        "evaluate", help="test accuracy, per-class precision/recall, confusion matrix"
+        "evaluate",
+        help="test accuracy, per-class precision/recall, confusion matrix",
+        description="Evaluate a model on the test split of its own data set, or on --data: "
+        "a named data set's test split, or every example of a file (its X_test/y_test "
+        "when an .npz has them, or an image folder's test/ part).",
     )
     e.add_argument("model", type=Path, help="a model .npz (or a run folder)")
-    e.add_argument("--data-dir", default=None)
-    e.add_argument("--no-download", dest="download", action="store_false")
+    _data_arguments(e, default=None)
 
-    p = sub.add_parser("predict", help="top-3 classes for PNG or JPEG images")
+    p = sub.add_parser(
+        "predict",
+        help="the most likely classes of images, or of the rows of .csv / .npz files",
+    )
     p.add_argument("model", type=Path, help="a model .npz (or a run folder)")
-    p.add_argument("images", type=Path, nargs="+")
+    p.add_argument("inputs", type=Path, nargs="+", metavar="FILE", help="images, .csv or .npz")
     p.add_argument("--top", type=_positive_int, default=3)
 
     pl = sub.add_parser(
-        "plot", help="figures of a run: curves, confusion matrix, weights, mistakes"
+        "plot",
+        help="figures of a run: curves, confusion matrix, weights, mistakes",
+        description="Draw a run's figures from what `numprop train` saved in its "
+        "folder; never loads or downloads a data set.",
     )
     pl.add_argument("run", type=Path, help="a run folder written by `numprop train`")
-    pl.add_argument("--data-dir", default=None)
-    pl.add_argument("--no-download", dest="download", action="store_false")
 
     g = sub.add_parser(
         "gradcheck",
@@ -209,6 +229,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _data_arguments(group, default: str | None) -> None:
+    """--data, --target, --data-dir and --no-download: where the examples come from."""
+    from numprop.data.catalog import DATASETS
+
+    group.add_argument(
+        "--data",
+        default=default,
+        metavar="NAME|PATH",
+        help=f"a data set ({', '.join(DATASETS.names())}) or your own .npz "
+        "(X, y, optional X_test, y_test), .csv (with --target) or image folder "
+        "(one subfolder per class)" + ("" if default else "; default: the model's own data set"),
+    )
+    group.add_argument("--target", default=None, metavar="COLUMN", help="label column of a .csv")
+    group.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding the named data sets (default: $NUMPROP_DATA_DIR, "
+        "else ~/.cache/numprop; downloaded if missing)",
+    )
+    group.add_argument(
+        "--no-download",
+        dest="download",
+        action="store_false",
+        help="fail instead of downloading a named data set",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -229,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_train(args) -> int:
-    from numprop.training.experiment import TrainConfig, train_cifar10
+    from numprop.training.experiment import TrainConfig, train
 
     names = {f.name for f in fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
@@ -238,18 +285,11 @@ def cmd_train(args) -> int:
     out = args.resume or args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
-    result = train_cifar10(config, out, resume=args.resume is not None, progress=not args.quiet)
-    model_path, data = result.model_path, result.data
-    del result
+    result = train(config, out, resume=args.resume is not None, progress=not args.quiet)
+    model_path = result.model_path
+    del result  # let the data go before drawing
     if args.plots:
-        # The plots need the test split only: let the 150 MB of training images go first.
-        test_only = replace(
-            data,
-            train_images=data.train_images[:0].copy(),
-            train_labels=data.train_labels[:0].copy(),
-        )
-        del data
-        written = make_plots(out, data=test_only)
+        written = make_plots(out)
         print(f"plots: {', '.join(p.name for p in written)}")
     print(f"saved the model to {model_path} and the run to {out}/")
     return 0
@@ -263,13 +303,44 @@ def _model_path(path: Path) -> Path:
     return path
 
 
-def _test_predictions(saved, data_dir, download, data=None):
-    from numprop.data.cifar10 import load_cifar10
+def _evaluation_data(saved, args):
+    """(inputs, class indices, measure, what they are) to evaluate ``saved`` on, as ``args`` say."""
+    from numprop.data.catalog import load_data
 
-    if data is None:
-        data = load_cifar10(data_dir, download=download)
-    probs = saved.predict_proba(data.test_images)
-    return data, probs
+    own = saved.config or {}
+    data = args.data if args.data is not None else own.get("data", "cifar10")
+    dataset = load_data(
+        data,
+        data_dir=args.data_dir if args.data_dir is not None else own.get("data_dir"),
+        download=args.download,
+        target=args.target if args.target is not None else own.get("target"),
+        # images of a folder are resized to what the model takes
+        image_size=saved.inputs["shape"][0] if saved.inputs["kind"] == "images" else 32,
+        class_names=saved.class_names or None,
+    )
+    if dataset.test_x is not None:
+        return dataset.test_x, dataset.test_y, "test accuracy", f"the {dataset.name} test set"
+    if args.data is None:
+        raise ConfigError(
+            f"the model's data ({data}) has no separate test split (its run held one out: "
+            "see summary.json); pass --data FILE with the examples to evaluate on"
+        )
+    return dataset.train_x, dataset.train_y, "accuracy", f"all of {dataset.name}"
+
+
+def _check_inputs(saved, x) -> None:
+    """A one-line error when inputs are not what the model was trained on."""
+    inputs = saved.inputs
+    if inputs["kind"] == "images":
+        if x.ndim != 4 or list(x.shape[1:]) != inputs["shape"]:
+            raise ConfigError(
+                f"the model takes images of shape {tuple(inputs['shape'])}, "
+                f"got {'images' if x.ndim == 4 else 'rows'} of shape {x.shape[1:]}"
+            )
+    elif x.ndim != 2 or x.shape[1] != inputs["width"]:
+        raise ConfigError(
+            f"the model takes rows of {inputs['width']} features, got shape {x.shape[1:]}"
+        )
 
 
 def cmd_evaluate(args) -> int:
@@ -281,37 +352,47 @@ def cmd_evaluate(args) -> int:
     )
 
     saved = load(_model_path(args.model))
-    data, probs = _test_predictions(saved, args.data_dir, args.download)
-    pred = probs.argmax(axis=1)
-    cm = confusion_matrix(data.test_labels, pred, len(data.class_names))
-    print(f"test accuracy {100 * accuracy(data.test_labels, pred):.2f}% on {len(pred):,} images")
-    print(classification_report(cm, data.class_names))
-    print("confusion matrix (rows: true class, columns: predicted)")
-    width = max(len(n) for n in data.class_names)
-    print(" " * (width + 1) + " ".join(f"{n[:5]:>5}" for n in data.class_names))
-    for name, row in zip(data.class_names, cm):
-        print(f"{name:>{width}} " + " ".join(f"{v:>5}" for v in row))
+    x, y, measure, what = _evaluation_data(saved, args)
+    _check_inputs(saved, x)
+    names = saved.class_names or [str(i) for i in range(saved.model[-1].out_features)]
+    pred = saved.predict_proba(x).argmax(axis=1)
+    cm = confusion_matrix(y, pred, len(names))
+    print(f"{measure} {100 * accuracy(y, pred):.2f}% on {len(pred):,} examples ({what})")
+    print(classification_report(cm, names))
+    if len(names) <= 20:  # beyond that the matrix is a wall of numbers: plot it instead
+        print("confusion matrix (rows: true class, columns: predicted)")
+        width = max(len(n) for n in names)
+        print(" " * (width + 1) + " ".join(f"{n[:5]:>5}" for n in names))
+        for name, row in zip(names, cm):
+            print(f"{name:>{width}} " + " ".join(f"{v:>5}" for v in row))
     return 0
 
 
 def cmd_predict(args) -> int:
-    from numprop.data.images import read_images
+    from numprop.data.files import read_inputs
     from numprop.training.io import load
 
     saved = load(_model_path(args.model))
-    probs = saved.predict_proba(read_images(args.images))
+    inputs = saved.inputs
+    x, rows = read_inputs(
+        args.inputs,
+        image_shape=tuple(inputs["shape"]) if inputs["kind"] == "images" else None,
+        columns=inputs.get("columns") if inputs["kind"] == "table" else None,
+    )
+    _check_inputs(saved, x)
+    probs = saved.predict_proba(x)
     names = saved.class_names or [str(i) for i in range(probs.shape[1])]
-    for path, p in zip(args.images, probs):
+    for row, p in zip(rows, probs):
         top = np.argsort(p)[::-1][: args.top]
-        print(f"{path}: " + ", ".join(f"{names[i]} {100 * p[i]:.1f}%" for i in top))
+        print(f"{row}: " + ", ".join(f"{names[i]} {100 * p[i]:.1f}%" for i in top))
     return 0
 
 
-def make_plots(run: Path, data_dir=None, download=True, data=None) -> list[Path]:
-    """Write the figures of a run folder; returns the paths written.
+def make_plots(run: Path) -> list[Path]:
+    """Write the figures of a run folder from what it saved; returns the paths written.
 
-    ``data``: CIFAR-10 already in memory; otherwise it is loaded from ``data_dir``
-    (by default the run's own).
+    Reads ``model.npz`` (history, weights, class names) and ``predictions.npz``
+    (the test predictions and mistakes); never the data set.
     """
     from numprop.plots import (
         plot_confusion,
@@ -321,36 +402,50 @@ def make_plots(run: Path, data_dir=None, download=True, data=None) -> list[Path]
     )
     from numprop.training.io import load
     from numprop.training.metrics import confusion_matrix
+    from numprop.training.predictions import read_predictions
 
     saved = load(_model_path(run))
     run = run if run.is_dir() else run.parent
     written = [plot_history(saved.history, run / "curves.png")]
-    data, probs = _test_predictions(
-        saved, data_dir if data_dir is not None else saved.config.get("data_dir"), download, data
-    )
-    pred = probs.argmax(axis=1)
-    cm = confusion_matrix(data.test_labels, pred, len(data.class_names))
-    written.append(plot_confusion(cm, data.class_names, run / "confusion.png"))
-    # First-layer weights that are not images (e.g. after PCA): nothing to show.
-    with contextlib.suppress(ConfigError):
-        written.append(plot_first_layer(saved.model[0].weight.data, run / "weights.png"))
-    written.append(
-        plot_misclassified(
-            data.test_images,
-            data.test_labels,
-            pred,
-            data.class_names,
-            run / "mistakes.png",
-            probs=probs,
+    names = saved.class_names or [str(i) for i in range(saved.model[-1].out_features)]
+    if not (run / "predictions.npz").is_file():
+        raise ConfigError(
+            f"{run} has no predictions.npz (runs of numprop before 0.3 did not save it): "
+            "only curves.png was drawn; `numprop evaluate` still works on it"
         )
-    )
+    found = read_predictions(run / "predictions.npz")
+    cm = confusion_matrix(found.y_true, found.y_pred, len(names))
+    written.append(plot_confusion(cm, names, run / "confusion.png"))
+    if saved.inputs["kind"] == "images":
+        # First-layer weights that are not images (e.g. after PCA): nothing to show.
+        with contextlib.suppress(ConfigError):
+            written.append(
+                plot_first_layer(
+                    saved.model[0].weight.data,
+                    run / "weights.png",
+                    image_shape=saved.inputs["shape"],
+                )
+            )
+    if found.mistake_images is not None:
+        idx = found.mistake_index
+        written.append(
+            plot_misclassified(
+                found.mistake_images,
+                found.y_true[idx],
+                found.y_pred[idx],
+                names,
+                run / "mistakes.png",
+                probs=found.mistake_probs,
+                counts=(int((found.y_true != found.y_pred).sum()), len(found.y_true)),
+            )
+        )
     return written
 
 
 def cmd_plot(args) -> int:
     if not args.run.is_dir():
         raise ConfigError(f"{args.run} is not a run folder")
-    for path in make_plots(args.run, args.data_dir, args.download):
+    for path in make_plots(args.run):
         print(path)
     return 0
 

@@ -228,10 +228,13 @@ def plot_misclassified(
     path: str | os.PathLike,
     max_images: int = 36,
     probs=None,
+    counts: tuple[int, int] | None = None,
 ) -> Path:
-    """Grid of the first ``max_images`` misclassified images (N, 32, 32, 3) uint8, titled true / pred; returns the Path.
+    """Grid of the first ``max_images`` misclassified images (N, H, W, C) uint8, titled true / pred; returns the Path.
 
     With ``probs`` (N, C) the title also gives the predicted class's probability.
+    ``counts`` = (misclassified, total) when ``images`` are a sample of a larger
+    set (a run saves only its first mistakes); by default they are counted here.
     If nothing is misclassified the figure says so.
     """
     images = np.asarray(images)
@@ -271,6 +274,7 @@ def plot_misclassified(
 
     wrong = np.flatnonzero(t != p)
     shown = wrong[: int(max_images)]
+    n_wrong, n_total = (wrong.size, n) if counts is None else (int(counts[0]), int(counts[1]))
     plt = _pyplot()
     if shown.size == 0:
         fig, ax = plt.subplots(figsize=(5, 2))
@@ -278,7 +282,7 @@ def plot_misclassified(
         ax.text(
             0.5,
             0.5,
-            f"No misclassified examples\n({n} of {n} correct)",
+            f"No misclassified examples\n({n_total} of {n_total} correct)",
             ha="center",
             va="center",
             fontsize=12,
@@ -304,7 +308,8 @@ def plot_misclassified(
             title += f" ({float(probs[k, p[k]]):.0%})"
         ax.set_title(title, fontsize=8)
     fig.suptitle(
-        f"Misclassified: {wrong.size} of {n} ({wrong.size / max(n, 1):.1%}), showing {shown.size}",
+        f"Misclassified: {n_wrong} of {n_total} ({n_wrong / max(n_total, 1):.1%}), "
+        f"showing {shown.size}",
         fontsize=10,
     )
     return _save(fig, path)

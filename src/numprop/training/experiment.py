@@ -1,7 +1,10 @@
-"""Train and evaluate a network on CIFAR-10 from one configuration: what `numprop train` runs.
+"""Train and evaluate a network on any data set from one configuration: what `numprop train` runs.
 
 The CLI turns arguments into a ``TrainConfig``; this module turns names into
 objects (the one place that does) and runs data -> model -> Trainer -> saved run.
+The data is a named data set (CIFAR-10 by default, MNIST, ...) or a user's
+.npz, .csv or image folder; images and tables take the same path, with the
+batcher and preprocessing that suit each.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from numprop.data.batches import Augment, BatchLoader, stratified_split
-from numprop.data.cifar10 import Cifar10, load_cifar10
-from numprop.data.preprocess import PREPROCESSING
+from numprop.data.batches import ArrayLoader, Augment, BatchLoader, stratified_split
+from numprop.data.catalog import load_data
+from numprop.data.dataset import Dataset
+from numprop.data.preprocess import PREPROCESSING, Preprocessing
 from numprop.errors import ConfigError
 from numprop.nn import models
 from numprop.nn.layers import ACTIVATIONS
@@ -33,7 +37,8 @@ from numprop.training.callbacks import (
     ProgressBar,
     atomic_write_text,
 )
-from numprop.training.io import load, save
+from numprop.training.io import SavedModel, load, save
+from numprop.training.predictions import write_predictions
 from numprop.training.trainer import Callback, Trainer
 
 
@@ -71,26 +76,39 @@ class TrainConfig:
     batch_size : int, default 128
     label_smoothing : float, default 0.0
     loss : str, default "softmax_cross_entropy"
-    flip : bool, default True
-        Random horizontal flips of training images.
+    flip : bool, optional
+        Random horizontal flips of training images; by default on where the
+        data set says flips keep the class (CIFAR), off otherwise (digits,
+        your own images, tables).
     crop : int, default 0
         Padding for random crops of training images, in pixels; 0 for none.
-    preprocessing : str, default "standardize"
-        A registered preprocessing name.
+    preprocessing : str, optional
+        A registered preprocessing name; by default "standardize" (per
+        channel) for images and "columns" (per column) for tables.
     val_size : int, default 5000
-        Training images held out for validation (at most a fifth); 0 for none.
+        Training examples held out for validation (at most a fifth); 0 for none.
+    test_fraction : float, default 0.2
+        For data without a test split (a .csv, an .npz without X_test): the
+        stratified fraction held out as the test set, in (0, 0.5].
     patience : int, default 0
         Early-stopping patience in epochs; 0 turns early stopping off.
     seed : int, default 0
         Seed of the one generator behind weights, split, shuffling, augmentation
         and dropout.
     limit : int, optional
-        Train on a stratified subset of this many images (>= 10; the test set
-        shrinks to a fifth of it, at least 10).
+        Train on a stratified subset of this many examples (>= 10; the test
+        set shrinks to a fifth of it, at least 10).
+    data : str, default "cifar10"
+        A named data set ("cifar10", "cifar100", "mnist", "fashion-mnist") or
+        the path of an .npz, a .csv or an image folder.
+    target : str, optional
+        The label column of a .csv.
+    image_size : int, default 32
+        Side, in pixels, that the images of a folder are resized to.
     data_dir : str, optional
-        The CIFAR-10 folder (``resolve_data_dir`` by default).
+        Where named data sets live (``resolve_data_dir`` by default).
     download : bool, default True
-        Download CIFAR-10 when it is not there.
+        Download a named data set when it is not there.
     """
 
     hidden: list[int] = field(default_factory=lambda: [1000])
@@ -108,13 +126,17 @@ class TrainConfig:
     batch_size: int = 128
     label_smoothing: float = 0.0
     loss: str = "softmax_cross_entropy"
-    flip: bool = True
+    flip: bool | None = None
     crop: int = 0
-    preprocessing: str = "standardize"
+    preprocessing: str | None = None
     val_size: int = 5000
+    test_fraction: float = 0.2
     patience: int = 0
     seed: int = 0
     limit: int | None = None
+    data: str = "cifar10"
+    target: str | None = None
+    image_size: int = 32
     data_dir: str | None = None
     download: bool = True
 
@@ -126,16 +148,18 @@ class TrainConfig:
             (OPTIMIZERS, self.optimizer),
             (SCHEDULES, self.schedule),
             (ACTIVATIONS, self.activation),
-            (PREPROCESSING, self.preprocessing),
             (LOSSES, self.loss),
         ):
             registry.get(name)  # a ConfigError that names the choices
+        if self.preprocessing is not None:
+            PREPROCESSING.get(self.preprocessing)
         for name, value, low in (
             ("epochs", self.epochs, 1),
             ("batch size", self.batch_size, 1),
             ("validation size", self.val_size, 0),
             ("crop", self.crop, 0),
             ("patience", self.patience, 0),
+            ("image size", self.image_size, 1),
         ):
             if value < low:
                 raise ConfigError(f"{name} must be at least {low}, got {value}")
@@ -145,6 +169,10 @@ class TrainConfig:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if not self.lr > 0:
             raise ConfigError(f"learning rate must be positive, got {self.lr}")
+        if not 0.0 < self.test_fraction <= 0.5:
+            raise ConfigError(f"test fraction must be in (0, 0.5], got {self.test_fraction}")
+        if not isinstance(self.data, str) or not self.data:
+            raise ConfigError(f"data must be a data set name or a path, got {self.data!r}")
 
 
 def make_optimizer(config: TrainConfig, model) -> Optimizer:
@@ -227,7 +255,7 @@ class RunResult:
         Wall-clock time of the whole run.
     history : list of dict
         The per-epoch records.
-    data : Cifar10
+    data : Dataset
         The data set as loaded.
     """
 
@@ -237,10 +265,117 @@ class RunResult:
     test_acc: float
     seconds: float
     history: list[dict]
-    data: Cifar10  # the data set as loaded, so callers need not read it again
+    data: Dataset  # the data set as loaded, so callers need not read it again
 
 
-def train_cifar10(
+@dataclass
+class Splits:
+    """The examples a run uses: train and validation indices into ``x``, and the test set.
+
+    Attributes
+    ----------
+    x, y : ndarray
+        The examples that training and validation draw from (N, ...) and their labels (N,).
+    train_idx, val_idx : ndarray of int64
+        Disjoint indices into ``x``; ``val_idx`` may be empty.
+    test_x, test_y : ndarray
+        The test set, used once, at the end.
+    held_out_test : bool
+        True when the test set was held out of ``x`` (the data had none of its own).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    held_out_test: bool
+
+
+def split_data(data: Dataset, config: TrainConfig, rng: np.random.Generator) -> Splits:
+    """Draw the run's test, train and validation sets from a data set, stratified, from ``rng``.
+
+    Data without a test split gives ``config.test_fraction`` of its examples
+    to the test set. ``config.limit`` then shrinks training to that many
+    examples and the test set to a fifth of it; the validation set is
+    ``config.val_size`` examples (at most a fifth) of what is left.
+    """
+    x, y = data.train_x, data.train_y
+    held_out = data.test_x is None
+    if held_out:
+        n_test = max(1, round(config.test_fraction * len(y)))
+        if len(y) - n_test < 2:
+            raise ConfigError(f"{data.name}: {len(y)} examples are too few to hold out a test set")
+        keep, test_idx = stratified_split(y, n_test, rng)
+        test_x, test_y = x[test_idx], y[test_idx]
+        x, y = x[keep], y[keep]
+    else:
+        test_x, test_y = data.test_x, data.test_y
+    if config.limit is not None:
+        x, y = subset(x, y, config.limit, rng)
+        test_x, test_y = subset(test_x, test_y, max(10, config.limit // 5), rng)
+    n_val = min(config.val_size, len(y) // 5) if config.val_size else 0
+    train_idx, val_idx = stratified_split(y, n_val, rng)
+    return Splits(x, y, train_idx, val_idx, test_x, test_y, held_out)
+
+
+def make_preprocessing(data: Dataset, config: TrainConfig) -> Preprocessing:
+    """The configured preprocessing, unfitted; by default per channel for images, per column for tables."""
+    name = config.preprocessing or ("standardize" if data.is_images else "columns")
+    return PREPROCESSING.create(name)
+
+
+def make_batches(data: Dataset, splits: Splits, pre: Preprocessing, config, rng):
+    """(train, validation or None, test) batch iterables of preprocessed float32 rows.
+
+    Images are batched by ``BatchLoader`` (augmented, then preprocessed batch by
+    batch); tables are preprocessed once and batched by ``ArrayLoader``.
+    """
+    flip = data.flip if config.flip is None else config.flip
+    if not data.is_images:
+        if config.flip or config.crop:
+            raise ConfigError(f"{data.name} is a table: flips and crops apply to images only")
+        rows = pre.transform(splits.x)  # (N, D) float32, once
+        train = ArrayLoader(
+            rows, splits.y, config.batch_size, rng=rng, indices=splits.train_idx, shuffle=True
+        )
+        val = (
+            ArrayLoader(rows, splits.y, 1000, shuffle=False, indices=splits.val_idx)
+            if splits.val_idx.size
+            else None
+        )
+        test = ArrayLoader(pre.transform(splits.test_x), splits.test_y, 1000, shuffle=False)
+        return train, val, test
+    augment = Augment(flip=flip, crop_padding=config.crop) if (flip or config.crop) else None
+    train = BatchLoader(
+        splits.x,
+        splits.y,
+        pre,
+        config.batch_size,
+        shuffle=True,
+        rng=rng,
+        augment=augment,
+        indices=splits.train_idx,
+    )
+    val = (
+        BatchLoader(splits.x, splits.y, pre, 1000, shuffle=False, indices=splits.val_idx)
+        if splits.val_idx.size
+        else None
+    )
+    test = BatchLoader(splits.test_x, splits.test_y, pre, 1000, shuffle=False)
+    return train, val, test
+
+
+def describe_inputs(data: Dataset) -> dict:
+    """What a model's raw inputs are, saved with it so ``predict`` can read new ones."""
+    if data.is_images:
+        return {"kind": "images", "shape": [int(s) for s in data.train_x.shape[1:]]}
+    columns = data.source.get("columns")
+    return {"kind": "table", "width": int(data.train_x.shape[1]), "columns": columns}
+
+
+def train(
     config: TrainConfig | None,
     out_dir: str | Path,
     *,
@@ -248,8 +383,9 @@ def train_cifar10(
     progress: bool = True,
     print_fn=print,
     callbacks: list[Callback] | None = None,
+    data: Dataset | None = None,
 ) -> RunResult:
-    """Load CIFAR-10, train the configured network, evaluate on the test set, save the run.
+    """Load the data, train the configured network, evaluate on the test set, save the run.
 
     After every epoch the run folder gets ``last.npz``, a checkpoint with
     everything needed to go on: ``resume=True`` continues an interrupted run
@@ -257,8 +393,8 @@ def train_cifar10(
     as an uninterrupted run.
 
     The run folder also gets ``best.npz`` (best validation accuracy),
-    ``history.csv``/``history.json``, and at the end ``model.npz`` and
-    ``summary.json``.
+    ``history.csv``/``history.json``, and at the end ``model.npz``,
+    ``predictions.npz`` (what the plots need of the test set) and ``summary.json``.
 
     Parameters
     ----------
@@ -275,6 +411,9 @@ def train_cifar10(
         Called with each line of the run's report.
     callbacks : list of Callback, optional
         Added after the standard ones.
+    data : Dataset, optional
+        Data already in memory (from ``numprop.data.load_data`` or built by
+        hand); by default ``config.data`` is loaded.
 
     Returns
     -------
@@ -286,7 +425,7 @@ def train_cifar10(
         For invalid settings, or ``resume=True`` without a checkpoint holding
         training state.
     DataError
-        If CIFAR-10 cannot be found, downloaded or read.
+        If the data cannot be found, downloaded or read.
     TrainingError
         If training diverges (``NaNGuard``).
     """
@@ -310,41 +449,24 @@ def train_cifar10(
     config.validate()
     started = time.perf_counter()
     rng = np.random.default_rng(config.seed)
+
+    if data is None:
+        data = load_data(
+            config.data,
+            data_dir=config.data_dir,
+            download=config.download,
+            progress=progress,
+            target=config.target,
+            image_size=config.image_size,
+        )
+    splits = split_data(data, config, rng)
+    # Fitted on the training split only: validation and test stay unseen.
+    pre = make_preprocessing(data, config).fit(splits.x[splits.train_idx])
+    train_batches, val, test = make_batches(data, splits, pre, config, rng)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    data = load_cifar10(config.data_dir, download=config.download, progress=progress)
-    train_x, train_y = data.train_images, data.train_labels
-    test_x, test_y = data.test_images, data.test_labels
-    if config.limit is not None:
-        train_x, train_y = subset(train_x, train_y, config.limit, rng)
-        test_x, test_y = subset(test_x, test_y, max(10, config.limit // 5), rng)
-    n_val = min(config.val_size, len(train_y) // 5) if config.val_size else 0
-    train_idx, val_idx = stratified_split(train_y, n_val, rng)
-
-    # Fitted on the training split only: validation and test stay unseen.
-    pre = PREPROCESSING.create(config.preprocessing).fit(train_x[train_idx])
-    augment = (
-        Augment(flip=config.flip, crop_padding=config.crop)
-        if (config.flip or config.crop)
-        else None
-    )
-    train = BatchLoader(
-        train_x,
-        train_y,
-        pre,
-        config.batch_size,
-        shuffle=True,
-        rng=rng,
-        augment=augment,
-        indices=train_idx,
-    )
-    val = (
-        BatchLoader(train_x, train_y, pre, 1000, shuffle=False, indices=val_idx) if n_val else None
-    )
-    test = BatchLoader(test_x, test_y, pre, 1000, shuffle=False)
-
     model = models.mlp(
-        [pre.output_dim, *config.hidden, len(data.class_names)],
+        [pre.output_dim, *config.hidden, data.n_classes],
         activation=config.activation,
         dropout=config.dropout,
         batchnorm=config.batchnorm,
@@ -352,7 +474,12 @@ def train_cifar10(
     )
     loss = LOSSES.create_from(config.loss, settings={"label_smoothing": config.label_smoothing})
     optimizer = make_optimizer(config, model)
-    meta = {"preprocessing": pre, "config": asdict(config), "class_names": data.class_names}
+    meta = {
+        "preprocessing": pre,
+        "config": asdict(config),
+        "class_names": data.class_names,
+        "inputs": describe_inputs(data),
+    }
     monitor = "val_acc" if val is not None else None
     cbs: list[Callback] = [
         NaNGuard(),
@@ -369,28 +496,35 @@ def train_cifar10(
         )
     cbs += callbacks or []
 
+    n_train, n_val = len(splits.train_idx), len(splits.val_idx)
+    kind = "images" if data.is_images else "rows"
     print_fn(
-        f"training {model_summary(model)} on {len(train_idx):,} images "
-        f"({n_val:,} held out for validation), {config.epochs} epochs of batch "
-        f"{config.batch_size}, {config.optimizer} lr {config.lr:g}"
+        f"training {model_summary(model)} on {n_train:,} {data.name} {kind} "
+        f"({n_val:,} held out for validation, {len(splits.test_y):,} for the test"
+        f"{', drawn from the training data' if splits.held_out_test else ''}), "
+        f"{config.epochs} epochs of batch {config.batch_size}, {config.optimizer} lr {config.lr:g}"
     )
+    print_fn(model.summary(pre.output_dim))
     trainer = Trainer(model, loss, optimizer, make_schedule(config), cbs)
     if checkpoint is not None:
         model.load_state_dict(checkpoint.model.state_dict())
         trainer.load_state(*checkpoint.training)
         rng.bit_generator.state = checkpoint.training[1]["rng"]
         print_fn(f"resuming after epoch {len(trainer.history)} of {config.epochs}")
-    history = trainer.fit(train, val, config.epochs)
+    history = trainer.fit(train_batches, val, config.epochs)
     if history.stop_reason:
         print_fn(history.stop_reason)
     test_loss, test_acc = trainer.evaluate(test)
+    probs = SavedModel(model, pre, data.class_names).predict_proba(splits.test_x)
+    write_predictions(out_dir / "predictions.npz", splits.test_y, probs, splits.test_x)
     seconds = time.perf_counter() - started
     model_path = save(out_dir / "model.npz", model, history=history.to_list(), **meta)
     summary = {
         "test_loss": test_loss,
         "test_acc": test_acc,
         "seconds": seconds,
-        "train_images": len(train_idx),
+        "train_examples": n_train,
+        "test_examples": len(splits.test_y),
         "config": asdict(config),
     }
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
@@ -398,6 +532,11 @@ def train_cifar10(
         f"test accuracy {100 * test_acc:.2f}%  (test loss {test_loss:.4f}, {seconds:.0f} s in all)"
     )
     return RunResult(out_dir, model_path, test_loss, test_acc, seconds, history.to_list(), data)
+
+
+def train_cifar10(config: TrainConfig | None, out_dir: str | Path, **kwargs) -> RunResult:
+    """``train`` under its old name, from when CIFAR-10 was the only data set."""
+    return train(config, out_dir, **kwargs)
 
 
 def model_summary(model) -> str:

@@ -7,7 +7,8 @@ Layout of a saved model (``numprop.save``), format version 2:
 * ``train/<name>``: optimizer buffers, in checkpoints saved to resume training;
 * ``meta.json``: a uint8 array holding UTF-8 JSON: format name and version, the
   numprop version that wrote it, the architecture, dtype, preprocessing name
-  and parameters, class names, the training configuration and history.
+  and parameters, class names, what the inputs are (image shape or table
+  columns), the training configuration and history.
 
 Version 1 (numprop 0.1) is the same without ``numprop_version``; both load.
 
@@ -53,6 +54,7 @@ _META_FIELDS = (
     "architecture",
     "dtype",
     "class_names",
+    "inputs",
     "config",
     "history",
     "preprocessing",
@@ -60,9 +62,17 @@ _META_FIELDS = (
 )
 
 
+# What a model saved before the inputs were recorded was trained on: CIFAR-10 images.
+LEGACY_INPUTS = {"kind": "images", "shape": [32, 32, 3]}
+
+
 @dataclass
 class SavedModel:
-    """A loaded model with everything needed to use it on raw images."""
+    """A loaded model with everything needed to use it on raw inputs.
+
+    ``inputs`` says what those are: ``{"kind": "images", "shape": [H, W, C]}``
+    or ``{"kind": "table", "width": D, "columns": [names] or None}``.
+    """
 
     model: Sequential
     preprocessing: object | None = None
@@ -70,10 +80,11 @@ class SavedModel:
     config: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     training: tuple[dict, dict] | None = None  # (arrays, meta) to resume training, if saved
+    inputs: dict = field(default_factory=lambda: dict(LEGACY_INPUTS))
 
     def predict_proba(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-        """Class probabilities (N, C) for uint8 images (N, 32, 32, 3), preprocessed as in
-        training."""
+        """Class probabilities (N, C) for raw inputs (uint8 images (N, H, W, C) or rows
+        (N, D)), preprocessed as in training."""
         from numprop.nn.losses import softmax
 
         self.model.eval()
@@ -94,10 +105,13 @@ def save(
     history: list[dict] | None = None,
     class_names: list[str] | None = None,
     training: tuple[dict, dict] | None = None,
+    inputs: dict | None = None,
 ) -> Path:
     """Write the model (and what it needs to predict) to ``path`` atomically.
 
     ``training``: (arrays, JSON-able dict) from ``Trainer.state()``, for resuming.
+    ``inputs``: what the raw inputs are (see ``SavedModel``), so ``predict``
+    can read new ones.
     Everything is checked before anything is written: a model with a layer
     class that is not registered (``numprop.register_layer``), or metadata
     ``load`` would refuse, is a ConfigError and leaves no file behind.
@@ -118,6 +132,8 @@ def save(
         "history": history or [],
         "preprocessing": None,
     }
+    if inputs is not None:
+        meta["inputs"] = inputs
     arrays = {f"param/{k}": v for k, v in model.state_dict().items()}
     if preprocessing is not None:
         pre_arrays, pre_params = preprocessing.state()
@@ -218,6 +234,7 @@ def load(path: str | os.PathLike) -> SavedModel:
         meta.get("config", {}),
         meta.get("history", []),
         training,
+        meta.get("inputs", dict(LEGACY_INPUTS)),
     )
 
 
@@ -350,6 +367,7 @@ def _check_meta(meta: dict, where: str) -> None:
     names = meta.get("class_names", [])
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         bad(f"class_names must be a list of strings, got {_short(names)}")
+    _check_inputs(meta.get("inputs", LEGACY_INPUTS), bad)
     if not isinstance(meta.get("config", {}), dict):
         bad(f"config must be an object, got {_short(meta['config'])}")
     _check_records(meta.get("history", []), "history", bad)
@@ -376,6 +394,30 @@ def _check_meta(meta: dict, where: str) -> None:
             bad(f"training.optimizer.lr must be a number, got {_short(opt['lr'])}")
         if "steps" in opt and not _is_int(opt["steps"]):
             bad(f"training.optimizer.steps must be an integer, got {_short(opt['steps'])}")
+
+
+def _check_inputs(inputs, bad) -> None:
+    """Refuse an ``inputs`` field that is not an image shape or a table description."""
+    if not isinstance(inputs, dict) or inputs.get("kind") not in ("images", "table"):
+        bad(f"inputs must be an object of kind 'images' or 'table', got {_short(inputs)}")
+    if inputs["kind"] == "images":
+        shape = inputs.get("shape")
+        if not (
+            isinstance(shape, list)
+            and len(shape) == 3
+            and all(_is_int(v) and 1 <= v <= 100_000 for v in shape)
+        ):
+            bad(f"inputs.shape must be [height, width, channels], got {_short(shape)}")
+        return
+    width, columns = inputs.get("width"), inputs.get("columns")
+    if not (_is_int(width) and width >= 1):
+        bad(f"inputs.width must be a positive integer, got {_short(width)}")
+    if columns is not None and not (
+        isinstance(columns, list)
+        and len(columns) == width
+        and all(isinstance(c, str) for c in columns)
+    ):
+        bad(f"inputs.columns must be a list of {width} column names, got {_short(columns)}")
 
 
 def _check_records(records, what: str, bad) -> None:
