@@ -243,7 +243,8 @@ print(json.dumps({
     "blas_loaded": blas._openblas.cache_info().currsize,
     "kernels_loaded": kernels._compiled.cache_info().currsize,
     "settings_read": config._settings is not None,
-    "heavy": sorted(m for m in ("numba", "matplotlib", "tqdm", "PIL", "numprop.cli")
+    "heavy": sorted(m for m in ("numba", "matplotlib", "tqdm", "PIL", "sklearn", "numprop.cli",
+                               "numprop.sklearn")
                     if m in sys.modules),
 }))
 """
