@@ -175,9 +175,7 @@ def write_mnist(root):
         (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(idx_gz(labels))
 
 
-def test_mnist_by_name_trains_grey_images_and_plots_without_the_data(
-    tmp_path, capsys, monkeypatch
-):
+def test_mnist_by_name_trains_grey_images_and_plots_without_the_data(tmp_path, capsys, monkeypatch):
     write_mnist(tmp_path / "data")
     run = tmp_path / "run"
     argv = ["train", "--data", "mnist", "--data-dir", str(tmp_path / "data"), "--no-download"]

@@ -643,7 +643,10 @@ def test_inputs_are_saved_and_a_file_without_them_means_cifar10_images(tmp_path)
     images = {"kind": "images", "shape": [2, 2, 1]}
     assert load(save(tmp_path / "i.npz", model, inputs=images)).inputs == images
     # Written before inputs were recorded: what those models were trained on.
-    assert load(save(tmp_path / "old.npz", model)).inputs == {"kind": "images", "shape": [32, 32, 3]}
+    assert load(save(tmp_path / "old.npz", model)).inputs == {
+        "kind": "images",
+        "shape": [32, 32, 3],
+    }
 
 
 @pytest.mark.parametrize(
