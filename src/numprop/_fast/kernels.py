@@ -95,8 +95,8 @@ def _launch(
         (
             dtype.itemsize,
             *sizes,
-            *(a.ctypes.data for a in arrays),
-            *(a.ctypes.data for a in others),
+            *(blas.address(a) for a in arrays),
+            *(blas.address(a) for a in others),
         ),
     )
     blas.parallel_for_kernel(n, kernel, array.array("d", floats), ints, grain)
