@@ -438,6 +438,9 @@ def parallel_for_kernel(
     tenth as much, and small-network steps make a dozen of these calls.)
     """
     args = (scalars.buffer_info()[0], 0, ints.buffer_info()[0], 0)
+    if n < 2 * grain:  # one piece whatever the pool: skip building the split
+        _run_kernel_here(n, kernel, args)
+        return
 
     def split(pool, threads):
         pool._split(
