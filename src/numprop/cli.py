@@ -104,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     opt.add_argument("--epochs", type=_positive_int, default=d.epochs)
     opt.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
+    opt.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "auto"],
+        default=d.precision,
+        help="matrix products in float32, or bf16 operands with float32 sums (AMX/AVX512-BF16 "
+        "through MKL: pip install 'numprop[mkl]'); auto: bf16 where supported",
+    )
     opt.add_argument("--label-smoothing", type=_float, default=d.label_smoothing)
     opt.add_argument(
         "--patience",

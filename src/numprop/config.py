@@ -233,7 +233,16 @@ def info() -> dict:
         "kernels_active": kernels.available(),
         "cpu_count": os.cpu_count(),
         "cpu_extensions": cpu_extensions(),
+        "bf16": _bf16_line(),
     }
+
+
+def _bf16_line() -> str:
+    """Whether bf16 products are available here, and through what (or why not)."""
+    from numprop.nn.precision import bf16_supported
+
+    ok, why = bf16_supported()
+    return f"available, {why}" if ok else f"not available: {why}"
 
 
 def describe() -> str:
@@ -261,5 +270,6 @@ def describe() -> str:
         + ("on all BLAS threads" if i["parallel_elementwise"] else "on one thread"),
         f"CPU: {i['cpu_count']} logical cores; extensions: "
         + (", ".join(i["cpu_extensions"]) or "none of note found"),
+        f"bf16 products (--precision bf16/auto): {i['bf16']}",
     ]
     return "\n".join(lines)

@@ -10,7 +10,6 @@ import math
 
 import numpy as np
 
-from numprop._fast.blas import gemm
 from numprop.errors import ConfigError
 from numprop.nn import ops
 from numprop.nn.module import Module, Parameter
@@ -174,16 +173,21 @@ class Linear(Module):
     def forward(self, x):
         """x (N, D) -> y (N, H)."""
         _check_input(x, self.in_features, "Linear")
-        self.x = x  # (N, D)
+        # The operands as the products read them: x and W themselves in float32,
+        # rounded to bf16 under BF16 precision (set_precision); sums stay float32.
+        self.x = self.precision.operand(self, "x_op", x)  # (N, D)
+        self.w = self.precision.operand(self, "w_op", self.weight.data)  # (D, H)
         out = self._buf("out", (x.shape[0], self.out_features), self.weight.data.dtype)
         np.copyto(out, self.bias.data)  # (N, H): b in every row
-        return gemm(x, self.weight.data, out, beta=1.0)  # out += x @ W (one BLAS call)
+        return ops.matmul(self.x, self.w, out, beta=1.0)  # out += x @ W (one call)
 
     def backward_params(self, dout):
         """Add dW and db from dout (N, H), without computing dx."""
         x = self.x
-        self.weight.accumulate_matmul(x.T, dout)  # dW = x.T @ dout, (D, H)
-        # db = dout summed over the batch, as the product ones @ dout: (1, N) @ (N, H)
+        self._dout = self.precision.operand(self, "dout_op", dout)  # (N, H)
+        self.weight.accumulate_matmul(x.T, self._dout)  # dW = x.T @ dout, (D, H)
+        # db = dout summed over the batch, as the product ones @ dout: (1, N) @ (N, H),
+        # from the float dout in every precision (a sum, not a product to speed up).
         ones = self._buf("ones", (x.shape[0],), dout.dtype)  # (N,): a partial batch gets a view
         ones.fill(1)
         self.bias.accumulate_matmul(ones[None, :], dout)
@@ -191,8 +195,8 @@ class Linear(Module):
     def backward(self, dout):
         """dout (N, H) -> dx (N, D); adds dW and db."""
         self.backward_params(dout)
-        dx = self._buf("dx", self.x.shape, dout.dtype)
-        return np.matmul(dout, self.weight.data.T, out=dx)  # dx = dout @ W.T, (N, D)
+        dx = self._buf("dx", (dout.shape[0], self.in_features), dout.dtype)
+        return ops.matmul(self._dout, self.w.T, dx)  # dx = dout @ W.T, (N, D)
 
     def config(self):
         return {

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from numprop._fast.blas import axpby, gemm
+from numprop._fast.blas import axpby
 from numprop.errors import ConfigError
+from numprop.nn import ops
+from numprop.nn.precision import FP32, Precision
 
 
 def work_buffer(store: dict, key: str, shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -129,10 +131,11 @@ class Parameter:
         a : ndarray, shape (M, K)
         b : ndarray, shape (K, P)
             ``M * P`` must equal ``data.size`` (e.g. ``x.T`` and ``dout`` for a
-            Linear weight of shape ``(M, P)``).
+            Linear weight of shape ``(M, P)``). Float, or both bf16 bits
+            (``ops.matmul``): the gradient is float32 either way.
         """
         target, beta = self._target()
-        gemm(a, b, target.reshape(a.shape[0], b.shape[1]), beta=beta)
+        ops.matmul(a, b, target.reshape(a.shape[0], b.shape[1]), beta=beta)
 
     def accumulate(self, g: np.ndarray) -> None:
         """``grad += g`` for gradients that are not a matrix product.
@@ -180,9 +183,12 @@ class Module:
     training : bool
         True in training mode (the default), False after ``eval()``; changes
         what Dropout and BatchNorm1d do.
+    precision : Precision
+        What the matrix products compute in (``set_precision``); float32 by default.
     """
 
     training = True
+    precision: Precision = FP32()
     _buffers: tuple[str, ...] = ()
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -283,6 +289,24 @@ class Module:
     def eval(self) -> Module:
         """Set eval mode (same as ``train(False)``); returns ``self``."""
         return self.train(False)
+
+    def set_precision(self, precision) -> Module:
+        """Make every matrix product of this module and its children use ``precision``.
+
+        Parameters
+        ----------
+        precision : numprop.nn.precision.Precision
+            ``FP32()`` (the default) or ``BF16()``: bf16 operands, float32 sums.
+            Parameters, gradients and outputs stay in the model's dtype.
+
+        Returns
+        -------
+        Module
+            ``self``, for chaining.
+        """
+        for m in self.modules():
+            m.precision = precision
+        return self
 
     def zero_grad(self) -> None:
         """Reset the gradient of every parameter to zero."""

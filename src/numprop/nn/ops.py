@@ -384,3 +384,61 @@ def adam_step(
     if not kernels.adam(w, g, m, v, b1=b1, b2=b2, eps=eps, step=step, decay=decay, l2=l2):
         arrays = (w, g, m, v, scratch) + ((l2_scratch,) if l2 else ())
         blas.parallel_elementwise(piece, arrays, GRAIN.optimizer)
+
+
+# -- matrix products and their precision -----------------------------------------------
+
+
+def matmul(
+    a: np.ndarray, b: np.ndarray, out: np.ndarray, *, alpha: float = 1.0, beta: float = 0.0
+) -> np.ndarray:
+    """``out = alpha * a @ b + beta * out`` in place, in the precision of the operands.
+
+    Float operands (float32, float64) go to BLAS. bf16 operands, stored as
+    ``np.uint16`` bit patterns (``to_bf16``), go to MKL's bf16 product, which
+    multiplies exactly and sums in float32 (without MKL: the same sums, widened
+    to float32 first).
+
+    Parameters
+    ----------
+    a : ndarray, shape (M, K)
+    b : ndarray, shape (K, N)
+        Of one kind: both float of ``out``'s dtype, or both bf16 bits. Either
+        may be a transposed view.
+    out : ndarray, shape (M, N), float
+    alpha, beta : float
+        With ``beta == 0`` the old content of ``out`` is ignored.
+
+    Returns
+    -------
+    ndarray
+        ``out``.
+    """
+    if a.dtype == np.uint16:
+        from numprop._fast import mkl
+
+        return mkl.gemm_bf16(a, b, out, alpha=alpha, beta=beta)
+    return blas.gemm(a, b, out, alpha=alpha, beta=beta)
+
+
+def to_bf16(x: np.ndarray, *, out: np.ndarray) -> np.ndarray:
+    """Round float32 ``x`` to bf16, to nearest with ties to even, as uint16 bit patterns.
+
+    bf16 keeps float32's sign and 8 exponent bits and the top 7 of its 23
+    mantissa bits: with ``u = x.view(uint32)``,
+    ``out = (u + 0x7FFF + ((u >> 16) & 1)) >> 16``; NaN stays NaN.
+
+    Parameters
+    ----------
+    x : ndarray, float32
+    out : ndarray, same shape, uint16
+        Written in full.
+
+    Returns
+    -------
+    ndarray
+        ``out``.
+    """
+    from numprop._fast import bf16
+
+    return bf16.to_bf16(x, out=out)

@@ -26,6 +26,8 @@ from numprop.nn import models
 from numprop.nn.layers import ACTIVATIONS
 from numprop.nn.losses import LOSSES
 from numprop.nn.optim import OPTIMIZERS, Optimizer
+from numprop.nn.precision import PRECISIONS
+from numprop.nn.precision import resolve as resolve_precision
 from numprop.nn.schedules import SCHEDULES, Schedule
 from numprop.training.callbacks import (
     Checkpoint,
@@ -74,6 +76,11 @@ class TrainConfig:
         Warm-up epochs of the cosine schedule (at most half the run).
     epochs : int, default 20
     batch_size : int, default 128
+    precision : {"fp32", "bf16", "auto"}, default "fp32"
+        What the matrix products compute in: float32, or bf16 operands with
+        float32 sums (the CPU's bf16 matrix units, through MKL); "auto" takes
+        bf16 where the CPU and MKL support it. Weights, optimizer state and
+        loss stay float32 either way.
     label_smoothing : float, default 0.0
     loss : str, default "softmax_cross_entropy"
     flip : bool, optional
@@ -124,6 +131,7 @@ class TrainConfig:
     warmup: float = 1.0
     epochs: int = 20
     batch_size: int = 128
+    precision: str = "fp32"
     label_smoothing: float = 0.0
     loss: str = "softmax_cross_entropy"
     flip: bool | None = None
@@ -153,6 +161,8 @@ class TrainConfig:
             registry.get(name)  # a ConfigError that names the choices
         if self.preprocessing is not None:
             PREPROCESSING.get(self.preprocessing)
+        if self.precision != "auto":
+            PRECISIONS.get(self.precision)
         for name, value, low in (
             ("epochs", self.epochs, 1),
             ("batch size", self.batch_size, 1),
@@ -472,6 +482,8 @@ def train(
         batchnorm=config.batchnorm,
         rng=rng,
     )
+    precision = resolve_precision(config.precision)
+    model.set_precision(precision)
     loss = LOSSES.create_from(config.loss, settings={"label_smoothing": config.label_smoothing})
     optimizer = make_optimizer(config, model)
     meta = {
@@ -502,7 +514,8 @@ def train(
         f"training {model_summary(model)} on {n_train:,} {data.name} {kind} "
         f"({n_val:,} held out for validation, {len(splits.test_y):,} for the test"
         f"{', drawn from the training data' if splits.held_out_test else ''}), "
-        f"{config.epochs} epochs of batch {config.batch_size}, {config.optimizer} lr {config.lr:g}"
+        f"{config.epochs} epochs of batch {config.batch_size}, {config.optimizer} lr {config.lr:g}, "
+        f"{precision.name} products"
     )
     print_fn(model.summary(pre.output_dim))
     trainer = Trainer(model, loss, optimizer, make_schedule(config), cbs)

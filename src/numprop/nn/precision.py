@@ -1,0 +1,91 @@
+"""What the matrix products compute in: float32 (the default) or bf16 operands with float32 sums.
+
+A ``Precision`` turns an array into the operand the products read:
+``FP32`` passes it through; ``BF16`` rounds it to bf16 (the operands of
+forward and backward products alike), so the products run on the CPU's bf16
+matrix units (AMX, AVX512-BF16) through MKL while every sum stays float32.
+The weights themselves, their gradients, the optimizer state, the loss and
+the softmax stay float32: bf16 is only how the products see them.
+
+``model.set_precision(BF16())`` switches a model; ``PRECISIONS`` turns the
+names "fp32" and "bf16" into objects, and ``resolve("auto")`` picks bf16
+only where this machine has the hardware and the library for it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from numprop.nn import ops
+from numprop.registry import Registry
+
+__all__ = ["Precision", "FP32", "BF16", "PRECISIONS", "bf16_supported", "resolve"]
+
+
+class Precision:
+    """The operands of the matrix products: the arrays themselves (float32)."""
+
+    name = "fp32"
+
+    def operand(self, module, key: str, x: np.ndarray) -> np.ndarray:
+        """``x`` as the products read it (here: ``x`` itself).
+
+        Parameters
+        ----------
+        module : Module
+            Owns the buffer a converted operand is written into.
+        key : str
+            Names that buffer among the module's work arrays.
+        x : ndarray, float
+        """
+        return x
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+FP32 = Precision
+
+
+class BF16(Precision):
+    """bf16 operands (rounded to nearest even), float32 sums: the CPU's matrix units."""
+
+    name = "bf16"
+
+    def operand(self, module, key: str, x: np.ndarray) -> np.ndarray:
+        """``x`` rounded to bf16, as uint16 bits, in a buffer of ``module``."""
+        return ops.to_bf16(x, out=module._buf(key, x.shape, np.uint16))
+
+
+PRECISIONS = Registry("precision")
+PRECISIONS.add("fp32", FP32)
+PRECISIONS.add("bf16", BF16)
+
+
+def bf16_supported() -> tuple[bool, str]:
+    """Whether bf16 products run fast here, and why (not): the CPU and the library.
+
+    Returns
+    -------
+    ok : bool
+        True when the CPU has AMX-BF16 or AVX512-BF16 and MKL is installed.
+    reason : str
+        What was found, for ``numprop info`` and the training banner.
+    """
+    from numprop import config
+    from numprop._fast import mkl
+
+    flags = set(config.cpu_extensions())
+    units = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+    if not units:
+        return False, "the CPU has no bf16 matrix instructions (AMX-BF16, AVX512-BF16)"
+    if not mkl.available():
+        return False, f"MKL is not available ({mkl.why_not()}); pip install 'numprop[mkl]'"
+    return True, f"{' and '.join(units)} through MKL"
+
+
+def resolve(name: str) -> Precision:
+    """The precision called ``name``; "auto" is bf16 where ``bf16_supported()``, else fp32."""
+    if name == "auto":
+        return BF16() if bf16_supported()[0] else FP32()
+    return PRECISIONS.create(name)

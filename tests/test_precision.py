@@ -1,0 +1,175 @@
+"""bf16 matrix products (issue 12, first part): one step in bf16 against float32, and the fallback.
+
+Tolerances follow from bf16's rounding: each operand of a product is rounded
+to 8 significant bits, a relative error of at most u = 2**-8 (half a unit in
+the last place of a 7-bit mantissa), so each product x*d is off by at most
+(2u + u**2)|x||d| and a sum of them by at most (2u + u**2) * sum |x||d|, plus
+float32's own summation error, which is far smaller. The tests bound the
+difference from the float32 result by that sum, elementwise: a product that
+dropped or doubled a term, or used unrounded operands wrongly, breaks it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import numpy as np
+import pytest
+
+import numprop as npp
+from numprop.nn import precision
+from numprop.nn.precision import BF16, FP32, PRECISIONS, Precision
+
+U = 2.0**-8
+BOUND = 2 * U + U * U
+
+
+def _mkl_installed() -> bool:
+    try:
+        importlib.metadata.distribution("mkl")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+needs_bf16 = pytest.mark.skipif(
+    not precision.bf16_supported()[0], reason=f"bf16 products: {precision.bf16_supported()[1]}"
+)
+
+
+def bf16_round(x):
+    """float32 x rounded to bf16 and back (the operands the products see)."""
+    out = np.empty(x.shape, np.uint16)
+    npp.nn.ops.to_bf16(np.ascontiguousarray(x, np.float32), out=out)
+    return (out.astype(np.uint32) << 16).view(np.float32)
+
+
+def two_layer(seed=0):
+    return npp.models.mlp([40, 30, 5], rng=seed)
+
+
+def batch(seed=1, n=16):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 40)).astype(np.float32), rng.integers(0, 5, n)
+
+
+def test_fp32_is_the_default_and_changes_nothing():
+    model = two_layer()
+    x, _ = batch()
+    expected = model.forward(x).copy()
+    assert all(isinstance(m.precision, FP32) for m in model.modules())
+    model.set_precision(FP32())
+    np.testing.assert_array_equal(model.forward(x), expected)
+
+
+def test_bf16_operands_give_the_exact_products_of_the_rounded_values():
+    # The forward of one Linear in bf16 equals, to float32 summation error, the
+    # float64 product of the bf16-rounded x and W: the rounding is where it must be.
+    layer = npp.Linear(40, 30, rng=0)
+    x, _ = batch()
+    layer.bias.data[:] = np.linspace(-1, 1, 30)
+    y = layer.set_precision(BF16()).forward(x).astype(np.float64)
+    exact = bf16_round(x).astype(np.float64) @ bf16_round(layer.weight.data) + layer.bias.data
+    scale = np.abs(bf16_round(x)) @ np.abs(bf16_round(layer.weight.data)) + 1
+    assert np.all(np.abs(y - exact) <= 40 * 2.0**-24 * scale)
+    # ... and it differs from the float32 product, by no more than bf16's rounding allows.
+    y32 = layer.set_precision(FP32()).forward(x).astype(np.float64)
+    assert not np.array_equal(y, y32)
+    assert np.all(np.abs(y - y32) <= BOUND * np.abs(x) @ np.abs(layer.weight.data) + 1e-6)
+
+
+class EmulatedBF16(Precision):
+    """bf16 rounding of every operand, in float64: what BF16 computes, without its float32 sums."""
+
+    name = "bf16-emulated"
+
+    def operand(self, module, key, x):
+        return bf16_round(x.astype(np.float32)).astype(np.float64)
+
+
+def step_gradients(precision_, dtype=np.float32):
+    x, y = batch()
+    model = two_layer().to(dtype).set_precision(precision_)
+    loss = npp.SoftmaxCrossEntropy()
+    value = loss.forward(model.forward(x.astype(dtype)), y)
+    model.zero_grad()
+    model.backward(loss.backward())
+    return value, {k: p.grad.astype(np.float64) for k, p in model.named_parameters()}
+
+
+def rel(a, b):
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+def test_one_bf16_step_rounds_exactly_the_operands_of_the_products():
+    # Against a float64 run that rounds each product's operands to bf16 and nothing
+    # else: only float32's sums and elementwise steps differ (about 1e-8 here; an
+    # activation that float32 and float64 round to neighbouring bf16 values would
+    # add more, and does not happen on this batch). 1e-5 is 400 times below one
+    # bf16 rounding (u = 2**-8): an operand left unrounded, or a value rounded that
+    # should not be, moves these gradients by about u.
+    _, g16 = step_gradients(BF16())
+    _, emulated = step_gradients(EmulatedBF16(), np.float64)
+    for key in g16:
+        assert rel(g16[key], emulated[key]) < 1e-5, key
+
+
+def test_one_bf16_step_agrees_with_fp32_within_bf16_rounding():
+    # Against float32 the bf16 roundings compound through the network: logits off by
+    # a few u change the softmax, and dZ2 = p - onehot cancels where p is near its
+    # target, which magnifies relative errors. 16 u (6%) bounds what that does here;
+    # a wrong product (a transposed operand, a dropped term) is off by 100% or more.
+    v32, g32 = step_gradients(FP32())
+    v16, g16 = step_gradients(BF16())
+    assert abs(v16 - v32) <= 4 * U * v32
+    for key in g32:
+        assert np.all(np.isfinite(g16[key]))
+        assert 0 < rel(g16[key], g32[key]) < 16 * U, key  # > 0: bf16 really ran
+
+
+def test_one_short_epoch_in_bf16_tracks_fp32():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 3, (5, 40))
+    labels = rng.integers(0, 5, 512)
+    x = (centres[labels] + rng.normal(0, 1, (512, 40))).astype(np.float32)
+    losses = {}
+    for name in ("fp32", "bf16"):
+        model = two_layer().set_precision(PRECISIONS.create(name))
+        opt = npp.SGD(model.named_parameters(), lr=0.05, momentum=0.9)
+        trainer = npp.Trainer(model, npp.SoftmaxCrossEntropy(), opt)
+        losses[name] = [
+            trainer.train_step(x[i : i + 32], labels[i : i + 32])[0] for i in range(0, 512, 32)
+        ]
+    l32, l16 = np.array(losses["fp32"]), np.array(losses["bf16"])
+    assert l16[-1] < 0.5 * l16[0]  # it learns
+    assert np.all(np.abs(l16 - l32) <= 0.02 * l32 + 1e-3)  # and follows the fp32 run
+
+
+def test_auto_falls_back_to_fp32_without_the_hardware_or_library(monkeypatch):
+    from numprop import config
+
+    monkeypatch.setattr(config, "cpu_extensions", lambda: ["avx2"])
+    ok, why = precision.bf16_supported()
+    assert not ok and "no bf16 matrix instructions" in why
+    assert isinstance(precision.resolve("auto"), FP32)
+    monkeypatch.setattr(config, "cpu_extensions", lambda: ["avx512f", "amx_bf16"])
+    from numprop._fast import mkl
+
+    monkeypatch.setattr(mkl, "available", lambda: False)
+    monkeypatch.setattr(mkl, "why_not", lambda: "no mkl here")
+    ok, why = precision.bf16_supported()
+    assert not ok and "no mkl here" in why and "numprop[mkl]" in why
+    assert type(precision.resolve("auto")) is FP32
+
+
+@needs_bf16
+def test_auto_picks_bf16_where_supported():
+    assert isinstance(precision.resolve("auto"), BF16)
+
+
+def test_this_machine_runs_the_bf16_tests():
+    # CI runs on a CPU with AMX and installs MKL (the test extra): the bf16 path
+    # must really be exercised there, not fall back.
+    flags = set(npp.config.cpu_extensions())
+    expected = _mkl_installed() and bool({"amx_bf16", "avx512_bf16"} & flags)
+    assert precision.bf16_supported()[0] == expected, precision.bf16_supported()[1]
