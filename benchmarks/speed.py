@@ -13,6 +13,7 @@ medians over alternated repeats, mean much.
     python benchmarks/speed.py --quick                 # a smoke run (10,000 examples)
     python benchmarks/speed.py --write                 # also write benchmarks/SPEED.md
     python benchmarks/speed.py --profile h1000-b128    # where numprop's time goes
+    python benchmarks/speed.py --precision bf16 --write # numprop bf16 vs torch autocast: BF16.md
     python benchmarks/speed.py --compare-with 15e40d6 --repeats 3 \\
         --output benchmarks/REDESIGN.md                # an older commit's numprop against this one
 

@@ -24,9 +24,12 @@ from speedbench.configs import (
     QUICK_N_TRAIN,
     UNSET_VARS,
 )
+from speedbench.runner import BF16_SIDES
 from speedbench.runner import TIMED_ORDER as SPEED_SIDES
 
-LIBRARY = {"torch": "torch", "sklearn": "sklearn"}  # side -> the module it needs
+LIBRARY = {"torch": "torch", "sklearn": "sklearn", "torch-bf16": "torch"}  # side -> its module
+# --precision bf16: numprop and PyTorch in float32 and in mixed precision, nothing else
+BF16_DEFAULT = ["numprop", "torch", *BF16_SIDES]
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -89,11 +92,20 @@ def parser(description: str) -> argparse.ArgumentParser:
         "--sides",
         default=None,
         help="comma-separated sides to time. Benchmark: from "
-        f"{','.join(SPEED_SIDES)} (default: all, less --no-*); with "
+        f"{','.join(SPEED_SIDES)} (default: all but the bf16 ones, less --no-*; with "
+        f"--precision bf16: {','.join(BF16_DEFAULT)}); with "
         "--compare-with: from numprop,old,torch (default: numprop,old)",
     )
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="bf16: numprop in mixed precision (model.set_precision(BF16())) against PyTorch's "
+        "torch.autocast('cpu', dtype=torch.bfloat16), beside both in float32; reported in "
+        "benchmarks/BF16.md (default fp32: the float32 benchmark, SPEED.md)",
+    )
     p.add_argument("--profile", metavar="CONFIG", help="time the phases of one side on one config")
-    p.add_argument("--profile-side", choices=["numprop", "torch"], default="numprop")
+    p.add_argument("--profile-side", choices=["numprop", "torch", *BF16_SIDES], default="numprop")
     p.add_argument("--cprofile", action="store_true", help="with --profile: also cProfile an epoch")
     p.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     return p
@@ -120,7 +132,12 @@ def choose_sides(args, p: argparse.ArgumentParser, log) -> list[str]:
             "products": not args.products,
             "trainer": not args.trainer,
         }
-        allowed, default = SPEED_SIDES, [s for s in SPEED_SIDES if not dropped.get(s)]
+        allowed, default = (
+            SPEED_SIDES,
+            [s for s in SPEED_SIDES if not dropped.get(s) and s not in BF16_SIDES],
+        )
+        if args.precision == "bf16":
+            default = BF16_DEFAULT
     sides = args.sides.split(",") if args.sides else default
     if "old" in sides and not args.compare_with:
         p.error("the old side needs --compare-with REV")
@@ -178,6 +195,15 @@ def run_speed(args, names: list[str], log: RunLog) -> None:
     log(f"\ntotal {time.time() - t0:.0f}s")
     if results[0]["numprop"]["random_data"]:
         log("!!! CIFAR-10 not found: RANDOM data of the same shape was used")
+    if any(s in args.sides for s in BF16_SIDES):
+        from speedbench import report_bf16
+
+        print(f"\n{speed_machine(results[0])}\n\n{report_bf16.section(results)}")
+        if args.write or args.output:
+            path = args.output or report_bf16.DEFAULT_OUTPUT
+            report_bf16.write_md(results, args, log.text(), path)
+            print(f"\nwrote {path}")
+        return
     print(f"\n{speed_machine(results[0])}\n\n{report.tables(results)}\n\n{report.targets(results)}")
     if args.write or args.output:
         path = args.output or report.DEFAULT_OUTPUT

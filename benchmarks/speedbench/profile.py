@@ -10,6 +10,7 @@ numprop profile makes the training step's calls itself rather than through
 
 from __future__ import annotations
 
+import contextlib
 import cProfile
 import pstats
 import time
@@ -17,7 +18,11 @@ import time
 from speedbench.configs import CONFIGS, describe, gemm_flops
 from speedbench.data import Data
 from speedbench.runner import known, median
-from speedbench.sides import NumpropSide, TorchSide, matmul_rates
+from speedbench.sides import SIDES, NumpropSide, TorchSide, matmul_rates
+
+# Phases timed inside another phase (the bf16 conversions inside the Linear layers): shown,
+# but left out of the sum and the shares' denominator.
+NESTED = "  ↳ "
 
 
 class Phases:
@@ -59,14 +64,33 @@ def numprop_step(side: NumpropSide, phases: Phases):
     return step
 
 
+def time_bf16_conversions(side: NumpropSide, phases: Phases) -> None:
+    """Under BF16 precision: also time every conversion to bf16 (x, W, dout of each Linear),
+    by operand; they run inside the layers' forward and backward phases."""
+    precision = next(iter(side.model)).precision
+    if precision.name != "bf16":
+        return
+    convert = precision.operand
+
+    def operand(module, key, x):
+        return phases.timed(f"{NESTED}to_bf16 {key} {x.shape}", convert, module, key, x)
+
+    precision.operand = operand  # the one object every module of the model shares
+
+
 def torch_step(side: TorchSide, phases: Phases):
     torch, model, loss, opt, timed = side.torch, side.model, side.loss, side.opt, phases.timed
+    autocast = getattr(side, "autocast", contextlib.nullcontext)  # torch-bf16: autocast
+
+    def forward_loss(xt, yt):
+        with autocast():
+            out = timed("forward (all layers)", model, xt)
+            return timed("loss forward", loss, out, yt)
 
     def step(xb, yb):
         xt, yt = torch.from_numpy(xb), torch.from_numpy(yb)
         timed("zero_grad", opt.zero_grad, True)
-        out = timed("forward (all layers)", model, xt)
-        value = timed("loss forward", loss, out, yt)
+        value = forward_loss(xt, yt)
         timed("backward (all layers)", value.backward)
         timed("optimizer step", opt.step)
         timed("loss.item()", value.item)
@@ -79,21 +103,22 @@ def profile(name: str, args) -> None:
     cfg = CONFIGS[name]
     data = Data(args.data_dir, args.n_train, cfg["batch"])
     phases = Phases()
-    if args.profile_side == "numprop":
-        side = NumpropSide(cfg, data)
-        side.setup()
+    side = SIDES[args.profile_side](cfg, data)
+    side.setup()
+    if isinstance(side, NumpropSide):
         step = numprop_step(side, phases)
         print(
-            f"{name}: {describe(cfg)}; numprop {side.info['numprop_version']}, ctypes BLAS "
-            f"fast path {side.info['fast_blas']}, numba kernels {side.info['numba_kernels']}"
+            f"{name}: {describe(cfg)}; {side.name} {side.info['numprop_version']}, ctypes BLAS "
+            f"fast path {side.info['fast_blas']}, numba kernels {side.info['numba_kernels']}, "
+            f"precision {next(iter(side.model)).precision!r}"
         )
     else:
-        side = TorchSide(cfg, data)
-        side.setup()
         step = torch_step(side, phases)
-        print(f"{name}: {describe(cfg)}; torch {side.torch.__version__}")
+        print(f"{name}: {describe(cfg)}; {side.name}, torch {side.torch.__version__}")
 
     side.epoch(-1)  # warm-up
+    if isinstance(side, NumpropSide):
+        time_bf16_conversions(side, phases)
     walls = []
     for k in range(args.repeats):
         perm = data.permutation(k)
@@ -110,7 +135,7 @@ def profile(name: str, args) -> None:
         cfg,
         data,
         args.repeats,
-        median(matmul_rates(5)) * 1e9 if args.profile_side == "numprop" else float("nan"),
+        median(matmul_rates(5)) * 1e9 if isinstance(side, NumpropSide) else float("nan"),
     )
     if args.cprofile:
         prof = cProfile.Profile()
@@ -124,7 +149,9 @@ def print_phases(
     phases: Phases, walls: list[float], cfg: dict, data: Data, repeats: int, peak_flops: float
 ) -> None:
     n_batches = data.n_batches(cfg["batch"])
-    summed = sum(median(v) * n_batches for v in phases.seconds.values())
+    summed = sum(
+        median(v) * n_batches for k, v in phases.seconds.items() if not k.startswith(NESTED)
+    )
     floor = (
         f"; GEMM floor {gemm_flops(cfg['sizes'], data.n) / peak_flops:.3f}s "
         f"({peak_flops / 1e9:.0f} GFLOP/s)"
@@ -137,5 +164,6 @@ def print_phases(
     )
     print(f"{'phase':45s} {'sum s/ep':>9s} {'median x batches':>17s} {'share':>6s}")
     for key, v in phases.seconds.items():
-        m = median(v) * n_batches
+        per_batch = len(v) / (repeats * n_batches)  # a conversion may run more than once
+        m = median(v) * n_batches * per_batch
         print(f"{key:45s} {sum(v) / repeats:9.3f} {m:17.3f} {100 * m / summed:5.1f}%")

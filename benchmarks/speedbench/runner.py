@@ -22,8 +22,13 @@ from speedbench.worker import Worker
 Log = Callable[[str], None]
 NAN = float("nan")
 # The timed entries of the speed benchmark in the order of a round; "trainer" is the numprop
-# worker's epoch through Trainer.fit, the others are a worker each.
-TIMED_ORDER = ("numprop", "torch", "trainer", "products", "sklearn")
+# worker's epoch through Trainer.fit, the others are a worker each. The bf16 sides (mixed
+# precision: numprop's BF16 products, PyTorch's CPU autocast) run only when asked for.
+TIMED_ORDER = ("numprop", "torch", "numprop-bf16", "torch-bf16", "trainer", "products", "sklearn")
+BF16_SIDES = ("numprop-bf16", "torch-bf16")
+# bf16 rounds the products' operands (and PyTorch's autocast also its outputs): the two
+# sides' losses after one identical step need not agree to float32's 1e-4.
+BF16_CHECK_TOL = 1e-2
 
 
 def median(xs) -> float:
@@ -124,6 +129,9 @@ def run_config(name: str, cfg: dict, args, log: Log) -> dict:
     res = {"name": name, "cfg": cfg, "floor": [], **ready}
     try:
         res["check_rel"] = check_rel(ready["numprop"]["check"], ready.get("torch", {}).get("check"))
+        res["check_rel_bf16"] = check_rel(
+            ready.get("numprop-bf16", {}).get("check"), ready.get("torch-bf16", {}).get("check")
+        )
         log_check(res, log)
         if not ready["numprop"]["info"].get("fast_blas"):
             log("  !!! numprop's BLAS fast path is OFF in its worker (plain NumPy fallback)")
@@ -191,6 +199,8 @@ def collect(res: dict, replies: dict[str, list[dict]]) -> None:
 
 
 def log_check(res: dict, log: Log) -> None:
+    if "numprop-bf16" in res:
+        log_check_bf16(res, log)
     if "torch" not in res:
         log(
             f"  check (loss before / after one identical step, dropout off): numprop "
@@ -209,6 +219,21 @@ def log_check(res: dict, log: Log) -> None:
         f"/ {c_np[1]:.6f}, torch {c_t[0]:.6f} / {c_t[1]:.6f}, max rel diff "
         f"{res['check_rel']:.1e} {verdict}"
     )
+
+
+def log_check_bf16(res: dict, log: Log) -> None:
+    c_np = res["numprop-bf16"]["check"]
+    line = f"  bf16 check: numprop-bf16 {c_np[0]:.6f} / {c_np[1]:.6f}"
+    if "torch-bf16" in res:
+        c_t = res["torch-bf16"]["check"]
+        ok = res["check_rel_bf16"] <= BF16_CHECK_TOL
+        line += (
+            f", torch-bf16 {c_t[0]:.6f} / {c_t[1]:.6f}, max rel diff {res['check_rel_bf16']:.1e} "
+            + ("OK" if ok else f"!!! over {BF16_CHECK_TOL:.0e}: NOT the same computation !!!")
+        )
+    log(line)
+    if not res["numprop-bf16"]["info"].get("bf16_supported"):
+        log(f"  !!! numprop's bf16 products are not fast here: {res['numprop-bf16']['info']}")
 
 
 def infer_rounds(sides: list[str], workers: dict[str, Worker], repeats: int) -> dict:
@@ -246,6 +271,22 @@ def summarise(res: dict, n_train: int) -> None:
     res["speedup_sk"] = res["sk_s"] / np_s
     res["speedup_sk_noprep"] = res["sk_s"] / (np_s - res["prep_s"])
     res["ips"] = {s: N_TEST / median(v) for s, v in res["infer"].items() if v}
+    summarise_bf16(res)
+
+
+def summarise_bf16(res: dict) -> None:
+    """The bf16 sides' medians and ratios (nan where a side did not run)."""
+    epochs, infer = res["epochs"], res["infer"]
+    res["np_bf16_s"] = median(epochs.get("numprop-bf16", []))
+    res["torch_bf16_s"] = median(epochs.get("torch-bf16", []))
+    res["ratio_bf16_torch"] = res["np_bf16_s"] / res["torch_bf16_s"]
+    res["ratio_bf16_fp32"] = res["np_bf16_s"] / res["np_s"]
+    res["ratio_torch_bf16_fp32"] = res["torch_bf16_s"] / res["torch_s"]
+    res["prep_bf16_s"] = median(res["prep"].get("numprop-bf16", []))
+    res["infer_s"] = {s: median(v) for s, v in infer.items() if v}
+    res["infer_ratio_bf16"] = res["infer_s"].get("numprop-bf16", NAN) / res["infer_s"].get(
+        "torch-bf16", NAN
+    )
 
 
 def log_summary(res: dict, log: Log) -> None:
@@ -263,6 +304,13 @@ def log_summary(res: dict, log: Log) -> None:
             f"x{res['speedup_sk_noprep']:.2f} without batch conversion)"
         )
     log("".join(parts))
+    if known(res["np_bf16_s"]):
+        log(
+            f"  bf16: numprop-bf16 {res['np_bf16_s']:.2f}s, torch-bf16 {res['torch_bf16_s']:.2f}s "
+            f"(ratio {res['ratio_bf16_torch']:.2f}); numprop-bf16 / numprop fp32 "
+            f"{res['ratio_bf16_fp32']:.2f}; inference numprop-bf16 / torch-bf16 "
+            f"{res['infer_ratio_bf16']:.2f}"
+        )
     if known(res["work_s"]):
         log(
             f"  numprop's matrix products alone: {res['products_s']:.2f}s "

@@ -333,6 +333,70 @@ class ProductsSide:
         return None
 
 
+class NumpropBF16Side(NumpropSide):
+    """numprop in mixed precision: the same model and Trainer after
+    ``model.set_precision(numprop.nn.precision.BF16())`` (every Linear's products take
+    bf16 operands with float32 sums; weights, gradients, optimizer and loss stay float32).
+    Inference is the same ``model.predict`` (eval mode), in bf16 too."""
+
+    name = "numprop-bf16"
+
+    def __init__(self, cfg: dict, data):
+        super().__init__(cfg, data)
+        from numprop.nn.precision import bf16_supported
+
+        ok, why = bf16_supported()
+        self.info.update(bf16_supported=ok, bf16_reason=why)
+
+    def new_training(self, dropout: float | None = None):
+        from numprop.nn.precision import BF16
+
+        model, loss, opt, trainer = super().new_training(dropout)
+        model.set_precision(BF16())
+        return model, loss, opt, trainer
+
+
+class TorchBF16Side(TorchSide):
+    """PyTorch with ``torch.autocast("cpu", dtype=torch.bfloat16)`` around the forward pass
+    and the loss, as its AMP docs recommend; backward and the optimizer step outside it
+    (weights, gradients and optimizer state float32). Inference: autocast under
+    ``torch.inference_mode``."""
+
+    name = "torch-bf16"
+
+    def __init__(self, cfg: dict, data):
+        super().__init__(cfg, data)
+        self.info["autocast"] = "cpu, bfloat16"
+
+    def autocast(self):
+        return self.torch.autocast("cpu", dtype=self.torch.bfloat16)
+
+    def step(self, model, opt, xb, yb) -> float:
+        xt, yt = self.torch.from_numpy(xb), self.torch.from_numpy(yb)
+        opt.zero_grad(set_to_none=True)
+        with self.autocast():
+            value = self.loss(model(xt), yt)
+        value.backward()
+        opt.step()
+        return value.item()
+
+    def check(self, xb, yb) -> list[float]:
+        model = self.build(dropout=0.0)
+        before = self.step(model, self.optimizer(model), xb, yb)
+        with self.torch.no_grad(), self.autocast():
+            after = self.loss(model(self.torch.from_numpy(xb)), self.torch.from_numpy(yb))
+        return [before, after.item()]
+
+    def infer(self, x: np.ndarray) -> None:
+        torch, model = self.torch, self.model
+        model.eval()
+        with torch.inference_mode(), self.autocast():
+            xt = torch.from_numpy(x)
+            for i in range(0, len(x), INFER_BATCH):
+                model(xt[i : i + INFER_BATCH])
+        model.train()
+
+
 # The sides a worker can run. "old" (numprop from another commit) is the numprop side
 # run on that commit's source; "trainer" is an op of the numprop worker, not a side.
 SIDES = {
@@ -340,4 +404,6 @@ SIDES = {
     "torch": TorchSide,
     "sklearn": SklearnSide,
     "products": ProductsSide,
+    "numprop-bf16": NumpropBF16Side,
+    "torch-bf16": TorchBF16Side,
 }

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from speedbench.configs import SCRIPT, UNSET_VARS
 
-NUMPROP_KINDS = ("numprop", "products")
+NUMPROP_KINDS = ("numprop", "products", "numprop-bf16")
 
 
 # --- the worker process --------------------------------------------------------
