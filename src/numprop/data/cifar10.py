@@ -440,8 +440,29 @@ def download_cifar10(
     ConfigError
         For a malformed ``md5`` or ``size``.
     """
+    target = Path(root) / BIN_FOLDER
+    _download_and_extract(
+        root,
+        url,
+        md5=md5,
+        size=size,
+        progress=progress,
+        advice=_help_text(target),
+        default_name="cifar-10-binary.tar.gz",
+        extract=_extract_binary_archive,
+    )
+    return target
+
+
+def _download_and_extract(
+    root, url: str, *, md5, size, progress: bool, advice: str, default_name: str, extract
+) -> None:
+    """Check md5 and size, fetch the archive into `root` unless a good copy is there, extract it.
+
+    What the CIFAR-10 and CIFAR-100 downloads share: ``extract(archive, root)``
+    does the data set's own guarded extraction.
+    """
     root = Path(root)
-    target = root / BIN_FOLDER
     if (
         not isinstance(md5, str)
         or len(md5) != 32
@@ -454,14 +475,12 @@ def download_cifar10(
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create the data folder {root}: {exc}") from exc
-    name = PurePosixPath(urllib.parse.urlparse(url).path).name or "cifar-10-binary.tar.gz"
-    archive = root / name
+    archive = root / (PurePosixPath(urllib.parse.urlparse(url).path).name or default_name)
     if archive.is_file() and _file_md5(archive) != md5.lower():
         archive.unlink()  # a stale or damaged archive from an earlier run; fetch it again
     if not archive.is_file():
-        fetch(url, archive, md5=md5, size=size, progress=progress, advice=_help_text(target))
-    _extract_binary_archive(archive, root)
-    return target
+        fetch(url, archive, md5=md5, size=size, progress=progress, advice=advice)
+    extract(archive, root)
 
 
 def _help_text(target: Path) -> str:

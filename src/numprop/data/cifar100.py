@@ -21,12 +21,11 @@ import numpy as np
 from numprop.data.cifar10 import (
     IMAGE_SHAPE,
     PIXELS,
+    _download_and_extract,
     _extract_binary_archive,
     _field,
-    _file_md5,
     _read_meta_txt,
     _unpickle,
-    fetch,
     resolve_data_dir,
 )
 from numprop.data.dataset import Dataset
@@ -299,31 +298,24 @@ def download_cifar100(
     ConfigError
         For a malformed ``md5`` or ``size``.
     """
-    root = Path(root)
-    target = root / BIN_FOLDER
-    if (
-        not isinstance(md5, str)
-        or len(md5) != 32
-        or any(c not in "0123456789abcdefABCDEF" for c in md5)
-    ):
-        raise ConfigError(f"md5 must be a 32-digit hex string, got {md5!r}")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise ConfigError(f"size must be a positive integer or None, got {size!r}")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"cannot create the data folder {root}: {exc}") from exc
+    target = Path(root) / BIN_FOLDER
     name = PurePosixPath(urllib.parse.urlparse(url).path).name or "cifar-100-binary.tar.gz"
-    archive = root / name
-    if archive.is_file() and _file_md5(archive) != md5.lower():
-        archive.unlink()  # a stale or damaged archive from an earlier run; fetch it again
-    if not archive.is_file():
-        advice = (
-            f"Download {name} from {url} by hand and extract it so that {target} holds "
-            f"{TRAIN_FILE}, {TEST_FILE}, {NAMES_FILES['fine']} and {NAMES_FILES['coarse']}, "
-            f"or pass --data-dir / set NUMPROP_DATA_DIR to a folder that contains {BIN_FOLDER}/."
-        )
-        fetch(url, archive, md5=md5, size=size, progress=progress, advice=advice)
+    advice = (
+        f"Download {name} from {url} by hand and extract it so that {target} holds "
+        f"{TRAIN_FILE}, {TEST_FILE}, {NAMES_FILES['fine']} and {NAMES_FILES['coarse']}, "
+        f"or pass --data-dir / set NUMPROP_DATA_DIR to a folder that contains {BIN_FOLDER}/."
+    )
     members = {f"{BIN_FOLDER}/{n}" for n in (TRAIN_FILE, TEST_FILE, *NAMES_FILES.values())}
-    _extract_binary_archive(archive, root, folder=BIN_FOLDER, members=members, title="CIFAR-100")
+    _download_and_extract(
+        root,
+        url,
+        md5=md5,
+        size=size,
+        progress=progress,
+        advice=advice,
+        default_name="cifar-100-binary.tar.gz",
+        extract=lambda archive, root: _extract_binary_archive(
+            archive, root, folder=BIN_FOLDER, members=members, title="CIFAR-100"
+        ),
+    )
     return target
