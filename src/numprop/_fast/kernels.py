@@ -238,6 +238,19 @@ def adam(
     )
 
 
+# -- bf16 conversions ------------------------------------------------------------------
+
+
+def to_bf16(x: np.ndarray, out: np.ndarray) -> bool:
+    """float32 ``x`` rounded to bf16 bits in uint16 ``out``; see ``bf16.to_bf16_numpy``."""
+    return _launch("to_bf16", x.size, (x,), others=(out,), grain=GRAIN.kernel)
+
+
+def to_float32(x: np.ndarray, out: np.ndarray) -> bool:
+    """bf16 bits ``x`` (uint16) as float32 values in ``out``; see ``bf16.to_float32_numpy``."""
+    return _launch("to_float32", x.size, (out,), others=(x,), grain=GRAIN.kernel)
+
+
 # -- data ------------------------------------------------------------------------------
 
 

@@ -563,3 +563,40 @@ def softmax_xent(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
     else:
         _softmax_xent_piece(a // 4, a // 4 + width, s, ints, np.float64)
     return 0
+
+
+# --- bf16 conversions: ints (x, out) or (out, x); see numprop._fast.bf16 ------------------
+#
+# float32 -> bf16: ints (x as float32, out as uint16); the loop reads x's bits as uint32.
+# bf16 -> float32: ints (out as float32, x as uint16); writes out's bits as uint32.
+
+
+@loop
+def _to_bf16_loop(bits, out):
+    for i in range(bits.size):
+        b = bits[i]
+        if (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):  # NaN: keep it, quiet
+            out[i] = np.uint16((b >> np.uint32(16)) | np.uint32(0x0040))
+        else:
+            lsb = (b >> np.uint32(16)) & np.uint32(1)
+            out[i] = np.uint16((b + np.uint32(0x7FFF) + lsb) >> np.uint32(16))
+
+
+@kernel
+def to_bf16(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    lo, hi = a // 4, a // 4 + width
+    _to_bf16_loop(_array(ints, 1, np.uint32, hi)[lo:], _array(ints, 2, np.uint16, hi)[lo:])
+    return 0
+
+
+@loop
+def _to_float32_loop(x, bits):
+    for i in range(x.size):
+        bits[i] = np.uint32(x[i]) << np.uint32(16)
+
+
+@kernel
+def to_float32(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    lo, hi = a // 4, a // 4 + width
+    _to_float32_loop(_array(ints, 2, np.uint16, hi)[lo:], _array(ints, 1, np.uint32, hi)[lo:])
+    return 0
