@@ -291,12 +291,12 @@ def _call(mkl: _Mkl, key: str, a, b, out, alpha, beta) -> bool:
         n,
         k,
         alpha,
-        a.ctypes.data,
+        blas.address(a),
         fa[1],
-        b.ctypes.data,
+        blas.address(b),
         fb[1],
         beta,
-        out.ctypes.data,
+        blas.address(out),
         fc[1],
     )
     return True
