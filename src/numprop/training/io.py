@@ -151,7 +151,14 @@ def save(
         ) from None
     arrays[META] = np.frombuffer(text.encode(), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside the target, then rename: a crash never leaves a half-written model.
+    return write_npz(path, arrays)
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``arrays`` as an .npz at ``path`` atomically; returns ``path``.
+
+    Written beside the target, then renamed: a crash never leaves a half-written file.
+    """
     tmp = path.with_name(f".{path.name}.tmp.npz")
     try:
         with open(tmp, "wb") as f:

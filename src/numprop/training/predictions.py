@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from numprop.errors import ConfigError
+from numprop.training.io import write_npz
 
 __all__ = ["TestPredictions", "write_predictions", "read_predictions", "MISTAKES_KEPT"]
 
@@ -79,14 +80,7 @@ def write_predictions(
     }
     if inputs.ndim == 4 and inputs.dtype == np.uint8:
         arrays["mistake_images"] = inputs[wrong]
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_npz(path, arrays)
 
 
 def read_predictions(path: str | os.PathLike) -> TestPredictions:
