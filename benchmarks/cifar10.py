@@ -47,6 +47,12 @@ RUNS = {
         "three hidden layers of 1024 with BatchNorm and dropout",
     ),
 }
+# The same runs in mixed precision (bf16 products, float32 sums): same seed,
+# so each pairs with its float32 run above.
+for _name in ("default", "deep"):
+    _args, _what = RUNS[_name]
+    RUNS[f"{_name}-bf16"] = ([*_args, "--precision", "bf16"], f"{_what}, in bf16")
+BF16_TOLERANCE = 0.5  # points of test accuracy, the target of the mixed-precision issue
 
 
 def machine() -> str:
@@ -122,7 +128,19 @@ def main() -> None:
             f"{r['acc']:.2f}% | {r['seconds']:.0f} s ({r['epochs']} epochs) | "
             f"{r['peak_mib']:.0f} MiB |"
         )
-    table = "\n".join(lines)
+    by_name = {r["name"]: r for r in results}
+    pairs = [(n, n.removesuffix("-bf16")) for n in by_name if n.endswith("-bf16")]
+    notes = []
+    for bf16, fp32 in pairs:
+        if fp32 in by_name:
+            gap = by_name[bf16]["acc"] - by_name[fp32]["acc"]
+            verdict = "MET" if abs(gap) <= BF16_TOLERANCE else "MISSED"
+            notes.append(
+                f"- {fp32} in bf16 against float32: {gap:+.2f} points of test accuracy, "
+                f"time {by_name[bf16]['seconds'] / by_name[fp32]['seconds']:.2f}× "
+                f"(target: within {BF16_TOLERANCE} points): **{verdict}**"
+            )
+    table = "\n".join(lines + ([""] + notes if notes else []))
     print(table)
     if args.write:
         command = "python benchmarks/cifar10.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
