@@ -173,3 +173,107 @@ def test_this_machine_runs_the_bf16_tests():
     flags = set(npp.config.cpu_extensions())
     expected = _mkl_installed() and bool({"amx_bf16", "avx512_bf16"} & flags)
     assert precision.bf16_supported()[0] == expected, precision.bf16_supported()[1]
+
+
+# -- the weights' bf16 copy, kept by the optimizer --------------------------------------
+
+
+class RoundEveryForward(BF16):
+    """BF16 that rounds the weights again at every forward, instead of keeping a copy."""
+
+    def weight(self, module, param):
+        return self.operand(module, "weight_op", param.data)
+
+
+OPTIMIZERS = {
+    "sgd-momentum": lambda ps: npp.SGD(ps, lr=0.05, momentum=0.9),
+    "sgd-momentum-decay": lambda ps: npp.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-3),
+    "nesterov": lambda ps: npp.SGD(ps, lr=0.05, momentum=0.9, nesterov=True),
+    "sgd": lambda ps: npp.SGD(ps, lr=0.05),
+    "adam": lambda ps: npp.Adam(ps, lr=1e-3, weight_decay=1e-3),
+    "adamw": lambda ps: npp.AdamW(ps, lr=1e-3),
+}
+
+
+def bf16_bits(x):
+    return npp.nn.ops.to_bf16(x, out=np.empty(x.shape, np.uint16))
+
+
+@pytest.mark.parametrize("kernels", ["auto", "numpy"])
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+def test_the_optimizer_keeps_each_weights_bf16_copy_exact(optimizer, kernels):
+    # The update writes the weights' bf16 copy in its own pass (or rounds it after,
+    # where it cannot): after every step the copy is bit for bit the rounded new
+    # weights, so training gives exactly the losses and weights of rounding the
+    # weights again at every forward.
+    x, y = batch(n=64)
+    runs = {}
+    with npp.config.override(kernels=kernels):
+        for name, prec in (("kept", BF16()), ("every forward", RoundEveryForward())):
+            model = two_layer().set_precision(prec)
+            opt = OPTIMIZERS[optimizer](model.named_parameters())
+            trainer = npp.Trainer(model, npp.SoftmaxCrossEntropy(), opt)
+            losses = [trainer.train_step(x[i : i + 16], y[i : i + 16])[0] for i in range(0, 64, 16)]
+            runs[name] = losses, model
+            if name == "kept":
+                for key, p in model.named_parameters():
+                    if p.bf16 is not None:  # the weights (biases are not product operands)
+                        assert p.bf16_fresh, key
+                        np.testing.assert_array_equal(p.bf16, bf16_bits(p.data), err_msg=key)
+                assert sum(p.bf16 is not None for p in model.parameters()) == 2
+    (l_kept, kept), (l_every, every) = runs["kept"], runs["every forward"]
+    assert l_kept == l_every
+    for (key, p), q in zip(kept.named_parameters(), every.parameters(), strict=True):
+        np.testing.assert_array_equal(p.data, q.data, err_msg=key)
+
+
+def test_inference_rounds_the_weights_once_and_again_after_they_change(monkeypatch):
+    model = two_layer().set_precision(BF16()).eval()
+    x, _ = batch()
+    weights = [m.weight.data for m in model.modules() if isinstance(m, npp.Linear)]
+    calls = []
+    real = npp.nn.ops.to_bf16
+
+    def counting(a, *, out):
+        calls.append(a.shape)
+        return real(a, out=out)
+
+    monkeypatch.setattr(npp.nn.ops, "to_bf16", counting)
+    first = model.forward(x).copy()
+    for _ in range(3):
+        np.testing.assert_array_equal(model.forward(x), first)
+    rounded_weights = [shape for shape in calls if shape in [w.shape for w in weights]]
+    assert len(rounded_weights) == 2  # each weight once, not once per forward
+
+    # Changed in place and announced: rounded again. load_state_dict announces itself.
+    weights[0] *= 2
+    model[0].weight.changed()
+    doubled = model.forward(x).copy()
+    assert not np.array_equal(doubled, first)
+    state = model.state_dict()
+    state["0.weight"] = state["0.weight"] / 2
+    model.load_state_dict(state)
+    np.testing.assert_array_equal(model.forward(x), first)
+    # Assigning a new array marks the copy stale too.
+    model[0].weight.data = weights[0] * 2
+    np.testing.assert_array_equal(model.forward(x), doubled)
+
+
+@pytest.mark.skipif(not npp.nn.ops.kernels.available(), reason="needs the compiled kernels")
+@pytest.mark.parametrize("optimizer", ["sgd-momentum", "sgd-momentum-decay", "adam", "adamw"])
+def test_fused_updates_write_the_bf16_copy_without_a_pass_of_their_own(optimizer, monkeypatch):
+    x, y = batch(n=64)
+    model = two_layer().set_precision(BF16())
+    trainer = npp.Trainer(
+        model, npp.SoftmaxCrossEntropy(), OPTIMIZERS[optimizer](model.named_parameters())
+    )
+    trainer.train_step(x[:16], y[:16])  # the first forward rounds each weight
+    shapes = {m.weight.shape for m in model.modules() if isinstance(m, npp.Linear)}
+    calls = []
+    real = npp.nn.ops.to_bf16
+    monkeypatch.setattr(
+        npp.nn.ops, "to_bf16", lambda a, *, out: calls.append(a.shape) or real(a, out=out)
+    )
+    for i in range(16, 64, 16):
+        trainer.train_step(x[i : i + 16], y[i : i + 16])
+    assert calls and not shapes & set(calls)  # activations rounded, weights never on their own

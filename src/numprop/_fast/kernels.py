@@ -101,6 +101,11 @@ def _launch(
     return True
 
 
+def _bf16_copy_of(w: np.ndarray, bf16: np.ndarray) -> bool:
+    """Whether uint16 ``bf16`` can hold float32 ``w``'s bf16 copy."""
+    return w.dtype == np.float32 and bf16.dtype == np.uint16 and bf16.shape == w.shape
+
+
 # -- layers ----------------------------------------------------------------------------
 
 
@@ -208,10 +213,28 @@ def softmax_xent(
 # -- optimizers ------------------------------------------------------------------------
 
 
-def sgd_momentum(w: np.ndarray, v: np.ndarray, weight_decay: float, step: float) -> bool:
-    """``v += weight_decay * w``, then ``w += step * v``."""
+def sgd_momentum(
+    w: np.ndarray,
+    v: np.ndarray,
+    weight_decay: float,
+    step: float,
+    bf16: np.ndarray | None = None,
+) -> bool:
+    """``v += weight_decay * w``, then ``w += step * v``.
+
+    With ``bf16`` (uint16, ``w``'s shape; float32 ``w`` only), the same pass
+    also writes ``bf16 = to_bf16(w)``.
+    """
+    others = () if bf16 is None else (bf16,)
+    if others and not _bf16_copy_of(w, bf16):
+        return False
     return _launch(
-        "sgd_momentum", w.size, (w, v), floats=(weight_decay, step), grain=GRAIN.optimizer
+        "sgd_momentum_bf16" if others else "sgd_momentum",
+        w.size,
+        (w, v),
+        floats=(weight_decay, step),
+        others=others,
+        grain=GRAIN.optimizer,
     )
 
 
@@ -227,13 +250,22 @@ def adam(
     step: float,
     decay: float,
     l2: float,
+    bf16: np.ndarray | None = None,
 ) -> bool:
-    """One Adam/AdamW update of ``w`` from gradient ``g``; see ``ops.adam_step``."""
+    """One Adam/AdamW update of ``w`` from gradient ``g``; see ``ops.adam_step``.
+
+    With ``bf16`` (uint16, ``w``'s shape; float32 ``w`` only), the same pass
+    also writes ``bf16 = to_bf16(w)``.
+    """
+    others = () if bf16 is None else (bf16,)
+    if others and not _bf16_copy_of(w, bf16):
+        return False
     return _launch(
-        "adam",
+        "adam_bf16" if others else "adam",
         w.size,
         (w, g, m, v),
         floats=(b1, 1.0 - b1, b2, 1.0 - b2, eps, step, decay, l2),
+        others=others,
         grain=GRAIN.optimizer,
     )
 

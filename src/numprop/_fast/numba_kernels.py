@@ -600,3 +600,36 @@ def to_float32(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
     lo, hi = a // 4, a // 4 + width
     _to_float32_loop(_array(ints, 2, np.uint16, hi)[lo:], _array(ints, 1, np.uint32, hi)[lo:])
     return 0
+
+
+# --- Adam / AdamW on float32, also writing W's bf16 copy: ints (W, G, M, V, W as bf16) ---
+# (Here, after the bf16 loops: a cfunc compiles when defined, so what it calls comes first.)
+# The piece is updated, then its bits rounded while they are still in cache
+# (a piece of GRAIN.optimizer items fits in L2): one pass over W's memory.
+
+
+@jit
+def _adam_bf16_piece(lo, hi, s, ints):
+    _adam_piece(lo, hi, s, ints, np.float32)
+    _to_bf16_loop(_array(ints, 1, np.uint32, hi)[lo:], _array(ints, 5, np.uint16, hi)[lo:])
+
+
+@kernel
+def adam_bf16(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    _adam_bf16_piece(a // 4, a // 4 + width, s, ints)
+    return 0
+
+
+# --- SGD with momentum on float32 that also writes W's bf16 copy: ints (W, V, W as bf16) ---
+
+
+@jit
+def _sgd_momentum_bf16_piece(lo, hi, s, ints):
+    _sgd_momentum_piece(lo, hi, s, ints, np.float32)
+    _to_bf16_loop(_array(ints, 1, np.uint32, hi)[lo:], _array(ints, 3, np.uint16, hi)[lo:])
+
+
+@kernel
+def sgd_momentum_bf16(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    _sgd_momentum_bf16_piece(a // 4, a // 4 + width, s, ints)
+    return 0

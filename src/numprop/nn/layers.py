@@ -176,7 +176,7 @@ class Linear(Module):
         # The operands as the products read them: x and W themselves in float32,
         # rounded to bf16 under BF16 precision (set_precision); sums stay float32.
         self.x = self.precision.operand(self, "x_op", x)  # (N, D)
-        self.w = self.precision.operand(self, "w_op", self.weight.data)  # (D, H)
+        self.w = self.precision.weight(self, self.weight)  # (D, H)
         out = self._buf("out", (x.shape[0], self.out_features), self.weight.data.dtype)
         np.copyto(out, self.bias.data)  # (N, H): b in every row
         return ops.matmul(self.x, self.w, out, beta=1.0)  # out += x @ W (one call)

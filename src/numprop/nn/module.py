@@ -83,6 +83,12 @@ class Parameter:
     gradient goes to that target instead and ``grad`` is left as it was
     (zeros after ``zero_grad()``).
 
+    Under bf16 precision the products read ``bf16``, a copy of ``data``
+    rounded to bf16 (``precision.BF16.weight``) that stays valid while
+    ``bf16_fresh``: the optimizer's update rewrites it in the same pass as
+    ``data``, so it is not rounded again every forward. Whoever changes
+    ``data`` in place otherwise calls ``changed()``.
+
     Parameters
     ----------
     data : ndarray
@@ -93,13 +99,29 @@ class Parameter:
     """
 
     def __init__(self, data: np.ndarray, *, decay: bool = True):
-        self.data = data
+        self._data = data
         self._grad = np.zeros_like(data)
         # zero_grad() only raises this flag: the next accumulation overwrites
         # the buffer instead of adding to it, which saves one pass over memory.
         self._grad_stale = False
         self.grad_target: GradTarget | None = None
         self.decay = decay
+        self.bf16: np.ndarray | None = None  # uint16 bits of data, once bf16 products read it
+        self.bf16_fresh = False
+
+    @property
+    def data(self) -> np.ndarray:
+        """The values; assigning a new array marks derived copies (``bf16``) stale."""
+        return self._data
+
+    @data.setter
+    def data(self, value: np.ndarray) -> None:
+        self._data = value
+        self.changed()
+
+    def changed(self) -> None:
+        """Mark ``data`` as changed in place: its bf16 copy is rounded again when next read."""
+        self.bf16_fresh = False
 
     @property
     def grad(self) -> np.ndarray:
@@ -164,6 +186,7 @@ class Parameter:
     def astype(self, dtype) -> None:
         """Convert ``data`` to ``dtype`` and reset ``grad`` to zeros of that dtype."""
         self.data = self.data.astype(dtype)
+        self.bf16 = None
         self._grad = np.zeros_like(self.data)
         self._grad_stale = False
 
@@ -384,6 +407,8 @@ class Module:
                     f"state '{name}' has shape {value.shape}, the model expects {target.shape}"
                 )
             target[...] = value
+        for _, p in self.named_parameters():
+            p.changed()
 
     # -- inference -------------------------------------------------------
     def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:

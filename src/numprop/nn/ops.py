@@ -285,11 +285,19 @@ def batchnorm_train_backward(
 
 
 def sgd_momentum_step(
-    w: np.ndarray, v: np.ndarray, *, weight_decay: float, lr: float, scratch: np.ndarray
+    w: np.ndarray,
+    v: np.ndarray,
+    *,
+    weight_decay: float,
+    lr: float,
+    scratch: np.ndarray,
+    bf16: np.ndarray | None = None,
 ) -> None:
     """After ``v = momentum * v + grad``: ``v += weight_decay * w``, then ``w -= lr * v``.
 
-    One pass over both arrays; ``scratch`` is an array of w's shape.
+    One pass over both arrays; ``scratch`` is an array of w's shape. With
+    ``bf16``, the new ``w`` is also rounded into it, in the same pass where the
+    compiled kernels run.
 
     Parameters
     ----------
@@ -302,6 +310,8 @@ def sgd_momentum_step(
     lr : float
         Learning rate.
     scratch : ndarray, shape of ``w``
+    bf16 : ndarray of uint16, shape of ``w``, optional
+        Receives ``to_bf16(w)`` after the update (float32 ``w``).
     """
     step = -lr
 
@@ -312,8 +322,11 @@ def sgd_momentum_step(
         np.multiply(v, step, out=t)
         w += t
 
-    if not kernels.sgd_momentum(w, v, weight_decay, step):
-        blas.parallel_elementwise(piece, (w, v, scratch), GRAIN.optimizer)
+    if bf16 is None or not kernels.sgd_momentum(w, v, weight_decay, step, bf16):
+        if not kernels.sgd_momentum(w, v, weight_decay, step):
+            blas.parallel_elementwise(piece, (w, v, scratch), GRAIN.optimizer)
+        if bf16 is not None:
+            to_bf16(w, out=bf16)
 
 
 def adam_step(
@@ -330,13 +343,16 @@ def adam_step(
     l2: float,
     scratch: np.ndarray,
     l2_scratch: np.ndarray | None = None,
+    bf16: np.ndarray | None = None,
 ) -> None:
     """One Adam update of w from gradient g with moments m, v, all of one shape.
 
     ``g' = g + l2 * w`` (Adam's L2 term; 0 for AdamW), ``m = b1 m + (1 - b1) g'``,
     ``v = b2 v + (1 - b2) g'**2``, ``w = decay * w + step * m / (sqrt(v) + eps)``
     (``decay``: AdamW's ``1 - lr * wd``; bias corrections folded into step and eps).
-    ``scratch`` (and ``l2_scratch`` when ``l2``) are arrays of w's shape.
+    ``scratch`` (and ``l2_scratch`` when ``l2``) are arrays of w's shape. With
+    ``bf16``, the new ``w`` is also rounded into it, in the same pass where the
+    compiled kernels run.
 
     Parameters
     ----------
@@ -359,6 +375,8 @@ def adam_step(
     scratch : ndarray, shape of ``w``
     l2_scratch : ndarray, shape of ``w``, optional
         Needed when ``l2`` is not 0.
+    bf16 : ndarray of uint16, shape of ``w``, optional
+        Receives ``to_bf16(w)`` after the update (float32 ``w``).
     """
 
     def piece(w, g, m, v, t, g_l2=None):
@@ -381,9 +399,13 @@ def adam_step(
             w *= decay
         w += t
 
-    if not kernels.adam(w, g, m, v, b1=b1, b2=b2, eps=eps, step=step, decay=decay, l2=l2):
-        arrays = (w, g, m, v, scratch) + ((l2_scratch,) if l2 else ())
-        blas.parallel_elementwise(piece, arrays, GRAIN.optimizer)
+    scalars = dict(b1=b1, b2=b2, eps=eps, step=step, decay=decay, l2=l2)
+    if bf16 is None or not kernels.adam(w, g, m, v, **scalars, bf16=bf16):
+        if not kernels.adam(w, g, m, v, **scalars):
+            arrays = (w, g, m, v, scratch) + ((l2_scratch,) if l2 else ())
+            blas.parallel_elementwise(piece, arrays, GRAIN.optimizer)
+        if bf16 is not None:
+            to_bf16(w, out=bf16)
 
 
 # -- matrix products and their precision -----------------------------------------------

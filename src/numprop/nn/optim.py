@@ -103,10 +103,30 @@ class Optimizer:
             p.zero_grad()
 
     def step(self) -> None:
-        """Update every parameter in place from its gradient (or fused target)."""
+        """Update every parameter in place from its gradient (or fused target).
+
+        A parameter with a bf16 copy (``Parameter.bf16``, read by bf16
+        products) gets it rewritten too: by the update kernels that can, in the
+        same pass; after the update by the others.
+        """
         self.steps += 1
         for name, p in self.params:
+            p.changed()
             self._update(p, self.state[name])
+            if p.bf16 is not None and not p.bf16_fresh:
+                ops.to_bf16(p.data, out=p.bf16)
+                p.bf16_fresh = True
+
+    @staticmethod
+    def _bf16_out(p: Parameter) -> np.ndarray | None:
+        """Where a fused update writes ``p``'s new bf16 copy, or None when it has none.
+
+        The caller's update then writes it, so the copy is fresh again.
+        """
+        if p.bf16 is None:
+            return None
+        p.bf16_fresh = True
+        return p.bf16
 
     def _update(self, p: Parameter, state: dict) -> None:
         """Update ``p`` in place from its gradient and its ``state`` arrays."""
@@ -261,7 +281,9 @@ class SGD(Optimizer):
             axpby(self.momentum, v, 1.0, g)
             axpby(-self.lr, g, 1.0, p.data)
             return
-        ops.sgd_momentum_step(p.data, v, weight_decay=wd, lr=self.lr, scratch=self._tmp(p))
+        ops.sgd_momentum_step(
+            p.data, v, weight_decay=wd, lr=self.lr, scratch=self._tmp(p), bf16=self._bf16_out(p)
+        )
 
 
 class Adam(Optimizer):
@@ -336,6 +358,7 @@ class Adam(Optimizer):
             l2=l2,
             scratch=self._tmp(p),
             l2_scratch=self._l2.get(id(p)),
+            bf16=self._bf16_out(p),
         )
 
 

@@ -40,6 +40,13 @@ class Precision:
         """
         return x
 
+    def weight(self, module, param) -> np.ndarray:
+        """A Parameter of ``module`` as the products read it: ``operand`` of its data.
+
+        Subclasses may keep the converted copy with the Parameter instead (``BF16``).
+        """
+        return self.operand(module, "weight_op", param.data)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -55,6 +62,22 @@ class BF16(Precision):
     def operand(self, module, key: str, x: np.ndarray) -> np.ndarray:
         """``x`` rounded to bf16, as uint16 bits, in a buffer of ``module``."""
         return ops.to_bf16(x, out=module._buf(key, x.shape, np.uint16))
+
+    def weight(self, module, param) -> np.ndarray:
+        """``param.bf16``, the Parameter's bf16 copy, rounded again only if ``data`` changed.
+
+        The optimizer's update keeps the copy fresh (it writes it in the same
+        pass as the weights), so training rounds a weight once per step, not
+        once per forward, and inference rounds it once.
+        """
+        data = param.data
+        if param.bf16 is None or param.bf16.shape != data.shape:
+            param.bf16 = np.empty(data.shape, np.uint16)
+            param.bf16_fresh = False
+        if not param.bf16_fresh:
+            ops.to_bf16(data, out=param.bf16)
+            param.bf16_fresh = True
+        return param.bf16
 
 
 PRECISIONS = Registry("precision")
