@@ -277,3 +277,59 @@ def test_fused_updates_write_the_bf16_copy_without_a_pass_of_their_own(optimizer
     for i in range(16, 64, 16):
         trainer.train_step(x[i : i + 16], y[i : i + 16])
     assert calls and not shapes & set(calls)  # activations rounded, weights never on their own
+
+
+# -- the precision at the edges: train's default, evaluate, predict, banners ------------
+
+
+def test_bf16_needs_a_float32_model_and_auto_keeps_float64_exact():
+    model = two_layer().to(np.float64)
+    with pytest.raises(npp.ConfigError, match="bf16 products need a float32 model, .*float64"):
+        model.set_precision(BF16())
+    assert all(isinstance(m.precision, FP32) for m in model.modules())
+    assert type(precision.resolve("auto", np.float64)) is FP32
+
+
+def test_train_defaults_to_auto_and_says_which_precision_and_library(tmp_path, capsys):
+    from numprop.cli import main
+    from numprop.training.experiment import TrainConfig
+
+    assert TrainConfig().precision == "auto"
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 120)
+    x = (rng.normal(0, 3, (3, 5))[y] + rng.normal(0, 1, (120, 5))).astype(np.float32)
+    np.savez(tmp_path / "blobs.npz", X=x[:90], y=y[:90], X_test=x[90:], y_test=y[90:])
+    run = tmp_path / "run"
+    quick = ["--epochs", "2", "--batch-size", "16", "--quiet", "--no-plots", "--val-size", "10"]
+    assert main(["train", "--data", str(tmp_path / "blobs.npz"), "--out", str(run), *quick]) == 0
+    out = capsys.readouterr().out
+    ok, why = precision.bf16_supported()
+    if ok:
+        assert f"bf16 products ({why})" in out
+    else:
+        assert f"fp32 products (bf16 not used: {why})" in out
+
+    # evaluate and predict take --precision too (auto by default) and compute in it.
+    for name in ("fp32", "bf16"):
+        assert main(["evaluate", str(run), "--precision", name]) == 0
+        assert f"{name} products" in capsys.readouterr().out
+    assert main(["evaluate", str(run)]) == 0
+    assert f"{'bf16' if ok else 'fp32'} products" in capsys.readouterr().out
+    np.savez(tmp_path / "rows.npz", X=x[:4])
+    outs = {}
+    for name in ("fp32", "bf16"):
+        assert main(["predict", str(run), str(tmp_path / "rows.npz"), "--precision", name]) == 0
+        outs[name] = capsys.readouterr().out
+    assert outs["fp32"].count("\n") == outs["bf16"].count("\n") == 4
+
+
+def test_the_banner_says_why_auto_fell_back(tmp_path, capsys, monkeypatch):
+    from numprop.cli import main
+
+    monkeypatch.setattr(precision, "bf16_supported", lambda: (False, "no bf16 units here"))
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 60)
+    np.savez(tmp_path / "d.npz", X=rng.normal(size=(60, 3)).astype(np.float32) + y[:, None], y=y)
+    argv = ["train", "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "run")]
+    assert main(argv + ["--epochs", "1", "--quiet", "--no-plots", "--val-size", "10"]) == 0
+    assert "fp32 products (bf16 not used: no bf16 units here)" in capsys.readouterr().out

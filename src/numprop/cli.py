@@ -104,13 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     opt.add_argument("--epochs", type=_positive_int, default=d.epochs)
     opt.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
-    opt.add_argument(
-        "--precision",
-        choices=["fp32", "bf16", "auto"],
-        default=d.precision,
-        help="matrix products in float32, or bf16 operands with float32 sums (AMX/AVX512-BF16 "
-        "through MKL: pip install 'numprop[mkl]'); auto: bf16 where supported",
-    )
+    _precision_argument(opt, d.precision)
     opt.add_argument("--label-smoothing", type=_float, default=d.label_smoothing)
     opt.add_argument(
         "--patience",
@@ -187,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("model", type=Path, help="a model .npz (or a run folder)")
     _data_arguments(e, default=None)
+    _precision_argument(e, "auto")
 
     p = sub.add_parser(
         "predict",
@@ -195,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", type=Path, help="a model .npz (or a run folder)")
     p.add_argument("inputs", type=Path, nargs="+", metavar="FILE", help="images, .csv or .npz")
     p.add_argument("--top", type=_positive_int, default=3)
+    _precision_argument(p, "auto")
 
     pl = sub.add_parser(
         "plot",
@@ -282,6 +278,28 @@ def main(argv: list[str] | None = None) -> int:
 # -- commands ------------------------------------------------------------------------
 
 
+def _precision_argument(parser, default: str) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "auto"],
+        default=default,
+        help="matrix products in float32, or bf16 operands with float32 sums (AMX/AVX512-BF16 "
+        "through MKL: pip install 'numprop[mkl]'); auto: bf16 where that is faster "
+        f"(default: {default})",
+    )
+
+
+def _load_model(args):
+    """The saved model ``args.model``, its products in ``args.precision``."""
+    from numprop.nn.precision import resolve
+    from numprop.training.io import load
+
+    saved = load(_model_path(args.model))
+    dtype = saved.model.parameters()[0].data.dtype
+    saved.model.set_precision(resolve(args.precision, dtype))
+    return saved
+
+
 def cmd_train(args) -> int:
     from numprop.training.experiment import TrainConfig, train
 
@@ -351,20 +369,22 @@ def _check_inputs(saved, x) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from numprop.training.io import load
     from numprop.training.metrics import (
         accuracy,
         classification_report,
         confusion_matrix,
     )
 
-    saved = load(_model_path(args.model))
+    saved = _load_model(args)
     x, y, measure, what = _evaluation_data(saved, args)
     _check_inputs(saved, x)
     names = saved.class_names or [str(i) for i in range(saved.model[-1].out_features)]
     pred = saved.predict_proba(x).argmax(axis=1)
     cm = confusion_matrix(y, pred, len(names))
-    print(f"{measure} {100 * accuracy(y, pred):.2f}% on {len(pred):,} examples ({what})")
+    print(
+        f"{measure} {100 * accuracy(y, pred):.2f}% on {len(pred):,} examples ({what}), "
+        f"{saved.model.precision.name} products"
+    )
     print(classification_report(cm, names))
     if len(names) <= 20:  # beyond that the matrix is a wall of numbers: plot it instead
         print("confusion matrix (rows: true class, columns: predicted)")
@@ -377,9 +397,8 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     from numprop.data.files import read_inputs
-    from numprop.training.io import load
 
-    saved = load(_model_path(args.model))
+    saved = _load_model(args)
     inputs = saved.inputs
     x, rows = read_inputs(
         args.inputs,

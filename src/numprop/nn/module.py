@@ -326,7 +326,18 @@ class Module:
         -------
         Module
             ``self``, for chaining.
+
+        Raises
+        ------
+        ConfigError
+            For bf16 on a model whose parameters are not float32.
         """
+        if precision.float32_only:
+            wrong = sorted({str(p.data.dtype) for p in self.parameters()} - {"float32"})
+            if wrong:
+                raise ConfigError(
+                    f"{precision.name} products need a float32 model, this one is {wrong[0]}"
+                )
         for m in self.modules():
             m.precision = precision
         return self

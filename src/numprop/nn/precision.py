@@ -19,13 +19,14 @@ import numpy as np
 from numprop.nn import ops
 from numprop.registry import Registry
 
-__all__ = ["Precision", "FP32", "BF16", "PRECISIONS", "bf16_supported", "resolve"]
+__all__ = ["Precision", "FP32", "BF16", "PRECISIONS", "bf16_supported", "resolve", "describe"]
 
 
 class Precision:
     """The operands of the matrix products: the arrays themselves (float32)."""
 
     name = "fp32"
+    float32_only = False  # True where the operands are derived from float32 bits
 
     def operand(self, module, key: str, x: np.ndarray) -> np.ndarray:
         """``x`` as the products read it (here: ``x`` itself).
@@ -58,6 +59,7 @@ class BF16(Precision):
     """bf16 operands (rounded to nearest even), float32 sums: the CPU's matrix units."""
 
     name = "bf16"
+    float32_only = True
 
     def operand(self, module, key: str, x: np.ndarray) -> np.ndarray:
         """``x`` rounded to bf16, as uint16 bits, in a buffer of ``module``."""
@@ -107,8 +109,22 @@ def bf16_supported() -> tuple[bool, str]:
     return True, f"{' and '.join(units)} through MKL"
 
 
-def resolve(name: str) -> Precision:
-    """The precision called ``name``; "auto" is bf16 where ``bf16_supported()``, else fp32."""
+def resolve(name: str, dtype=np.float32) -> Precision:
+    """The precision called ``name`` for a model of ``dtype``.
+
+    "auto" is bf16 for a float32 model where ``bf16_supported()``, else fp32
+    (float64 models, e.g. for gradient checks, stay exact).
+    """
     if name == "auto":
-        return BF16() if bf16_supported()[0] else FP32()
+        return BF16() if np.dtype(dtype) == np.float32 and bf16_supported()[0] else FP32()
     return PRECISIONS.create(name)
+
+
+def describe(precision: Precision, requested: str = "auto") -> str:
+    """One line on what the products run in and on, for banners: "bf16 products (amx_bf16 through MKL)"."""
+    if precision.name == "bf16":
+        return f"bf16 products ({bf16_supported()[1]})"
+    if precision.name == "fp32" and requested == "auto":
+        ok, why = bf16_supported()
+        return "fp32 products" + ("" if ok else f" (bf16 not used: {why})")
+    return f"{precision.name} products"

@@ -27,6 +27,7 @@ from numprop.nn.layers import ACTIVATIONS
 from numprop.nn.losses import LOSSES
 from numprop.nn.optim import OPTIMIZERS, Optimizer
 from numprop.nn.precision import PRECISIONS
+from numprop.nn.precision import describe as describe_precision
 from numprop.nn.precision import resolve as resolve_precision
 from numprop.nn.schedules import SCHEDULES, Schedule
 from numprop.training.callbacks import (
@@ -76,11 +77,11 @@ class TrainConfig:
         Warm-up epochs of the cosine schedule (at most half the run).
     epochs : int, default 20
     batch_size : int, default 128
-    precision : {"fp32", "bf16", "auto"}, default "fp32"
+    precision : {"fp32", "bf16", "auto"}, default "auto"
         What the matrix products compute in: float32, or bf16 operands with
         float32 sums (the CPU's bf16 matrix units, through MKL); "auto" takes
-        bf16 where the CPU and MKL support it. Weights, optimizer state and
-        loss stay float32 either way.
+        bf16 where the CPU and MKL support it, float32 elsewhere. Weights,
+        optimizer state and loss stay float32 either way.
     label_smoothing : float, default 0.0
     loss : str, default "softmax_cross_entropy"
     flip : bool, optional
@@ -131,7 +132,7 @@ class TrainConfig:
     warmup: float = 1.0
     epochs: int = 20
     batch_size: int = 128
-    precision: str = "fp32"
+    precision: str = "auto"
     label_smoothing: float = 0.0
     loss: str = "softmax_cross_entropy"
     flip: bool | None = None
@@ -515,7 +516,7 @@ def train(
         f"({n_val:,} held out for validation, {len(splits.test_y):,} for the test"
         f"{', drawn from the training data' if splits.held_out_test else ''}), "
         f"{config.epochs} epochs of batch {config.batch_size}, {config.optimizer} lr {config.lr:g}, "
-        f"{precision.name} products"
+        f"{describe_precision(precision, config.precision)}"
     )
     print_fn(model.summary(pre.output_dim))
     trainer = Trainer(model, loss, optimizer, make_schedule(config), cbs)
