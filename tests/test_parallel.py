@@ -98,9 +98,10 @@ def _assert_same(a, b):
         (npp.ReLU, True),
         (npp.ReLU, False),
         (lambda: npp.Dropout(0.3, rng=5), True),
-        (lambda: npp.BatchNorm1d(1024), True),  # (eval mode: plain NumPy, covered by test_layers)
+        (lambda: npp.BatchNorm1d(1024), True),
+        (lambda: npp.BatchNorm1d(1024), False),
     ],
-    ids=["relu-train", "relu-eval", "dropout-train", "batchnorm-train"],
+    ids=["relu-train", "relu-eval", "dropout-train", "batchnorm-train", "batchnorm-eval"],
 )
 def test_layers_give_the_same_bits_in_parallel(make, training, monkeypatch, numpy_only):
     _assert_same(*_both_paths(lambda: _layer_run(make, training), monkeypatch))
@@ -163,7 +164,12 @@ def test_numba_kernels_are_in_use_in_the_test_install():
         "multiply",
         "dropout",
         "batchnorm",
+        "batchnorm_eval",
         "batchnorm_backward",
+        "adam_bf16",
+        "sgd_momentum_bf16",
+        "to_bf16",
+        "to_float32",
         "affine_rows",
         "augment_rows",
         "softmax_xent",
@@ -255,6 +261,23 @@ def test_layer_kernels_match_the_numpy_path_bit_for_bit(make, shape, monkeypatch
         _assert_same(compiled, _layer_run(make, True, shape=shape))
     npp.config.configure(kernels="numpy")
     _assert_same(compiled, _layer_run(make, True, shape=shape))
+
+
+@pytest.mark.parametrize("shape", [(600, 1024), (37, 1024)])
+def test_batchnorm_eval_kernel_matches_the_numpy_path_bit_for_bit(shape, kernel_calls):
+    def run():
+        layer = npp.BatchNorm1d(1024)
+        layer.forward(np.random.default_rng(2).standard_normal((64, 1024)).astype(np.float32))
+        layer.gamma.data[:] = np.linspace(0.5, 2, 1024)  # statistics and parameters not trivial
+        layer.beta.data[:] = np.linspace(-1, 1, 1024)
+        return _layer_run(lambda: layer, False, shape=shape)
+
+    compiled = run()
+    assert all(ran for _, ran in kernel_calls) and ("batchnorm_eval", True) in kernel_calls
+    with _blas.serial():
+        _assert_same(compiled, run())
+    npp.config.configure(kernels="numpy")
+    _assert_same(compiled, run())
 
 
 def _loss_run(dtype, eps):

@@ -162,6 +162,24 @@ def batchnorm(
     )
 
 
+def batchnorm_eval(
+    x: np.ndarray,
+    mean: np.ndarray,
+    scale: np.ndarray,
+    beta: np.ndarray,
+    out: np.ndarray,
+) -> bool:
+    """BatchNorm's eval forward on row blocks; see ``ops.batchnorm_eval``."""
+    n, h = x.shape
+    return _launch(
+        "batchnorm_eval",
+        n,
+        (x, out, mean, scale, beta),
+        sizes=(n, h),
+        grain=GRAIN.rows(GRAIN.kernel, h),
+    )
+
+
 def batchnorm_backward(
     dout: np.ndarray,
     xc: np.ndarray,

@@ -366,6 +366,38 @@ def batchnorm(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
     return 0
 
 
+# --- BatchNorm1d forward in eval mode: ints (N, H, x, out, mean, scale, beta); pieces
+# are rows. out = (x - mean) * scale + beta, scale = gamma * inv_std of the running variance.
+
+
+@loop
+def _center_affine(out, row, mean, scale, beta):
+    for j in range(out.size):
+        out[j] = (row[j] - mean[j]) * scale[j] + beta[j]
+
+
+@jit
+def _batchnorm_eval_piece(lo, hi, ints, dtype):
+    n, h = ints[1], ints[2]
+    x, out = _array(ints, 3, dtype, n * h), _array(ints, 4, dtype, n * h)
+    mean, scale, beta = (
+        _array(ints, 5, dtype, h),
+        _array(ints, 6, dtype, h),
+        _array(ints, 7, dtype, h),
+    )
+    for i in range(lo, hi):
+        _center_affine(out[i * h : (i + 1) * h], x[i * h : (i + 1) * h], mean, scale, beta)
+
+
+@kernel
+def batchnorm_eval(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    if ints[0] == 4:
+        _batchnorm_eval_piece(a // 4, a // 4 + width, ints, np.float32)
+    else:
+        _batchnorm_eval_piece(a // 4, a // 4 + width, ints, np.float64)
+    return 0
+
+
 # --- BatchNorm1d backward in training:
 # ints (N, H, dout, xc, dx, inv_std, gamma, dgamma, dbeta); pieces are column blocks.
 # dbeta = sum dout; dgamma = (sum dout xc) inv_std;

@@ -444,14 +444,13 @@ class BatchNorm1d(Module):
         n, h = x.shape
         if self.training and n < 2:
             raise ConfigError("BatchNorm1d needs at least 2 examples per batch in training")
-        xc = self.xc = self._buf("xc", x.shape, x.dtype)  # x - mean, (N, H)
         out = self._buf("out", x.shape, x.dtype)  # (N, H)
-        if not self.training:
-            np.subtract(x, self.running_mean, out=xc)
+        if not self.training:  # y = (x - running mean) * gamma / sqrt(running var + eps) + beta
+            self.x = x  # xc is only needed by a backward in eval mode: made there
             self.inv_std = (1.0 / np.sqrt(self.running_var + self.eps)).astype(x.dtype)
-            np.multiply(xc, self.gamma.data * self.inv_std, out=out)
-            out += self.beta.data
-            return out
+            scale = self.gamma.data * self.inv_std  # (H,)
+            return ops.batchnorm_eval(x, self.running_mean, scale, self.beta.data, out=out)
+        xc = self.xc = self._buf("xc", x.shape, x.dtype)  # x - mean, (N, H)
         mean, var = self._buf("mean", (h,), x.dtype), self._buf("var", (h,), x.dtype)
         self.inv_std = self._buf("inv_std", (h,), x.dtype)  # 1 / sqrt(var + eps), (H,)
         ops.batchnorm_train(
@@ -475,15 +474,16 @@ class BatchNorm1d(Module):
     def backward(self, dout):
         """dout (N, H) -> dx (N, H); adds dgamma and dbeta."""
         n, h = dout.shape
-        xc, inv_std = self.xc, self.inv_std
+        inv_std = self.inv_std
         dx = self._buf("dx", dout.shape, dout.dtype)  # (N, H)
         if not self.training:  # running statistics are constants: y is affine in x
+            xc = np.subtract(self.x, self.running_mean, out=self._buf("xc", dout.shape, dout.dtype))
             self.gamma.accumulate(np.einsum("nh,nh->h", dout, xc) * inv_std)
             self.beta.accumulate(dout.sum(axis=0))
             return np.multiply(dout, self.gamma.data * inv_std, out=dx)
         dgamma, dbeta = self._buf("dgamma", (h,), dout.dtype), self._buf("dbeta", (h,), dout.dtype)
         ops.batchnorm_train_backward(
-            dout, xc, inv_std, self.gamma.data, dx=dx, dgamma=dgamma, dbeta=dbeta
+            dout, self.xc, inv_std, self.gamma.data, dx=dx, dgamma=dgamma, dbeta=dbeta
         )
         self.gamma.accumulate(dgamma)
         self.beta.accumulate(dbeta)

@@ -178,6 +178,31 @@ def dropout(
 # same order, and runs the elementwise passes on row blocks on all cores.
 
 
+def batchnorm_eval(
+    x: np.ndarray, mean: np.ndarray, scale: np.ndarray, beta: np.ndarray, *, out: np.ndarray
+) -> np.ndarray:
+    """Batch normalisation with fixed statistics: ``out = (x - mean) * scale + beta``.
+
+    One pass over x (N, H); ``mean``, ``scale`` (``gamma / sqrt(var + eps)``) and
+    ``beta`` are (H,).
+
+    Returns
+    -------
+    ndarray, shape (N, H)
+        ``out``.
+    """
+    if kernels.batchnorm_eval(x, mean, scale, beta, out):
+        return out
+
+    def piece(lo, hi):
+        np.subtract(x[lo:hi], mean, out=out[lo:hi])
+        out[lo:hi] *= scale
+        out[lo:hi] += beta
+
+    blas.parallel_for(x.shape[0], piece, GRAIN.rows(GRAIN.numpy, x.shape[1]))
+    return out
+
+
 def batchnorm_train(
     x: np.ndarray,
     gamma: np.ndarray,
