@@ -18,6 +18,8 @@ def layer_cases():
         ("tanh", npp.Tanh),
         ("sigmoid", npp.Sigmoid),
         ("gelu", npp.nn.layers.GELU),
+        ("softmax", npp.nn.layers.Softmax),
+        ("identity", npp.nn.layers.Identity),
         ("dropout", lambda: npp.Dropout(0.4, rng=3)),
         ("batchnorm", lambda: npp.BatchNorm1d(7)),
         ("flatten", npp.Flatten),

@@ -50,6 +50,7 @@ from numprop.training.callbacks import (
     NaNGuard,
     ProgressBar,
 )
+from numprop.training.diagnostics import Diagnostics
 from numprop.training.experiment import TrainConfig, train
 from numprop.training.io import SavedModel, load, save
 from numprop.training.trainer import Callback, History, Trainer
@@ -97,6 +98,7 @@ __all__ = [
     "Checkpoint",
     "HistoryLogger",
     "NaNGuard",
+    "Diagnostics",
     "save",
     "load",
     "SavedModel",

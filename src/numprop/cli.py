@@ -56,10 +56,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from numprop.data.preprocess import PREPROCESSING
     from numprop.nn.layers import ACTIVATIONS
-    from numprop.nn.optim import OPTIMIZERS
-    from numprop.nn.schedules import SCHEDULES
     from numprop.training.experiment import TrainConfig
 
     d = TrainConfig()
@@ -80,6 +77,108 @@ def build_parser() -> argparse.ArgumentParser:
         "(one hidden ReLU layer of 1000 units, softmax output).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    _run_arguments(t, d)
+    t.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<timestamp>)")
+    t.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN",
+        help="continue an interrupted run from its last.npz, with its own settings",
+    )
+    t.add_argument(
+        "--no-diagnostics",
+        dest="diagnostics",
+        action="store_false",
+        help="do not record the per-layer statistics `numprop doctor` reads",
+    )
+    t.add_argument("--no-plots", dest="plots", action="store_false")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser(
+        "evaluate",
+        help="test accuracy, per-class precision/recall, confusion matrix",
+        description="Evaluate a model on the test split of its own data set, or on --data: "
+        "a named data set's test split, or every example of a file (its X_test/y_test "
+        "when an .npz has them, or an image folder's test/ part).",
+    )
+    e.add_argument("model", type=Path, help="a model .npz (or a run folder)")
+    _data_arguments(e, default=None)
+    _precision_argument(e, "auto")
+
+    p = sub.add_parser(
+        "predict",
+        help="the most likely classes of images, or of the rows of .csv / .npz files",
+    )
+    p.add_argument("model", type=Path, help="a model .npz (or a run folder)")
+    p.add_argument("inputs", type=Path, nargs="+", metavar="FILE", help="images, .csv or .npz")
+    p.add_argument("--top", type=_positive_int, default=3)
+    _precision_argument(p, "auto")
+
+    pl = sub.add_parser(
+        "plot",
+        help="figures of a run: curves, confusion matrix, weights, mistakes",
+        description="Draw a run's figures from what `numprop train` saved in its "
+        "folder; never loads or downloads a data set.",
+    )
+    pl.add_argument("run", type=Path, help="a run folder written by `numprop train`")
+
+    g = sub.add_parser(
+        "gradcheck",
+        help="check gradients of a model configuration or your own Module",
+        description="Finite-difference check (float64) of a small network with "
+        "the given architecture, or of the Module classes defined in FILE.",
+    )
+    g.add_argument(
+        "file",
+        nargs="?",
+        type=Path,
+        help="a Python file defining Module subclasses (constructible with no "
+        "arguments or via a make_module() function) to check",
+    )
+    g.add_argument("--hidden", type=_positive_int, nargs="+", default=[7])
+    g.add_argument("--activation", choices=ACTIVATIONS.names(), default="relu")
+    g.add_argument("--dropout", type=_float, default=0.0)
+    g.add_argument("--batchnorm", action="store_true")
+    g.add_argument("--inputs", type=_positive_int, default=9, help="input features of the test net")
+    g.add_argument("--classes", type=_positive_int, default=4)
+    g.add_argument("--batch", type=_positive_int, default=6)
+    g.add_argument("--seed", type=int, default=0)
+
+    doc = sub.add_parser(
+        "doctor",
+        help="what is wrong with a training run, in plain words (or --sanity checks)",
+        description="Read a run folder's diagnostics and say what is wrong, most serious "
+        "first, with the evidence and what to do; draws doctor.png into the run. Exits 0 "
+        "when it finds nothing, 1 when it does. With --sanity, instead check a network "
+        "before a long run: its loss at initialisation against ln(C), and that it can "
+        "overfit 20 examples (give the options you would give `numprop train`).",
+    )
+    doc.add_argument("run", type=Path, nargs="?", help="a run folder of `numprop train`")
+    doc.add_argument(
+        "--sanity", action="store_true", help="check a network (train's options) before a run"
+    )
+    doc.add_argument("--examples", type=_positive_int, default=20, help="with --sanity")
+    doc.add_argument("--steps", type=_positive_int, default=300, help="with --sanity")
+    _run_arguments(doc, d)
+
+    sub.add_parser(
+        "info",
+        help="version, BLAS, compiled kernels, threads and CPU extensions in use",
+        description="What numprop runs on here: its version, the BLAS library it calls, "
+        "whether the compiled kernels (numba) are active, thread counts and the CPU's "
+        "vector and matrix extensions.",
+    )
+    return parser
+
+
+def _run_arguments(t, d) -> None:
+    """The options of a run (architecture, optimization, data, seed): train's and doctor's."""
+    from numprop.data.preprocess import PREPROCESSING
+    from numprop.nn.layers import ACTIVATIONS
+    from numprop.nn.optim import OPTIMIZERS
+    from numprop.nn.schedules import SCHEDULES
+
     arch = t.add_argument_group("architecture")
     arch.add_argument(
         "--hidden",
@@ -92,6 +191,19 @@ def build_parser() -> argparse.ArgumentParser:
     arch.add_argument("--activation", choices=ACTIVATIONS.names(), default=d.activation)
     arch.add_argument("--dropout", type=_float, default=d.dropout, help="dropout probability")
     arch.add_argument("--batchnorm", action="store_true", help="BatchNorm after each hidden Linear")
+    arch.add_argument(
+        "--init",
+        choices=["he", "glorot", "normal"],
+        default=d.init,
+        help="initial weights (default: he for ReLU-like activations, glorot for tanh/sigmoid)",
+    )
+    arch.add_argument(
+        "--init-scale",
+        type=_float,
+        default=d.init_scale,
+        metavar="S",
+        help="multiplies the he/glorot std; the std itself for normal (default 0.01)",
+    )
     opt = t.add_argument_group("optimization")
     opt.add_argument("--optimizer", choices=OPTIMIZERS.names(), default=d.optimizer)
     opt.add_argument("--lr", type=_float, default=d.lr, help="peak learning rate")
@@ -161,75 +273,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on a stratified subset of N examples (quick runs)",
     )
     t.add_argument("--seed", type=int, default=d.seed)
-    t.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<timestamp>)")
-    t.add_argument(
-        "--resume",
-        type=Path,
-        default=None,
-        metavar="RUN",
-        help="continue an interrupted run from its last.npz, with its own settings",
-    )
-    t.add_argument("--no-plots", dest="plots", action="store_false")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    e = sub.add_parser(
-        "evaluate",
-        help="test accuracy, per-class precision/recall, confusion matrix",
-        description="Evaluate a model on the test split of its own data set, or on --data: "
-        "a named data set's test split, or every example of a file (its X_test/y_test "
-        "when an .npz has them, or an image folder's test/ part).",
-    )
-    e.add_argument("model", type=Path, help="a model .npz (or a run folder)")
-    _data_arguments(e, default=None)
-    _precision_argument(e, "auto")
-
-    p = sub.add_parser(
-        "predict",
-        help="the most likely classes of images, or of the rows of .csv / .npz files",
-    )
-    p.add_argument("model", type=Path, help="a model .npz (or a run folder)")
-    p.add_argument("inputs", type=Path, nargs="+", metavar="FILE", help="images, .csv or .npz")
-    p.add_argument("--top", type=_positive_int, default=3)
-    _precision_argument(p, "auto")
-
-    pl = sub.add_parser(
-        "plot",
-        help="figures of a run: curves, confusion matrix, weights, mistakes",
-        description="Draw a run's figures from what `numprop train` saved in its "
-        "folder; never loads or downloads a data set.",
-    )
-    pl.add_argument("run", type=Path, help="a run folder written by `numprop train`")
-
-    g = sub.add_parser(
-        "gradcheck",
-        help="check gradients of a model configuration or your own Module",
-        description="Finite-difference check (float64) of a small network with "
-        "the given architecture, or of the Module classes defined in FILE.",
-    )
-    g.add_argument(
-        "file",
-        nargs="?",
-        type=Path,
-        help="a Python file defining Module subclasses (constructible with no "
-        "arguments or via a make_module() function) to check",
-    )
-    g.add_argument("--hidden", type=_positive_int, nargs="+", default=[7])
-    g.add_argument("--activation", choices=ACTIVATIONS.names(), default="relu")
-    g.add_argument("--dropout", type=_float, default=0.0)
-    g.add_argument("--batchnorm", action="store_true")
-    g.add_argument("--inputs", type=_positive_int, default=9, help="input features of the test net")
-    g.add_argument("--classes", type=_positive_int, default=4)
-    g.add_argument("--batch", type=_positive_int, default=6)
-    g.add_argument("--seed", type=int, default=0)
-
-    sub.add_parser(
-        "info",
-        help="version, BLAS, compiled kernels, threads and CPU extensions in use",
-        description="What numprop runs on here: its version, the BLAS library it calls, "
-        "whether the compiled kernels (numba) are active, thread counts and the CPU's "
-        "vector and matrix extensions.",
-    )
-    return parser
 
 
 def _data_arguments(group, default: str | None) -> None:
@@ -550,6 +593,41 @@ def _gradcheck_file(path: Path, rng) -> int:
     return 0 if all_ok else EXIT_TRAINING_FAILED
 
 
+def cmd_doctor(args) -> int:
+    from numprop.training import doctor
+
+    if args.sanity:
+        from numprop.training.experiment import TrainConfig, sanity_check
+
+        names = {f.name for f in fields(TrainConfig)}
+        config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+        results = sanity_check(config, examples=args.examples, steps=args.steps)
+        for r in results:
+            print(f"{'pass' if r.ok else 'FAIL'}  {r.name}: {r.detail}")
+            if not r.ok:
+                print(f"      {r.meaning}")
+        return 0 if all(r.ok for r in results) else 1
+    if args.run is None:
+        raise ConfigError("give a run folder (numprop doctor RUN), or --sanity")
+    record = doctor.read(args.run)
+    findings = doctor.examine(record)
+    epochs = len(record["epochs"])
+    if findings:
+        print(
+            f"{args.run}: {len(findings)} finding{'s' * (len(findings) > 1)} "
+            f"in {epochs} epoch{'s' * (epochs != 1)}, most serious first"
+        )
+        for i, finding in enumerate(findings, 1):
+            print(f"\n{i}. {finding}")
+    else:
+        print(f"{args.run}: nothing wrong found in {epochs} epoch{'s' * (epochs != 1)}")
+    for note in doctor.notes(record):
+        print(f"\nnote: {note}")
+    if args.run.is_dir():
+        print(f"\nper-layer statistics: {doctor.plot(record, args.run / 'doctor.png')}")
+    return 1 if findings else 0
+
+
 def cmd_info(args) -> int:
     from numprop import config
 
@@ -559,6 +637,7 @@ def cmd_info(args) -> int:
 
 COMMANDS = {
     "train": cmd_train,
+    "doctor": cmd_doctor,
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
     "plot": cmd_plot,

@@ -184,6 +184,7 @@ class Linear(Module):
     def backward_params(self, dout):
         """Add dW and db from dout (N, H), without computing dx."""
         x = self.x
+        self.dout = dout  # (N, H): kept for diagnostics (training.diagnostics)
         self._dout = self.precision.operand(self, "dout_op", dout)  # (N, H)
         self.weight.accumulate_matmul(x.T, self._dout)  # dW = x.T @ dout, (D, H)
         # db = dout summed over the batch, as the product ones @ dout: (1, N) @ (N, H),
@@ -309,6 +310,42 @@ class Sigmoid(Module):
         np.subtract(1, self.y, out=dx)
         dx *= self.y
         return np.multiply(dx, dout, out=dx)  # dout * y (1 - y)
+
+
+@register_activation("softmax")
+class Softmax(Module):
+    """Softmax over each row: ``y_ij = exp(x_ij) / sum_k exp(x_ik)``, x and y (N, H).
+
+    The output layer's softmax belongs in the loss (``SoftmaxCrossEntropy``);
+    this layer exists so the classic mistake, a softmax on a hidden layer, can
+    be built, and seen by ``numprop doctor``. Backward, per row:
+    ``dx = y * (dout - sum_k dout_k y_k)``.
+    """
+
+    def forward(self, x):
+        """x (N, H) -> y (N, H), each row positive and summing to 1."""
+        z = x - x.max(axis=1, keepdims=True)  # (N, H): exp cannot overflow
+        e = np.exp(z, out=z)
+        self.y = e / e.sum(axis=1, keepdims=True)
+        return self.y
+
+    def backward(self, dout):
+        """dout (N, H) -> dx (N, H)."""
+        inner = np.sum(dout * self.y, axis=1, keepdims=True)  # (N, 1)
+        return self.y * (dout - inner)
+
+
+@register_activation("identity")
+class Identity(Module):
+    """``y = x``: no activation (a stack of Linear layers is then one linear map)."""
+
+    def forward(self, x):
+        """x -> x."""
+        return x
+
+    def backward(self, dout):
+        """dout -> dout."""
+        return dout
 
 
 @register_activation("gelu")

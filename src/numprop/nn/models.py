@@ -44,6 +44,7 @@ def mlp(
     batchnorm: bool = False,
     *,
     init: str | None = None,
+    init_scale: float | None = None,
     rng: Seed = None,
     dtype=np.float32,
 ) -> Sequential:
@@ -67,6 +68,9 @@ def mlp(
     init : {"he", "glorot", "normal"}, optional
         Initialisation of the hidden Linear layers; the output layer uses
         Glorot where this is He.
+    init_scale : float, optional
+        ``Linear``'s ``scale`` for every layer: multiplies the He/Glorot std, or
+        is the std of "normal" (0.01 when not given, the classic ``randn * 0.01``).
     rng : int, numpy.random.Generator or None
         Seed or generator for the weights and the dropout masks.
     dtype : dtype-like, default np.float32
@@ -89,14 +93,15 @@ def mlp(
     rng = as_rng(rng)
     layers: list[Module] = []
     for fan_in, fan_out in zip(sizes[:-2], sizes[1:-1]):
-        layers.append(Linear(fan_in, fan_out, init=init, rng=rng, dtype=dtype))
+        layers.append(Linear(fan_in, fan_out, init=init, scale=init_scale, rng=rng, dtype=dtype))
         if batchnorm:
             layers.append(BatchNorm1d(fan_out, dtype=dtype))
         layers.append(ACTIVATIONS.create(activation))
         if dropout:
             layers.append(Dropout(dropout, rng=rng))
+    out_init = "glorot" if init == "he" else init
     layers.append(
-        Linear(sizes[-2], sizes[-1], init="glorot" if init == "he" else init, rng=rng, dtype=dtype)
+        Linear(sizes[-2], sizes[-1], init=out_init, scale=init_scale, rng=rng, dtype=dtype)
     )
     return Sequential(*layers)
 

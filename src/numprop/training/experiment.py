@@ -9,6 +9,7 @@ batcher and preprocessing that suit each.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import warnings
@@ -23,7 +24,7 @@ from numprop.data.dataset import Dataset
 from numprop.data.preprocess import PREPROCESSING, Preprocessing
 from numprop.errors import ConfigError
 from numprop.nn import models
-from numprop.nn.layers import ACTIVATIONS
+from numprop.nn.layers import ACTIVATIONS, Linear
 from numprop.nn.losses import LOSSES
 from numprop.nn.optim import OPTIMIZERS, Optimizer
 from numprop.nn.precision import PRECISIONS
@@ -40,6 +41,8 @@ from numprop.training.callbacks import (
     ProgressBar,
     atomic_write_text,
 )
+from numprop.training.diagnostics import Diagnostics
+from numprop.training.doctor import read as read_diagnostics
 from numprop.training.io import SavedModel, load, save
 from numprop.training.predictions import write_predictions
 from numprop.training.trainer import Callback, Trainer
@@ -62,6 +65,10 @@ class TrainConfig:
         Dropout probability after each hidden activation, in [0, 1).
     batchnorm : bool, default False
         BatchNorm1d after each hidden Linear.
+    init : {"he", "glorot", "normal"}, optional
+        Initial weights (``models.mlp``); by default what suits the activation.
+    init_scale : float, optional
+        Multiplies the He/Glorot std; for "normal", the std itself (0.01 if not given).
     optimizer : str, default "sgd"
         "sgd", "adam" or "adamw".
     lr : float, default 0.01
@@ -117,12 +124,17 @@ class TrainConfig:
         Where named data sets live (``resolve_data_dir`` by default).
     download : bool, default True
         Download a named data set when it is not there.
+    diagnostics : bool, default True
+        Record per-layer statistics into ``diagnostics.json`` in the run
+        folder (``Diagnostics``), for ``numprop doctor RUN``.
     """
 
     hidden: list[int] = field(default_factory=lambda: [1000])
     activation: str = "relu"
     dropout: float = 0.0
     batchnorm: bool = False
+    init: str | None = None
+    init_scale: float | None = None
     optimizer: str = "sgd"
     lr: float = 0.01
     momentum: float = 0.9
@@ -148,6 +160,7 @@ class TrainConfig:
     image_size: int = 32
     data_dir: str | None = None
     download: bool = True
+    diagnostics: bool = True
 
     def validate(self) -> None:
         """Check every setting; raise a ConfigError (naming the choices) on the first bad one."""
@@ -162,6 +175,12 @@ class TrainConfig:
             registry.get(name)  # a ConfigError that names the choices
         if self.preprocessing is not None:
             PREPROCESSING.get(self.preprocessing)
+        if self.init is not None and self.init not in Linear.INITS:
+            raise ConfigError(
+                f"unknown init {self.init!r}; choose one of {', '.join(Linear.INITS)}"
+            )
+        if self.init_scale is not None and not self.init_scale > 0:
+            raise ConfigError(f"init scale must be positive, got {self.init_scale}")
         if self.precision != "auto":
             PRECISIONS.get(self.precision)
         for name, value, low in (
@@ -184,6 +203,24 @@ class TrainConfig:
             raise ConfigError(f"test fraction must be in (0, 0.5], got {self.test_fraction}")
         if not isinstance(self.data, str) or not self.data:
             raise ConfigError(f"data must be a data set name or a path, got {self.data!r}")
+
+
+def make_model(config: TrainConfig, inputs: int, classes: int, rng: np.random.Generator):
+    """The configured MLP, from ``inputs`` features to ``classes`` logits."""
+    return models.mlp(
+        [inputs, *config.hidden, classes],
+        activation=config.activation,
+        dropout=config.dropout,
+        batchnorm=config.batchnorm,
+        init=config.init,
+        init_scale=config.init_scale,
+        rng=rng,
+    )
+
+
+def make_loss(config: TrainConfig):
+    """The configured loss."""
+    return LOSSES.create_from(config.loss, settings={"label_smoothing": config.label_smoothing})
 
 
 def make_optimizer(config: TrainConfig, model) -> Optimizer:
@@ -476,16 +513,10 @@ def train(
     train_batches, val, test = make_batches(data, splits, pre, config, rng)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    model = models.mlp(
-        [pre.output_dim, *config.hidden, data.n_classes],
-        activation=config.activation,
-        dropout=config.dropout,
-        batchnorm=config.batchnorm,
-        rng=rng,
-    )
+    model = make_model(config, pre.output_dim, data.n_classes, rng)
     precision = resolve_precision(config.precision)
     model.set_precision(precision)
-    loss = LOSSES.create_from(config.loss, settings={"label_smoothing": config.label_smoothing})
+    loss = make_loss(config)
     optimizer = make_optimizer(config, model)
     meta = {
         "preprocessing": pre,
@@ -494,8 +525,11 @@ def train(
         "inputs": describe_inputs(data),
     }
     monitor = "val_acc" if val is not None else None
-    cbs: list[Callback] = [
-        NaNGuard(),
+    cbs: list[Callback] = [NaNGuard()]
+    if config.diagnostics:  # before the NaN guard: it keeps what it saw of a diverging epoch
+        diagnostics = Diagnostics(path=out_dir / "diagnostics.json")
+        cbs.insert(0, diagnostics)
+    cbs += [
         EpochSummary(print_fn),
         HistoryLogger(out_dir),
         ModelCheckpoint(out_dir / "best.npz", monitor=monitor, **meta),
@@ -524,6 +558,9 @@ def train(
         model.load_state_dict(checkpoint.model.state_dict())
         trainer.load_state(*checkpoint.training)
         rng.bit_generator.state = checkpoint.training[1]["rng"]
+        if config.diagnostics and (out_dir / "diagnostics.json").is_file():
+            with contextlib.suppress(ConfigError):  # unreadable: start the record afresh
+                diagnostics.restore(read_diagnostics(out_dir), len(trainer.history))
         print_fn(f"resuming after epoch {len(trainer.history)} of {config.epochs}")
     history = trainer.fit(train_batches, val, config.epochs)
     if history.stop_reason:
@@ -546,6 +583,49 @@ def train(
         f"test accuracy {100 * test_acc:.2f}%  (test loss {test_loss:.4f}, {seconds:.0f} s in all)"
     )
     return RunResult(out_dir, model_path, test_loss, test_acc, seconds, history.to_list(), data)
+
+
+def sanity_check(
+    config: TrainConfig | None = None,
+    *,
+    examples: int = 20,
+    steps: int = 300,
+    data: Dataset | None = None,
+    progress: bool = False,
+):
+    """The doctor's checks before a long run, on the network and data of ``config``.
+
+    The loss at initialisation against ln(C), and whether full-batch training
+    fits ``examples`` training examples (stratified) within ``steps`` steps;
+    see ``doctor.sanity``.
+
+    Returns
+    -------
+    list of doctor.SanityResult
+    """
+    from numprop.training import doctor
+
+    config = config or TrainConfig()
+    config.validate()
+    rng = np.random.default_rng(config.seed)
+    if data is None:
+        data = load_data(
+            config.data,
+            data_dir=config.data_dir,
+            download=config.download,
+            progress=progress,
+            target=config.target,
+            image_size=config.image_size,
+        )
+    splits = split_data(data, config, rng)
+    pre = make_preprocessing(data, config).fit(splits.x[splits.train_idx])
+    x, y = subset(splits.x[splits.train_idx], splits.y[splits.train_idx], examples, rng)
+    x = pre.transform(x).astype(np.float32, copy=False)
+    model = make_model(config, pre.output_dim, data.n_classes, rng)
+    model.set_precision(resolve_precision(config.precision))
+    return doctor.sanity(
+        model, make_loss(config), lambda m: make_optimizer(config, m), x, y, steps=steps
+    )
 
 
 def train_cifar10(config: TrainConfig | None, out_dir: str | Path, **kwargs) -> RunResult:

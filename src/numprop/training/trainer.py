@@ -77,6 +77,9 @@ class Callback:
     def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None:
         """Called before each epoch; ``epoch`` counts from 0."""
 
+    def on_batch_begin(self, trainer: Trainer, batch: int) -> None:
+        """Called before each optimizer step; ``batch`` is its index in the epoch, from 0."""
+
     def on_batch_end(self, trainer: Trainer, batch: int, loss: float, size: int) -> None:
         """Called after each optimizer step.
 
@@ -123,7 +126,8 @@ class Trainer:
 
     ``fit(train, val, epochs)`` iterates ``train`` once per epoch: any
     re-iterable of (x (B, D) float, y (B,)) batches with a ``len``, such as
-    ``numprop.data.batches.BatchLoader``.
+    ``numprop.data.batches.BatchLoader``. ``outputs`` holds the model's
+    outputs (B, C) on the last training batch, for callbacks to look at.
 
     Raises
     ------
@@ -152,6 +156,7 @@ class Trainer:
         self.history = History()
         self.stop_training = False
         self.epochs = self.steps_per_epoch = 0
+        self.outputs: np.ndarray | None = None  # the model's outputs on the last batch
 
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
         """Everything needed to resume training: (arrays, JSON-able values).
@@ -207,7 +212,7 @@ class Trainer:
         correct : int or None
             Examples classified right, None where the loss counts none.
         """
-        outputs = self.model.forward(x)
+        outputs = self.outputs = self.model.forward(x)
         value = self.loss.forward(outputs, y)
         correct = self._count_correct()
         doutputs = self.loss.backward()
@@ -300,6 +305,7 @@ class Trainer:
             correct: int | None = 0
             for i, (x, y) in enumerate(train):
                 self.optimizer.lr = self.schedule.lr(epoch + i / steps, epochs)
+                self._call("on_batch_begin", i)
                 value, right = self.train_step(x, y)
                 loss_sum += value * len(y)
                 correct = _plus(correct, right)
