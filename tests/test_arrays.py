@@ -75,7 +75,7 @@ def test_bad_settings_are_refused():
         ArrayLoader(x, y, 0, shuffle=False)
     with pytest.raises(ConfigError, match="indices must lie"):
         ArrayLoader(x, y, 4, shuffle=False, indices=[0, len(x)])
-    with pytest.raises(ConfigError, match="float32 or float64"):
+    with pytest.raises(ConfigError, match="float32, float64 or .bf16."):
         ArrayLoader(x, y, 4, shuffle=False, dtype=np.int32)
 
 

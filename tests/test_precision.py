@@ -333,3 +333,86 @@ def test_the_banner_says_why_auto_fell_back(tmp_path, capsys, monkeypatch):
     argv = ["train", "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "run")]
     assert main(argv + ["--epochs", "1", "--quiet", "--no-plots", "--val-size", "10"]) == 0
     assert "fp32 products (bf16 not used: no bf16 units here)" in capsys.readouterr().out
+
+
+# -- batches made as bf16 ------------------------------------------------------------------
+
+
+def _images(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8), rng.integers(0, 5, n)
+
+
+@pytest.mark.parametrize("kernels", ["auto", "numpy"])
+@pytest.mark.parametrize("augment", [False, True])
+def test_bf16_batches_are_the_float_batches_rounded(kernels, augment):
+    from numprop.data.batches import Augment, BatchLoader
+    from numprop.data.preprocess import Standardize
+
+    images, labels = _images()
+    pre = Standardize().fit(images)
+    with npp.config.override(kernels=kernels):
+        loaders = [
+            BatchLoader(
+                images,
+                labels,
+                pre,
+                16,
+                rng=np.random.default_rng(3),
+                augment=Augment(flip=True, crop_padding=2) if augment else None,
+                bf16=bf16,
+            )
+            for bf16 in (False, True)
+        ]
+        for (x, y), (bits, y16) in zip(*loaders, strict=True):
+            assert bits.dtype == np.uint16 and x.dtype == np.float32
+            np.testing.assert_array_equal(bits, bf16_bits(x))
+            np.testing.assert_array_equal(y, y16)
+
+
+def test_a_bf16_run_on_bf16_batches_is_the_run_on_float_batches(tmp_path):
+    # train() hands a BF16 model its batches as bf16 already: the same bits the first
+    # Linear would have rounded, so the run (losses, weights) is the same to the bit.
+    from numprop.training.experiment import TrainConfig, train
+
+    images, labels = _images(n=200)
+    np.savez(tmp_path / "imgs.npz", X=images, y=labels)
+    config = TrainConfig(
+        data=str(tmp_path / "imgs.npz"),
+        hidden=[16],
+        epochs=2,
+        batch_size=16,
+        val_size=20,
+        precision="bf16",
+        flip=True,
+        diagnostics=False,
+    )
+    quiet = {"progress": False, "print_fn": lambda *a: None}
+    made = train(config, tmp_path / "bf16-batches", **quiet)
+
+    from numprop.training import experiment
+
+    real = experiment.make_batches
+
+    def float_batches(*args, bf16=False, **kwargs):
+        return real(*args, **kwargs)  # float32 batches, rounded by the first Linear
+
+    try:
+        experiment.make_batches = float_batches
+        rounded = train(config, tmp_path / "float-batches", **quiet)
+    finally:
+        experiment.make_batches = real
+    assert made.history == [
+        {**h, "seconds": m["seconds"]} for h, m in zip(rounded.history, made.history)
+    ]
+    a, b = npp.load(made.model_path).model, npp.load(rounded.model_path).model
+    for (key, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        np.testing.assert_array_equal(p.data, q.data, err_msg=key)
+
+
+def test_linear_refuses_bf16_inputs_in_float32():
+    layer = npp.Linear(4, 3, rng=0)
+    with pytest.raises(npp.ConfigError, match="bf16 inputs"):
+        layer.forward(np.zeros((2, 4), np.uint16))
+    y = layer.set_precision(BF16()).forward(bf16_bits(np.ones((2, 4), np.float32)))
+    np.testing.assert_allclose(y, np.ones((2, 4)) @ bf16_round(layer.weight.data), rtol=1e-6)

@@ -307,8 +307,20 @@ def to_float32(x: np.ndarray, out: np.ndarray) -> bool:
 def affine_rows(
     source: np.ndarray, rows: np.ndarray, shift: np.ndarray, scale: np.ndarray, out: np.ndarray
 ) -> bool:
-    """``out[i] = (source[rows[i]] - shift) * scale`` for a uint8 source (N, D), rows clipped."""
+    """``out[i] = (source[rows[i]] - shift) * scale`` for a uint8 source (N, D), rows clipped.
+
+    A uint16 ``out`` receives the float32 values rounded to bf16 (``to_bf16``).
+    """
     n, d = source.shape
+    if out.dtype == np.uint16:
+        return shift.dtype == np.float32 and _launch(
+            "affine_rows_bf16",
+            len(out),
+            (shift, scale),
+            sizes=(d, n),
+            others=(out, source, np.asarray(rows, np.int64)),
+            grain=GRAIN.rows(GRAIN.row_kernel, d),
+        )
     return _launch(
         "affine_rows",
         len(out),
@@ -329,14 +341,21 @@ def augment_rows(
     scale: np.ndarray,
     out: np.ndarray,
 ) -> bool:
-    """Gather uint8 images (N, H, W, C) by ``rows``, flip and shift each, then ``(v - shift) * scale``."""
+    """Gather uint8 images (N, H, W, C) by ``rows``, flip and shift each, then ``(v - shift) * scale``.
+
+    A uint16 ``out`` receives the float32 values rounded to bf16 (``to_bf16``).
+    """
     n, h, w, c = images.shape
+    bf16 = out.dtype == np.uint16
+    if bf16 and shift.dtype != np.float32:
+        return False
     return _launch(
-        "augment_rows",
+        "augment_rows_bf16" if bf16 else "augment_rows",
         len(rows),
-        (out, shift, scale),
+        (shift, scale) if bf16 else (out, shift, scale),
         sizes=(h, w, c, n),
         others=(
+            *((out,) if bf16 else ()),
             images,
             np.asarray(rows, np.int64),
             flips.view(np.uint8),

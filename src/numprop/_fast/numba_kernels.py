@@ -665,3 +665,58 @@ def _sgd_momentum_bf16_piece(lo, hi, s, ints):
 def sgd_momentum_bf16(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
     _sgd_momentum_bf16_piece(a // 4, a // 4 + width, s, ints)
     return 0
+
+
+# --- Batches written as bf16 (for bf16 products): the affine_rows and augment_rows
+# above, each row computed in float32 (the same values), then rounded to bf16 from a
+# row-sized buffer still in cache. ints (D, N, shift, scale, out uint16, source uint8,
+# rows int64) and (H, W, C, N, shift, scale, out uint16, images uint8, rows int64,
+# flips uint8, dy int64, dx int64).
+
+
+@jit
+def _affine_rows_bf16_piece(lo, hi, ints):
+    d, n = ints[1], ints[2]
+    shift, scale = _array(ints, 3, np.float32, d), _array(ints, 4, np.float32, d)
+    out = _array(ints, 5, np.uint16, hi * d)
+    source, rows = _array(ints, 6, np.uint8, n * d), _array(ints, 7, np.int64, hi)
+    row = np.empty(d, np.float32)
+    bits = row.view(np.uint32)
+    for i in range(lo, hi):
+        r = min(max(rows[i], 0), n - 1)
+        _affine_row(row, source[r * d : (r + 1) * d], shift, scale)
+        _to_bf16_loop(bits, out[i * d : (i + 1) * d])
+
+
+@kernel
+def affine_rows_bf16(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    _affine_rows_bf16_piece(a // 4, a // 4 + width, ints)
+    return 0
+
+
+@jit
+def _augment_rows_bf16_piece(lo, hi, ints):
+    h, w, c, n = ints[1], ints[2], ints[3], ints[4]
+    d = h * w * c
+    shift, scale = _array(ints, 5, np.float32, d), _array(ints, 6, np.float32, d)
+    out = _array(ints, 7, np.uint16, hi * d)
+    images, rows = _array(ints, 8, np.uint8, n * d), _array(ints, 9, np.int64, hi)
+    flips, dy, dx = (
+        _array(ints, 10, np.uint8, hi),
+        _array(ints, 11, np.int64, hi),
+        _array(ints, 12, np.int64, hi),
+    )
+    row = np.empty(d, np.float32)
+    bits = row.view(np.uint32)
+    for i in range(lo, hi):
+        r = min(max(rows[i], 0), n - 1)
+        _augment_image(
+            row, images[r * d : (r + 1) * d], h, w, c, flips[i] != 0, dy[i], dx[i], shift, scale
+        )
+        _to_bf16_loop(bits, out[i * d : (i + 1) * d])
+
+
+@kernel
+def augment_rows_bf16(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    _augment_rows_bf16_piece(a // 4, a // 4 + width, ints)
+    return 0

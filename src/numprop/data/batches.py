@@ -8,6 +8,7 @@ import numbers
 import numpy as np
 
 from numprop._fast import kernels
+from numprop._fast.bf16 import to_bf16
 from numprop.errors import ConfigError, DataError
 
 __all__ = ["stratified_split", "Augment", "BatchLoader", "ArrayLoader"]
@@ -254,6 +255,22 @@ def _augment_and_convert(
     return kernels.augment_rows(images, idx, flips, dy, dx, shift, scale, out)
 
 
+def _gather_bf16(images: np.ndarray, idx: np.ndarray, moves, preprocessing, out) -> bool:
+    """A batch straight to bf16 bits (uint16 ``out``) in one pass, where the kernels can.
+
+    The same float32 values as the float path, rounded to bf16: False (nothing
+    done) when the preprocessing is not a per-value affine map or numba is missing.
+    """
+    if moves is not None:
+        return _augment_and_convert(images, idx, moves, preprocessing, out)
+    affine = getattr(preprocessing, "per_value_affine", None)
+    if affine is None or not images.flags.c_contiguous:
+        return False
+    shift, scale = affine
+    source = images.reshape(len(images), -1)
+    return shift.shape == (source.shape[1],) and kernels.affine_rows(source, idx, shift, scale, out)
+
+
 class BatchLoader:
     """Iterate over mini-batches (x float32 (B, D), y int64 (B,)) of preprocessed images.
 
@@ -285,6 +302,10 @@ class BatchLoader:
         Skip the last, partial batch.
     indices : ndarray of int, shape (M,), optional
         Iterate over these examples only (e.g. from ``stratified_split``).
+    bf16 : bool, default False
+        Yield x as bf16 bits (uint16, ``numprop.nn.ops.to_bf16`` of the float32
+        batch), for a model whose first product reads bf16 (``BF16`` precision):
+        the conversion happens in the pass that makes the batch.
 
     Raises
     ------
@@ -307,6 +328,7 @@ class BatchLoader:
         augment: Augment | None = None,
         drop_last: bool = False,
         indices: np.ndarray | None = None,
+        bf16: bool = False,
     ) -> None:
         images = np.asarray(images)
         labels = np.asarray(labels)
@@ -363,6 +385,8 @@ class BatchLoader:
         self._augment_buf = np.empty_like(self._images_buf) if augment is not None else None
         self._x_buf = np.empty((bs, preprocessing.output_dim), dtype=np.float32)
         self._y_buf = np.empty(bs, dtype=np.int64)
+        self.bf16 = bool(bf16)
+        self._bits_buf = np.empty(self._x_buf.shape, np.uint16) if self.bf16 else None
 
     def __len__(self) -> int:
         """Number of batches per pass."""
@@ -375,7 +399,7 @@ class BatchLoader:
 
         Yields
         ------
-        x : ndarray, shape (B, D), float32
+        x : ndarray, shape (B, D), float32 (uint16 bf16 bits with ``bf16``)
         y : ndarray, shape (B,), int64
             Views of reused buffers, overwritten by the next batch.
         """
@@ -383,26 +407,38 @@ class BatchLoader:
         for k in range(len(self)):
             idx = order[k * self.batch_size : (k + 1) * self.batch_size]
             b = idx.size
-            if self.augment is None and hasattr(self.preprocessing, "transform_rows"):
-                # gather and convert in one pass (indices were checked above)
-                x = self.preprocessing.transform_rows(self.images, idx, out=self._x_buf[:b])
-            else:
-                x = self._x_buf[:b]
-                moves = self.augment.draw(b, self.rng) if self.augment is not None else None
-                if moves is None or not _augment_and_convert(
-                    self.images, idx, moves, self.preprocessing, x
-                ):
-                    batch = self._images_buf[:b]
-                    if self.images.flags.c_contiguous:
-                        np.take(self.images, idx, axis=0, out=batch, mode="clip")
-                    else:  # np.take would first copy a strided array whole: index the rows
-                        batch[...] = self.images[idx]
-                    if moves is not None:
-                        batch = self.augment.apply(batch, moves, out=self._augment_buf[:b])
-                    x = self.preprocessing.transform(batch, out=x)
+            moves = self.augment.draw(b, self.rng) if self.augment is not None else None
+            if not (
+                self.bf16
+                and _gather_bf16(self.images, idx, moves, self.preprocessing, self._bits_buf[:b])
+            ):
+                x = self._float_batch(idx, moves)
+                if self.bf16:  # no one-pass kernel here: round the float batch
+                    x = to_bf16(x, out=self._bits_buf[:b])
+            x = self._bits_buf[:b] if self.bf16 else x
             y = self._y_buf[:b]
             np.take(self.labels, idx, out=y, mode="clip")
             yield x, y
+
+    def _float_batch(self, idx: np.ndarray, moves) -> np.ndarray:
+        """The float32 batch of rows ``idx``, augmented by ``moves`` (or None), preprocessed."""
+        b = idx.size
+        x = self._x_buf[:b]
+        if moves is None and hasattr(self.preprocessing, "transform_rows"):
+            # gather and convert in one pass (indices were checked above)
+            return self.preprocessing.transform_rows(self.images, idx, out=x)
+        if moves is not None and _augment_and_convert(
+            self.images, idx, moves, self.preprocessing, x
+        ):
+            return x
+        batch = self._images_buf[:b]
+        if self.images.flags.c_contiguous:
+            np.take(self.images, idx, axis=0, out=batch, mode="clip")
+        else:  # np.take would first copy a strided array whole: index the rows
+            batch[...] = self.images[idx]
+        if moves is not None:
+            batch = self.augment.apply(batch, moves, out=self._augment_buf[:b])
+        return self.preprocessing.transform(batch, out=x)
 
 
 class ArrayLoader:
@@ -429,8 +465,9 @@ class ArrayLoader:
         Leave out the last, partial batch.
     indices : array_like of int, optional
         The examples to iterate over (e.g. a training split); default all.
-    dtype : float32 (default) or float64
-        The dtype of the x batches.
+    dtype : float32 (default), float64 or "bf16"
+        The dtype of the x batches; "bf16": bf16 bits (uint16, the float32
+        values rounded once, here), for a model with ``BF16`` precision.
 
     Raises
     ------
@@ -461,11 +498,16 @@ class ArrayLoader:
             raise DataError(
                 f"ArrayLoader: y must have one row per example of x ({x.shape[0]}), got shape {y.shape}"
             )
-        if np.dtype(dtype) not in (np.float32, np.float64):
-            raise ConfigError(f"ArrayLoader: dtype must be float32 or float64, got {dtype}")
-        self.x = np.ascontiguousarray(x, dtype=dtype)
+        bf16 = isinstance(dtype, str) and dtype == "bf16"
+        if not bf16 and (isinstance(dtype, str) or np.dtype(dtype) not in (np.float32, np.float64)):
+            raise ConfigError(
+                f"ArrayLoader: dtype must be float32, float64 or 'bf16', got {dtype!r}"
+            )
+        self.x = np.ascontiguousarray(x, dtype=np.float32 if bf16 else dtype)
         if not np.isfinite(self.x).all():
             raise DataError("ArrayLoader: x holds NaN or infinite values; fill or drop them first")
+        if bf16:
+            self.x = to_bf16(self.x)
         self.y = np.ascontiguousarray(y)
         self.batch_size = _check_int(batch_size, "batch_size", 1)
         if shuffle and rng is None:

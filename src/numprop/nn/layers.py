@@ -171,8 +171,10 @@ class Linear(Module):
         self.bias = Parameter(np.zeros(out_features, dtype), decay=False)
 
     def forward(self, x):
-        """x (N, D) -> y (N, H)."""
+        """x (N, D) -> y (N, H); x float, or bf16 bits (uint16) under bf16 precision."""
         _check_input(x, self.in_features, "Linear")
+        if x.dtype == np.uint16 and not self.precision.float32_only:
+            raise ConfigError("Linear got bf16 inputs (uint16): set_precision(BF16()) first")
         # The operands as the products read them: x and W themselves in float32,
         # rounded to bf16 under BF16 precision (set_precision); sums stay float32.
         self.x = self.precision.operand(self, "x_op", x)  # (N, D)

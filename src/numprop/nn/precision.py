@@ -62,7 +62,9 @@ class BF16(Precision):
     float32_only = True
 
     def operand(self, module, key: str, x: np.ndarray) -> np.ndarray:
-        """``x`` rounded to bf16, as uint16 bits, in a buffer of ``module``."""
+        """``x`` rounded to bf16, as uint16 bits, in a buffer of ``module`` (bits pass as they are)."""
+        if x.dtype == np.uint16:  # already bf16: a batch made as bf16 (BatchLoader(bf16=True))
+            return x
         return ops.to_bf16(x, out=module._buf(key, x.shape, np.uint16))
 
     def weight(self, module, param) -> np.ndarray:

@@ -374,26 +374,38 @@ def make_preprocessing(data: Dataset, config: TrainConfig) -> Preprocessing:
     return PREPROCESSING.create(name)
 
 
-def make_batches(data: Dataset, splits: Splits, pre: Preprocessing, config, rng):
+def make_batches(
+    data: Dataset, splits: Splits, pre: Preprocessing, config, rng, *, bf16: bool = False
+):
     """(train, validation or None, test) batch iterables of preprocessed float32 rows.
 
     Images are batched by ``BatchLoader`` (augmented, then preprocessed batch by
-    batch); tables are preprocessed once and batched by ``ArrayLoader``.
+    batch); tables are preprocessed once and batched by ``ArrayLoader``. With
+    ``bf16``, the rows come as bf16 bits, for a model whose first product
+    reads bf16: rounded in the pass that makes each batch.
     """
     flip = data.flip if config.flip is None else config.flip
     if not data.is_images:
         if config.flip or config.crop:
             raise ConfigError(f"{data.name} is a table: flips and crops apply to images only")
         rows = pre.transform(splits.x)  # (N, D) float32, once
+        dtype = "bf16" if bf16 else np.float32
         train = ArrayLoader(
-            rows, splits.y, config.batch_size, rng=rng, indices=splits.train_idx, shuffle=True
+            rows,
+            splits.y,
+            config.batch_size,
+            rng=rng,
+            indices=splits.train_idx,
+            shuffle=True,
+            dtype=dtype,
         )
         val = (
-            ArrayLoader(rows, splits.y, 1000, shuffle=False, indices=splits.val_idx)
+            ArrayLoader(rows, splits.y, 1000, shuffle=False, indices=splits.val_idx, dtype=dtype)
             if splits.val_idx.size
             else None
         )
-        test = ArrayLoader(pre.transform(splits.test_x), splits.test_y, 1000, shuffle=False)
+        test_rows = pre.transform(splits.test_x)
+        test = ArrayLoader(test_rows, splits.test_y, 1000, shuffle=False, dtype=dtype)
         return train, val, test
     augment = Augment(flip=flip, crop_padding=config.crop) if (flip or config.crop) else None
     train = BatchLoader(
@@ -405,13 +417,14 @@ def make_batches(data: Dataset, splits: Splits, pre: Preprocessing, config, rng)
         rng=rng,
         augment=augment,
         indices=splits.train_idx,
+        bf16=bf16,
     )
     val = (
-        BatchLoader(splits.x, splits.y, pre, 1000, shuffle=False, indices=splits.val_idx)
+        BatchLoader(splits.x, splits.y, pre, 1000, shuffle=False, indices=splits.val_idx, bf16=bf16)
         if splits.val_idx.size
         else None
     )
-    test = BatchLoader(splits.test_x, splits.test_y, pre, 1000, shuffle=False)
+    test = BatchLoader(splits.test_x, splits.test_y, pre, 1000, shuffle=False, bf16=bf16)
     return train, val, test
 
 
@@ -510,11 +523,14 @@ def train(
     splits = split_data(data, config, rng)
     # Fitted on the training split only: validation and test stay unseen.
     pre = make_preprocessing(data, config).fit(splits.x[splits.train_idx])
-    train_batches, val, test = make_batches(data, splits, pre, config, rng)
+    precision = resolve_precision(config.precision)
+    # bf16 products: the batches come as bf16 already, rounded where they are made.
+    train_batches, val, test = make_batches(
+        data, splits, pre, config, rng, bf16=precision.name == "bf16"
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
 
     model = make_model(config, pre.output_dim, data.n_classes, rng)
-    precision = resolve_precision(config.precision)
     model.set_precision(precision)
     loss = make_loss(config)
     optimizer = make_optimizer(config, model)
