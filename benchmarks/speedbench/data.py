@@ -61,7 +61,8 @@ class Data:
         self.inv_std = np.repeat(1.0 / std, 1024).astype(np.float32)
         self.n = len(self.x)
         self._u8 = np.empty((max_batch, 3072), np.uint8)
-        self._f32 = np.empty((max_batch, 3072), np.float32)
+        self._out = {np.dtype(np.float32): np.empty((max_batch, 3072), np.float32)}
+        self.batch_dtype = np.dtype(np.float32)  # a side that takes bf16 batches sets uint16
         self.convert: Converter = numpy_converter(self.mean, self.inv_std)
         self.prep_seconds = 0.0  # time spent converting batches; the worker resets it
 
@@ -79,9 +80,14 @@ class Data:
         return np.random.default_rng(1000 + epoch).permutation(self.n)
 
     def batch(self, idx: np.ndarray):
-        """(float32 (B, 3072), int64 (B,)); the float array is overwritten by the next call."""
+        """(float32 (B, 3072), or bf16 bits where the side asked for them, int64 (B,)); the
+        first array is overwritten by the next call."""
         n = len(idx)
-        out = self._f32[:n]
+        if self.batch_dtype not in self._out:
+            self._out[self.batch_dtype] = np.empty(
+                self._out[np.dtype(np.float32)].shape, self.batch_dtype
+            )
+        out = self._out[self.batch_dtype][:n]
         self.convert(idx, self.x, self._u8[:n], out)
         return out, self.y[idx]
 
@@ -118,6 +124,24 @@ def numprop_converter(affine_rows, mean: np.ndarray, inv_std: np.ndarray) -> Con
 
     def convert(idx, source, u8, out):
         affine_rows(source, mean, inv_std, out, idx)
+
+    return convert
+
+
+def numprop_bf16_converter(mean: np.ndarray, inv_std: np.ndarray) -> Converter | None:
+    """numprop's gather-and-standardise writing bf16 bits (uint16 ``out``) in the same
+    pass, as ``BatchLoader(bf16=True)`` does; None where this numprop has no such kernel."""
+    try:
+        from numprop._fast import kernels
+    except ImportError:
+        return None
+    if kernels.address("affine_rows_bf16") is None:
+        return None
+
+    def convert(idx, source, u8, out):
+        rows = np.arange(len(source)) if idx is None else idx
+        if not kernels.affine_rows(source, rows, mean, inv_std, out):
+            raise RuntimeError("the bf16 batch kernel refused these arrays")
 
     return convert
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from speedbench import compat
 from speedbench.configs import FLOOR_N, INFER_BATCH, LR, MOMENTUM, THREADS
-from speedbench.data import numprop_converter, torch_converter
+from speedbench.data import numprop_bf16_converter, numprop_converter, torch_converter
 
 
 def numprop_mlp(npp, cfg: dict, dropout: float | None = None):
@@ -347,6 +347,12 @@ class NumpropBF16Side(NumpropSide):
 
         ok, why = bf16_supported()
         self.info.update(bf16_supported=ok, bf16_reason=why)
+        # As `numprop train` does: the batches are made as bf16, rounded in the pass that
+        # gathers and standardises them (where this numprop can).
+        bits = numprop_bf16_converter(data.mean, data.inv_std)
+        self.info["bf16_batches"] = bits is not None
+        if bits is not None:
+            data.convert, data.batch_dtype = bits, np.dtype(np.uint16)
 
     def new_training(self, dropout: float | None = None):
         from numprop.nn.precision import BF16
