@@ -123,10 +123,14 @@ def resolve(name: str, dtype=np.float32) -> Precision:
 
 
 def describe(precision: Precision, requested: str = "auto") -> str:
-    """One line on what the products run in and on, for banners: "bf16 products (amx_bf16 through MKL)"."""
+    """What the products run in and on, for banners: "bf16 products (amx_bf16 through MKL)"."""
     if precision.name == "bf16":
         return f"bf16 products ({bf16_supported()[1]})"
+    from numprop._fast import blas
+
+    library = "OpenBLAS" if blas.available() else "NumPy's matmul"
     if precision.name == "fp32" and requested == "auto":
         ok, why = bf16_supported()
-        return "fp32 products" + ("" if ok else f" (bf16 not used: {why})")
-    return f"{precision.name} products"
+        if not ok:
+            return f"fp32 products ({library}; bf16 not used: {why})"
+    return f"{precision.name} products ({library})"
