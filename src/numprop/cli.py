@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
+import traceback
 from dataclasses import fields
 from pathlib import Path
 
@@ -67,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     from numprop import __version__
 
     parser.add_argument("--version", action="version", version=f"numprop {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error (or NUMPROP_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser(
@@ -303,19 +308,53 @@ def _data_arguments(group, default: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv``; returns the exit code.
+
+    0: done; 1: a failure during a run (divergence, a write that failed, a
+    bug); 2: bad input; 130: interrupted. Errors are one line on stderr; with
+    ``--debug`` or ``NUMPROP_DEBUG=1`` the traceback follows.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("NUMPROP_DEBUG", "") not in ("", "0")
     try:
         return COMMANDS[args.command](args)
-    except TrainingError as exc:
-        print(f"numprop: {exc}", file=sys.stderr)
+    except BrokenPipeError:
+        # The reader went away (`numprop predict ... | head -1`): stop quietly, and
+        # point stdout at nothing so Python's own flush at exit does not complain.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_TRAINING_FAILED
-    except NumpropError as exc:
-        print(f"numprop {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("numprop: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the one place every error becomes one line
+        if debug:
+            traceback.print_exc()
+        code, line = _one_line(args.command, exc)
+        if code == EXIT_TRAINING_FAILED and not isinstance(exc, NumpropError) and not debug:
+            line += "  (NUMPROP_DEBUG=1 shows the traceback)"
+        print(line, file=sys.stderr)
+        return code
+
+
+def _one_line(command: str, exc: Exception) -> tuple[int, str]:
+    """The exit code and the one line an error becomes."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, TrainingError):
+        return EXIT_TRAINING_FAILED, f"numprop: {text}"
+    if isinstance(exc, NumpropError):
+        return EXIT_BAD_INPUT, f"numprop {command}: error: {text}"
+    if isinstance(exc, MemoryError):
+        return EXIT_TRAINING_FAILED, (
+            f"numprop {command}: out of memory: use a smaller network or --batch-size"
+        )
+    if isinstance(exc, OSError):
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        return EXIT_TRAINING_FAILED, (
+            f"numprop {command}: could not read or write{where}: {exc.strerror or text}"
+        )
+    return EXIT_TRAINING_FAILED, f"numprop {command}: internal error: {type(exc).__name__}: {text}"
 
 
 # -- commands ------------------------------------------------------------------------
@@ -348,11 +387,21 @@ def cmd_train(args) -> int:
 
     names = {f.name for f in fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
-    if args.resume is not None and args.out is not None and args.out != args.resume:
-        raise ConfigError("--resume continues in the run's own folder; leave out --out")
+    if args.resume is not None:
+        if args.out is not None and args.out != args.resume:
+            raise ConfigError("--resume continues in the run's own folder; leave out --out")
+        # The run goes on with the settings it was started with: say so, not ignore them.
+        default = TrainConfig()
+        given = sorted(
+            f"--{name.replace('_', '-')}"
+            for name in names - {"data_dir", "download"}
+            if getattr(config, name) != getattr(default, name)
+        )
+        if given:
+            raise ConfigError(
+                f"--resume continues the run with its own settings; leave out {', '.join(given)}"
+            )
     out = args.resume or args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder")
     result = train(config, out, resume=args.resume is not None, progress=not args.quiet)
     model_path = result.model_path
     del result  # let the data go before drawing

@@ -178,10 +178,24 @@ class EarlyStopping(Callback):
                     f"epochs (best {self.best:.4f} at epoch {self.best_epoch})"
                 )
 
+    def on_train_begin(self, trainer):
+        """A resumed run that had run out of patience stops before another epoch."""
+        if self.best is not None and self.wait >= self.patience:
+            trainer.stop_training = True
+
     def on_train_end(self, trainer):
         """Load the best epoch's weights into the model (with ``restore_best``)."""
         if self.restore_best and self.best_state is not None:
             trainer.model.load_state_dict(self.best_state)
+
+    def state(self):
+        """The best value, its epoch and weights, and the epochs waited since."""
+        meta = {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
+        return dict(self.best_state or {}), meta
+
+    def load_state(self, arrays, meta):
+        self.best, self.best_epoch, self.wait = meta["best"], meta["best_epoch"], meta["wait"]
+        self.best_state = {k: v.copy() for k, v in arrays.items()} or None
 
 
 class NaNGuard(Callback):

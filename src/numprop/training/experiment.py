@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -197,12 +198,59 @@ class TrainConfig:
             raise ConfigError(f"--limit must be at least 10 examples, got {self.limit}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError("Nesterov momentum needs --momentum > 0")
+        if self.weight_decay < 0 or self.warmup < 0:
+            raise ConfigError("weight decay and warm-up must be >= 0")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be a whole number >= 0, got {self.seed}")
         if not self.lr > 0:
             raise ConfigError(f"learning rate must be positive, got {self.lr}")
         if not 0.0 < self.test_fraction <= 0.5:
             raise ConfigError(f"test fraction must be in (0, 0.5], got {self.test_fraction}")
         if not isinstance(self.data, str) or not self.data:
             raise ConfigError(f"data must be a data set name or a path, got {self.data!r}")
+
+
+def check_memory(config: TrainConfig, inputs: int, classes: int) -> None:
+    """Refuse, before allocating, a network or batch that cannot fit in memory.
+
+    The estimate counts float32 weights about five times (weights, gradient or
+    velocity, Adam's second moment, bf16 copy, diagnostics' copy) and the batch
+    buffers of every layer about eight times (outputs, gradients, masks, operands).
+
+    Raises
+    ------
+    ConfigError
+        When the estimate exceeds the memory available now.
+    """
+    sizes = [inputs, *config.hidden, classes]
+    params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    widest = max(sizes)
+    batch = max(config.batch_size, 1000)  # evaluation batches are 1000
+    need = 4 * (5 * params + 8 * batch * widest * (len(sizes) - 1))
+    free = available_memory()
+    if free is not None and need > free:
+        raise ConfigError(
+            f"the network ({params:,} parameters) with batches of {config.batch_size} needs "
+            f"about {need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB available: "
+            "use fewer or smaller hidden layers (--hidden) or a smaller --batch-size"
+        )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to this process now (Linux's MemAvailable), or None."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def make_model(config: TrainConfig, inputs: int, classes: int, rng: np.random.Generator):
@@ -523,17 +571,18 @@ def train(
     splits = split_data(data, config, rng)
     # Fitted on the training split only: validation and test stay unseen.
     pre = make_preprocessing(data, config).fit(splits.x[splits.train_idx])
+    check_memory(config, pre.output_dim, data.n_classes)
     precision = resolve_precision(config.precision)
     # bf16 products: the batches come as bf16 already, rounded where they are made.
     train_batches, val, test = make_batches(
         data, splits, pre, config, rng, bf16=precision.name == "bf16"
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-
     model = make_model(config, pre.output_dim, data.n_classes, rng)
     model.set_precision(precision)
     loss = make_loss(config)
     optimizer = make_optimizer(config, model)
+    # Only now, with every setting checked, does the run get a folder.
+    make_run_folder(out_dir, resume=resume)
     meta = {
         "preprocessing": pre,
         "config": asdict(config),
@@ -549,7 +598,6 @@ def train(
         EpochSummary(print_fn),
         HistoryLogger(out_dir),
         ModelCheckpoint(out_dir / "best.npz", monitor=monitor, **meta),
-        Checkpoint(last, rng, **meta),
     ]
     if progress:
         cbs.insert(0, ProgressBar())
@@ -557,6 +605,8 @@ def train(
         cbs.append(
             EarlyStopping("val_loss" if val is not None else "train_loss", patience=config.patience)
         )
+    # The checkpoint comes after every callback with state, so it saves this epoch's.
+    cbs.append(Checkpoint(last, rng, **meta))
     cbs += callbacks or []
 
     n_train, n_val = len(splits.train_idx), len(splits.val_idx)
@@ -642,6 +692,28 @@ def sanity_check(
     return doctor.sanity(
         model, make_loss(config), lambda m: make_optimizer(config, m), x, y, steps=steps
     )
+
+
+def make_run_folder(out_dir: Path, *, resume: bool = False) -> None:
+    """Create the run folder; a one-line ConfigError where that is impossible.
+
+    A folder holding a finished run (``model.npz``) is not written over, unless
+    the run is being resumed.
+    """
+    try:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ConfigError(f"the run folder {out_dir} is a file")
+        if not resume and (out_dir / "model.npz").exists():
+            raise ConfigError(
+                f"{out_dir} holds a finished run (model.npz): choose another --out, "
+                "or delete it first"
+            )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"cannot write the run folder {out_dir}: {exc.strerror or exc}") from None
 
 
 def train_cifar10(config: TrainConfig | None, out_dir: str | Path, **kwargs) -> RunResult:

@@ -100,6 +100,17 @@ class Callback:
     def on_train_end(self, trainer: Trainer) -> None:
         """Called once when ``fit`` ends, normally or stopped early."""
 
+    def state(self) -> tuple[dict[str, np.ndarray], dict] | None:
+        """What this callback must keep for a resumed run to go on exactly: (arrays, JSON).
+
+        None (the default) for callbacks without state; ``Trainer.state`` saves
+        the others with the checkpoint and ``Trainer.load_state`` gives it back.
+        """
+        return None
+
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """Restore what ``state()`` returned."""
+
 
 class Trainer:
     """Minibatch training of ``model`` with ``loss`` and ``optimizer``.
@@ -173,18 +184,49 @@ class Trainer:
             the epoch count is the history's length.
         """
         opt = self.optimizer.state_dict()
+        arrays = dict(opt["arrays"])
+        callbacks = {}
+        for key, cb in self._keyed_callbacks():
+            kept = cb.state()
+            if kept is not None:
+                cb_arrays, callbacks[key] = kept
+                arrays.update((f"callback.{key}.{name}", a) for name, a in cb_arrays.items())
         meta = {
             "optimizer": {k: v for k, v in opt.items() if k != "arrays"},
             "schedule": self.schedule.state(),
             "history": self.history.to_list(),
+            "stop_reason": self.history.stop_reason,
+            "callbacks": callbacks,
         }
-        return opt["arrays"], meta
+        return arrays, meta
 
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        """Restore what ``state()`` returned (the model's weights are loaded by the caller)."""
-        self.optimizer.load_state_dict({**meta["optimizer"], "arrays": arrays})
+        """Restore what ``state()`` returned (the model's weights are loaded by the caller).
+
+        Callbacks get back the state saved under their key (class name, and a
+        count when a class appears twice); those without saved state keep theirs.
+        """
+        ours = {k: v for k, v in arrays.items() if not k.startswith("callback.")}
+        self.optimizer.load_state_dict({**meta["optimizer"], "arrays": ours})
         self.schedule.load_state(meta["schedule"])
         self.history = History(meta["history"])
+        self.history.stop_reason = meta.get("stop_reason", "")
+        saved = meta.get("callbacks", {})
+        for key, cb in self._keyed_callbacks():
+            if key in saved:
+                prefix = f"callback.{key}."
+                mine = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+                cb.load_state(mine, saved[key])
+
+    def _keyed_callbacks(self) -> list[tuple[str, Callback]]:
+        """Callbacks with stable keys: class name, then ".1", ".2" for repeats of a class."""
+        seen: dict[str, int] = {}
+        keyed = []
+        for cb in self.callbacks:
+            name = type(cb).__name__
+            keyed.append((name if name not in seen else f"{name}.{seen[name]}", cb))
+            seen[name] = seen.get(name, 0) + 1
+        return keyed
 
     def _call(self, hook: str, *args) -> None:
         """Call ``hook`` on every callback, in order."""
@@ -299,6 +341,8 @@ class Trainer:
         self.model.train()
         self._call("on_train_begin")
         for epoch in range(start_epoch, epochs):
+            if self.stop_training:  # a resumed run that had already decided to stop
+                break
             self._call("on_epoch_begin", epoch)
             started = time.perf_counter()
             loss_sum, seen = 0.0, 0

@@ -1,0 +1,158 @@
+"""Exact resume: a run cut short and resumed ends with the weights of an uninterrupted run, bit for bit.
+
+Every option of `numprop train` that carries state across epochs is covered:
+schedules (cosine with warm-up, step, plateau), early stopping, augmentation,
+dropout, BatchNorm, Adam/AdamW, label smoothing, no validation set, bf16.
+The runs are tiny (8x8 colour images) so that each takes a fraction of a second.
+In-process, the cut is a KeyboardInterrupt after an epoch's checkpoint; the last
+test kills a real `numprop train` process with SIGKILL at several moments.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import numprop as npp
+from numprop.training.experiment import TrainConfig, train
+from numprop.training.trainer import Callback
+
+QUIET = {"progress": False, "print_fn": lambda *a: None}
+
+
+def images(tmp_path, n=240, seed=0):
+    """Four classes of 8x8 colour images, each a noisy class colour, as an .npz."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    colours = rng.integers(40, 216, (4, 1, 1, 3))
+    x = np.clip(colours[y] + rng.normal(0, 200, (n, 8, 8, 3)), 0, 255).astype(np.uint8)
+    path = tmp_path / "images.npz"
+    np.savez(path, X=x, y=y)
+    return path
+
+
+class Cut(Callback):
+    """Interrupts the run after epoch ``at`` (its checkpoint is written by then)."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_epoch_end(self, trainer, record):
+        if record["epoch"] == self.at:
+            raise KeyboardInterrupt
+
+
+def weights(folder):
+    return {k: p.data for k, p in npp.load(folder / "model.npz").model.named_parameters()}
+
+
+SETTINGS = {
+    "default": {},
+    "step-schedule": {"schedule": "step"},
+    "plateau": {"schedule": "plateau"},
+    "early-stopping": {"patience": 2, "epochs": 10, "lr": 0.1},  # stops after 5 epochs
+    "augment-dropout": {"crop": 2, "flip": True, "dropout": 0.3},
+    "batchnorm": {"batchnorm": True, "hidden": [16, 16]},
+    "adam": {"optimizer": "adam", "lr": 0.003},
+    "adamw": {"optimizer": "adamw", "lr": 0.003, "weight_decay": 0.05},
+    "label-smoothing": {"label_smoothing": 0.1},
+    "no-validation": {"val_size": 0},
+    "bf16": {"precision": "bf16"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+@pytest.mark.parametrize("cut", [1, 3])
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, name, cut):
+    base = {"hidden": [16], "epochs": 5, "batch_size": 32, "val_size": 40, "lr": 0.05}
+    config = TrainConfig(data=str(images(tmp_path)), **{**base, **SETTINGS[name]})
+    full = train(config, tmp_path / "full", **QUIET)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "cut", callbacks=[Cut(cut)], **QUIET)
+    resumed = train(None, tmp_path / "cut", resume=True, **QUIET)
+    assert [h["epoch"] for h in resumed.history] == [h["epoch"] for h in full.history]
+    drop = {"seconds"}
+    assert [{k: v for k, v in h.items() if k not in drop} for h in resumed.history] == [
+        {k: v for k, v in h.items() if k not in drop} for h in full.history
+    ]
+    a, b = weights(tmp_path / "full"), weights(tmp_path / "cut")
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    if name == "early-stopping":  # the setting must really stop early for the test to mean much
+        assert len(full.history) < config.epochs
+
+
+def test_a_run_cut_right_after_early_stopping_decided_stops_on_resume(tmp_path):
+    base = {"hidden": [16], "batch_size": 32, "val_size": 40}
+    config = TrainConfig(data=str(images(tmp_path)), **base, **SETTINGS["early-stopping"])
+    full = train(config, tmp_path / "full", **QUIET)
+    stopped_at = len(full.history)
+    assert stopped_at < config.epochs
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "cut", callbacks=[Cut(stopped_at)], **QUIET)
+    lines = []
+    resumed = train(None, tmp_path / "cut", resume=True, progress=False, print_fn=lines.append)
+    assert len(resumed.history) == stopped_at  # no epoch more
+    assert any(line.startswith("early stopping:") for line in lines)
+    a, b = weights(tmp_path / "full"), weights(tmp_path / "cut")  # the best epoch's weights
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_sigkill_at_any_moment_then_resume_gives_the_same_model(tmp_path):
+    data = images(tmp_path, n=2000)
+    args = ["--data", str(data), "--hidden", "64", "--epochs", "6", "--batch-size", "16"]
+    args += ["--val-size", "200", "--dropout", "0.2", "--crop", "2", "--patience", "3"]
+    args += ["--quiet", "--no-plots"]
+    cmd = [sys.executable, "-m", "numprop.cli", "train", *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    subprocess.run(
+        [*cmd, "--out", str(tmp_path / "full")], check=True, env=env, capture_output=True
+    )
+    started = time.perf_counter()
+    subprocess.run(
+        [*cmd, "--out", str(tmp_path / "timing")], check=True, env=env, capture_output=True
+    )
+    whole = time.perf_counter() - started
+
+    kills = 0
+    run = tmp_path / "killed"
+    for fraction in (0.35, 0.55, 0.75, 0.9):  # into the run: mid-epoch, near checkpoints
+        argv = (
+            [*cmd, "--out", str(run)]
+            if not (run / "last.npz").exists()
+            else [
+                sys.executable,
+                "-m",
+                "numprop.cli",
+                "train",
+                "--resume",
+                str(run),
+                "--quiet",
+                "--no-plots",
+            ]
+        )
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            proc.wait(timeout=fraction * whole)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+        if (run / "model.npz").exists():
+            break
+    if not (run / "model.npz").exists():
+        resume = ["train", "--resume", str(run), "--quiet", "--no-plots"]
+        subprocess.run(
+            [sys.executable, "-m", "numprop.cli", *resume], check=True, env=env, capture_output=True
+        )
+    assert kills >= 1  # the run really was killed
+    a, b = weights(tmp_path / "full"), weights(run)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
