@@ -361,17 +361,22 @@ class GELU(Module):
     """
 
     C, A = math.sqrt(2 / math.pi), 0.044715  # Python floats: float32 stays float32
+    # Beyond |x| = 10, tanh(...) is +-1 to the last bit in float64, so the cubic terms
+    # may use x clipped there: the same values, and x**3 cannot overflow to inf (which
+    # would make the derivative 0 * inf = NaN).
+    CLIP = 10.0
 
     def forward(self, x):
         """x (N, H) -> y (N, H), a new array."""
         self.x = x  # (N, H)
-        self.t = np.tanh(self.C * (x + self.A * x**3))
+        self.xc = np.clip(x, -self.CLIP, self.CLIP)  # (N, H)
+        self.t = np.tanh(self.C * (self.xc + self.A * self.xc**3))
         return 0.5 * x * (1 + self.t)
 
     def backward(self, dout):
         """dout (N, H) -> dx (N, H), a new array."""
-        x, t = self.x, self.t
-        dt = (1 - t**2) * self.C * (1 + 3 * self.A * x**2)  # d tanh(...) / dx
+        x, xc, t = self.x, self.xc, self.t
+        dt = (1 - t**2) * self.C * (1 + 3 * self.A * xc**2)  # d tanh(...) / dx
         return dout * (0.5 * (1 + t) + 0.5 * x * dt)
 
 
