@@ -145,3 +145,16 @@ def test_a_closed_pipe_ends_predict_quietly(tmp_path, table):
     )
     assert done.stdout.count("\n") == 1
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+def test_two_runs_cannot_train_into_one_folder(tmp_path, table, capsys):
+    from numprop.training.experiment import make_run_folder
+
+    out = tmp_path / "run"
+    held = make_run_folder(out)  # as a running `numprop train` holds it
+    try:
+        assert main(["train", "--data", str(table), *QUICK, "--out", str(out)]) == 2
+        assert "another numprop process is training into" in one_error_line(capsys)
+    finally:
+        held.close()
+    assert main(["train", "--data", str(table), *QUICK, "--out", str(out)]) == 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -581,8 +580,9 @@ def train(
     model.set_precision(precision)
     loss = make_loss(config)
     optimizer = make_optimizer(config, model)
-    # Only now, with every setting checked, does the run get a folder.
-    make_run_folder(out_dir, resume=resume)
+    # Only now, with every setting checked, does the run get a folder; the lock on it
+    # is held until this function returns (the file closes with the object).
+    lock = make_run_folder(out_dir, resume=resume)  # noqa: F841
     meta = {
         "preprocessing": pre,
         "config": asdict(config),
@@ -694,11 +694,17 @@ def sanity_check(
     )
 
 
-def make_run_folder(out_dir: Path, *, resume: bool = False) -> None:
-    """Create the run folder; a one-line ConfigError where that is impossible.
+def make_run_folder(out_dir: Path, *, resume: bool = False):
+    """Create the run folder and lock it; a one-line ConfigError where that is impossible.
 
     A folder holding a finished run (``model.npz``) is not written over, unless
-    the run is being resumed.
+    the run is being resumed, and a folder another process is training into
+    (its ``.lock`` held, ``fcntl.flock``) is refused.
+
+    Returns
+    -------
+    file object
+        The open lock file: the folder stays locked until it is closed.
     """
     try:
         if out_dir.exists() and not out_dir.is_dir():
@@ -709,11 +715,22 @@ def make_run_folder(out_dir: Path, *, resume: bool = False) -> None:
                 "or delete it first"
             )
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        lock = open(out_dir / ".lock", "a+b")  # noqa: SIM115 - held open by the caller
     except OSError as exc:
         raise ConfigError(f"cannot write the run folder {out_dir}: {exc.strerror or exc}") from None
+    try:
+        import fcntl
+
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # not on POSIX: no lock, as before
+        pass
+    except OSError:
+        lock.close()
+        raise ConfigError(
+            f"another numprop process is training into {out_dir}: wait for it, or choose "
+            "another --out"
+        ) from None
+    return lock
 
 
 def train_cifar10(config: TrainConfig | None, out_dir: str | Path, **kwargs) -> RunResult:
