@@ -22,11 +22,13 @@ newer one) are skipped with a warning.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import io
 import json
 import math
 import os
+import secrets
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -34,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from numprop.errors import ConfigError
+from numprop.errors import ConfigError, WriteError
 from numprop.nn.layers import LAYERS
 from numprop.nn.models import architecture, from_architecture
 from numprop.nn.module import Sequential
@@ -155,18 +157,78 @@ def save(
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
-    """Write ``arrays`` as an .npz at ``path`` atomically; returns ``path``.
+    """Write ``arrays`` as an .npz at ``path`` atomically (see ``atomic_write``); returns ``path``."""
+    # allow_pickle=False: an object array would be written as a pickle, which load() refuses.
+    return atomic_write(path, lambda f: np.savez(f, allow_pickle=False, **arrays))
 
-    Written beside the target, then renamed: a crash never leaves a half-written file.
+
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Write a file through ``write(f)`` (``f`` a binary file) so that it is whole or not there.
+
+    The bytes go to a temporary file beside ``path``, with a name unique to
+    this process and call (so concurrent writers never share one), are flushed
+    to disk, and only then renamed over ``path``; the folder is synced so the
+    rename survives a power cut. If anything fails the temporary file is
+    removed and the file that was at ``path`` is left as it was; a failure of
+    the system (disk full, no permission) is a ``WriteError`` naming ``path``.
     """
-    tmp = path.with_name(f".{path.name}.tmp.npz")
+    path = Path(path)
     try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+        tmp, fd = _create_temporary(path)
+    except OSError as exc:
+        raise WriteError(f"cannot write {path}: {_reason(exc)}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())  # the data is on disk before the name points at it
         os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
+            raise WriteError(
+                f"cannot write {path}: {_reason(exc)} (the file there, if any, is unchanged)"
+            ) from None
+        raise
+    _sync_folder(path.parent)
     return path
+
+
+def _create_temporary(path: Path) -> tuple[str, int]:
+    """(name, descriptor) of a new, empty file beside ``path`` that no other writer uses."""
+    for _ in range(100):
+        # The pid and a random token keep processes and threads apart; O_EXCL makes sure.
+        # Mode 0o666 lets the umask decide, so the file gets the usual permissions
+        # (tempfile.mkstemp would make it private to the user).
+        tmp = str(path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"))
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path.name}")
+
+
+_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush the folder's entries to disk, so a rename in it survives a power cut."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # Windows cannot open folders; the rename itself is done
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems do not sync folders
+        pass
+    finally:
+        os.close(fd)
+
+
+def _reason(exc: OSError) -> str:
+    """What went wrong, without the file name the caller gives anyway."""
+    return _line(exc.strerror or exc)
 
 
 def load(path: str | os.PathLike) -> SavedModel:
