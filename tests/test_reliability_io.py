@@ -6,6 +6,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import stat
 import struct
 import threading
@@ -21,7 +22,8 @@ import numprop as npp
 from numprop.data.preprocess import StandardizeColumns
 from numprop.training import io as npio
 from numprop.training.callbacks import atomic_write_text
-from numprop.training.trainer import Trainer
+from numprop.training.experiment import TrainConfig, train
+from numprop.training.trainer import Callback, Trainer
 
 # -- atomic writes -------------------------------------------------------------------------------
 
@@ -669,3 +671,111 @@ def test_random_damage_inside_the_members_ends_in_a_model_or_a_numprop_error(goo
                     continue
             assert probs.shape == (len(ROWS), 2)
     assert counts["refused"] > 150 and counts["loaded"] > 10, counts
+
+
+# -- resuming from a damaged checkpoint ----------------------------------------------------------
+
+
+class Crash(Callback):
+    """Stops a run after its first epoch, as a power cut would."""
+
+    def on_epoch_end(self, trainer, record):
+        raise KeyboardInterrupt
+
+
+QUIET = {"progress": False, "print_fn": lambda *args: None}
+
+
+@pytest.fixture(scope="module")
+def cut_run(tmp_path_factory):
+    """A run folder whose training stopped after epoch 1 of 2, with its last.npz checkpoint."""
+    folder = tmp_path_factory.mktemp("run")
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 90)
+    x = (np.eye(3)[y] @ rng.normal(size=(3, 4)) + rng.normal(size=(90, 4))).astype(np.float32)
+    np.savez(folder / "rows.npz", X=x, y=y)
+    config = TrainConfig(
+        data=str(folder / "rows.npz"),
+        hidden=[3],
+        epochs=2,
+        batch_size=16,
+        val_size=0,
+        precision="fp32",
+        diagnostics=False,
+    )
+    with pytest.raises(KeyboardInterrupt):
+        train(config, folder / "cut", callbacks=[Crash()], **QUIET)
+    return folder / "cut"
+
+
+def resume_from(cut_run, tmp_path, change=None):
+    """Resume a copy of ``cut_run`` whose checkpoint has ``change(meta)`` applied."""
+    folder = tmp_path / "cut"
+    shutil.copytree(cut_run, folder)
+    if change is not None:
+        last = folder / "last.npz"
+        edit(change)(last).replace(last)
+    return train(None, folder, resume=True, **QUIET)
+
+
+def test_an_intact_checkpoint_resumes(cut_run, tmp_path):
+    result = resume_from(cut_run, tmp_path)
+    assert [r["epoch"] for r in result.history] == [1, 2]
+
+
+MT19937_STATE = {"bit_generator": "MT19937", "state": {"key": list(range(624)), "pos": 624}}
+
+
+def put_config(**values):
+    return lambda meta: meta["config"].update(values)
+
+
+def put_training(**values):
+    return lambda meta: meta["training"].update(values)
+
+
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        (put_config(epochs="abc"), "setting epochs = 'abc' is not int"),
+        (put_config(epochs=True), "setting epochs = True is not int"),
+        (put_config(hidden="3"), "setting hidden = '3' is not list[int]"),
+        (put_config(hidden=[3, "x"]), "setting hidden = [3, 'x'] is not list[int]"),
+        (put_config(lr="fast"), "setting lr = 'fast' is not float"),
+        (put_config(flip="yes"), "setting flip = 'yes' is not bool | None"),
+        (put_config(data=None), "setting data = None is not str"),
+        (put_config(epochs=0), "epochs must be at least 1, got 0"),
+        (put_config(batch_size=-5), "batch size must be at least 1, got -5"),
+        (put_config(optimizer="nadam"), "unknown optimizer 'nadam'"),
+        (
+            put_config(hidden=[100_000]),
+            "its settings give hidden sizes [100000], its model has [3]",
+        ),
+        (pop("training", "rng"), "holds no state of the generator ('rng') to resume from"),
+        (put_training(rng={"bit_generator": "PCG64"}), "training.rng is not the state of a PCG64"),
+        (put_training(rng=MT19937_STATE), "training.rng is not the state of a PCG64"),
+        (
+            put_config(optimizer="adam"),
+            "cannot resume from it: optimizer state is for SGD, not Adam",
+        ),
+        (put_config(schedule="plateau"), "its training state is malformed: KeyError: 'best'"),
+        (pop("training"), "holds no training state to resume from"),
+    ],
+)
+def test_a_damaged_checkpoint_is_refused_naming_it(cut_run, tmp_path, change, says):
+    with pytest.raises(npp.ConfigError) as info:
+        resume_from(cut_run, tmp_path, change)
+    message = str(info.value)
+    assert str(tmp_path / "cut" / "last.npz") in message and "\n" not in message
+    assert says in message, message
+
+
+def test_a_checkpoint_without_its_optimizer_arrays_is_refused_naming_it(cut_run, tmp_path):
+    folder = tmp_path / "cut"
+    shutil.copytree(cut_run, folder)
+    last = folder / "last.npz"
+    content = {k: v for k, v in members(last).items() if not k.startswith("train/")}
+    write_members(last, content)
+    with pytest.raises(npp.ConfigError, match="cannot resume from it: optimizer state") as info:
+        train(None, folder, resume=True, **QUIET)
+    assert str(last) in str(info.value)

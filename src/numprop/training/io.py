@@ -660,6 +660,21 @@ def _check_records(records, what: str, bad) -> None:
 _RECORD_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 
 
+def check_settings(values: dict, annotations: dict, where: str) -> None:
+    """ConfigError naming ``where`` for a value whose JSON type is not its annotation's.
+
+    ``annotations`` maps names to annotations as text ("int", "float | None",
+    "list[int]"); values of names not in it, or of other annotations, pass.
+    """
+    for key, value in values.items():
+        expected = _annotation_check(annotations.get(key, inspect.Parameter.empty))
+        if expected is not None and not expected(value):
+            raise ConfigError(
+                f"{where}: setting {key} = {_short(value)} is not "
+                f"{_annotation_text(annotations[key])}"
+            )
+
+
 def _check_architecture(spec, bad) -> None:
     """The layer list's shape, and each known setting's JSON type against the class's
     annotation (``in_features: int``, ``eps: float``), which the constructors do not
