@@ -583,12 +583,15 @@ def test_arrays_larger_than_the_memory_available_are_refused_before_reading(tmp_
     assert npp.load(path).model[0].weight.data.shape == (100_000, 3)
 
 
-def test_the_memory_available_is_known_on_linux():
-    if not os.path.exists("/proc/meminfo"):
-        assert npio.available_memory() is None or npio.available_memory() > 0
-        return
+def test_the_memory_available_is_at_most_what_linux_reports():
     free = npio.available_memory()
-    assert free is not None and 10_000_000 < free < 1 << 50
+    if not os.path.exists("/proc/meminfo"):  # elsewhere: the free pages, where told
+        assert free is None or free > 0
+        return
+    with open("/proc/meminfo") as f:
+        reported = next(int(line.split()[1]) * 1024 for line in f if "MemAvailable:" in line)
+    # A container's limit may make it less; it moves a little between the two reads.
+    assert free is not None and 0 < free <= reported * 1.1
 
 
 # -- fuzzing: whatever the bytes, a model or a NumpropError --------------------------------------

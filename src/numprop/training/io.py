@@ -118,7 +118,9 @@ def save(
     can read new ones.
     Everything is checked before anything is written: a model with a layer
     class that is not registered (``numprop.register_layer``), or metadata
-    ``load`` would refuse, is a ConfigError and leaves no file behind.
+    ``load`` would refuse, is a ConfigError and leaves no file behind. A
+    write that fails (disk full) is a WriteError and leaves the file that was
+    at ``path`` as it was.
     """
     import numprop
 
@@ -236,9 +238,11 @@ def _reason(exc: OSError) -> str:
 def load(path: str | os.PathLike) -> SavedModel:
     """Rebuild a model saved by ``save`` (format version 1 or 2).
 
-    Raises ConfigError, with a one-line message, for a missing, unreadable,
-    corrupt or invalid file, or one written in a newer format. Metadata fields
-    and layer settings this numprop does not know are skipped with a warning.
+    Raises ConfigError, with a one-line message naming the file, for a missing,
+    unreadable, corrupt or invalid file, one written in a newer format, or one
+    whose arrays or architecture are too large for it or for the memory
+    available (refused before they are allocated). Metadata fields and layer
+    settings this numprop does not know are skipped with a warning.
     """
     path = Path(path)
     try:
