@@ -16,7 +16,7 @@ __version__ = "0.3.0"
 from numprop import config, nn
 from numprop.data.catalog import DATASETS, load_data
 from numprop.data.dataset import Dataset
-from numprop.errors import ConfigError, DataError, NumpropError, TrainingError
+from numprop.errors import ConfigError, DataError, NumpropError, TrainingError, WriteError
 from numprop.nn import models
 from numprop.nn.gradcheck import GradcheckReport, gradcheck
 from numprop.nn.layers import (
@@ -111,4 +111,5 @@ __all__ = [
     "DataError",
     "ConfigError",
     "TrainingError",
+    "WriteError",
 ]

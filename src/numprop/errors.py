@@ -15,3 +15,10 @@ class ConfigError(NumpropError):
 
 class TrainingError(NumpropError):
     """Training cannot go on (for example the loss became NaN)."""
+
+
+class WriteError(NumpropError, OSError):
+    """A file could not be written (disk full, no permission); the one there is left as it was.
+
+    Also an ``OSError``, so code that caught the operating system's error still does.
+    """

@@ -468,7 +468,8 @@ class BatchNorm1d(Module):
     Raises
     ------
     ConfigError
-        In ``forward``: for an input that is not (N, H), or N < 2 in training.
+        For ``num_features`` below 1; in ``forward``, for an input that is not
+        (N, H), or N < 2 in training.
     """
 
     _buffers = ("running_mean", "running_var")
@@ -476,6 +477,10 @@ class BatchNorm1d(Module):
     def __init__(
         self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1, dtype=np.float32
     ):
+        if num_features < 1:
+            raise ConfigError(
+                f"BatchNorm1d needs a positive number of features, got {num_features}"
+            )
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.gamma = Parameter(np.ones(num_features, dtype), decay=False)
         self.beta = Parameter(np.zeros(num_features, dtype), decay=False)

@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -248,11 +247,18 @@ def atomic_write_text(path: Path, text: str) -> None:
     path : path-like
         The file; its folder must exist.
     text : str
+        Written as UTF-8.
+
+    Raises
+    ------
+    WriteError
+        If the file cannot be written (disk full, no permission); the old one
+        is left as it was (see ``numprop.training.io.atomic_write``).
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from numprop.training.io import atomic_write
+
+    data = text.encode()
+    atomic_write(path, lambda f: f.write(data))
 
 
 class HistoryLogger(Callback):

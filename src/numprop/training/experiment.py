@@ -43,7 +43,7 @@ from numprop.training.callbacks import (
 )
 from numprop.training.diagnostics import Diagnostics
 from numprop.training.doctor import read as read_diagnostics
-from numprop.training.io import SavedModel, load, save
+from numprop.training.io import SavedModel, check_settings, load, save
 from numprop.training.predictions import write_predictions
 from numprop.training.trainer import Callback, Trainer
 
@@ -250,6 +250,53 @@ def available_memory() -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def _resumed_config(checkpoint: SavedModel, last: Path, given: TrainConfig | None) -> TrainConfig:
+    """The settings of the run a checkpoint was saved from, checked against it.
+
+    A ConfigError naming the checkpoint for what resuming would trip over
+    later: no training state or generator state, settings of the wrong type or
+    value, hidden sizes that are not those of its model.
+    """
+    if checkpoint.training is None:
+        raise ConfigError(f"{last} holds no training state to resume from")
+    state = checkpoint.training[1].get("rng")
+    if state is None:
+        raise ConfigError(f"{last} holds no state of the generator ('rng') to resume from")
+    try:  # the run's generator is a PCG64 (default_rng): its state must fit one
+        np.random.default_rng().bit_generator.state = state
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise ConfigError(
+            f"{last}: training.rng is not the state of a PCG64 generator ({_line(exc)})"
+        ) from None
+    annotations = {f.name: f.type for f in fields(TrainConfig)}
+    unknown = sorted(set(checkpoint.config) - set(annotations))
+    if unknown:  # written by a newer numprop, say: go on without them, but say so
+        warnings.warn(f"{last}: ignored unknown settings {', '.join(unknown)}", stacklevel=3)
+    saved = {k: v for k, v in checkpoint.config.items() if k in annotations}
+    check_settings(saved, annotations, str(last))
+    if given is not None and given.data_dir is not None:
+        saved["data_dir"] = given.data_dir  # the data may have moved
+    config = TrainConfig(**saved)
+    try:
+        config.validate()
+    except ConfigError as exc:
+        raise ConfigError(f"{last}: {_line(exc)}") from None
+    # The model is built from the settings before the checkpoint's weights are copied in:
+    # sizes that are not the checkpoint's would be allocated first, then refused.
+    linears = [layer for layer in checkpoint.model if isinstance(layer, Linear)]
+    hidden = [layer.out_features for layer in linears[:-1]]
+    if hidden != config.hidden:
+        raise ConfigError(
+            f"{last}: its settings give hidden sizes {config.hidden}, its model has {hidden}"
+        )
+    return config
+
+
+def _line(exc) -> str:
+    """An exception's message on one line."""
+    return " ".join(str(exc).split())
 
 
 def make_model(config: TrainConfig, inputs: int, classes: int, rng: np.random.Generator):
@@ -544,16 +591,7 @@ def train(
         if not last.is_file():
             raise ConfigError(f"nothing to resume in {out_dir}: no last.npz checkpoint")
         checkpoint = load(last)
-        if checkpoint.training is None:
-            raise ConfigError(f"{last} holds no training state to resume from")
-        known = {f.name for f in fields(TrainConfig)}
-        unknown = sorted(set(checkpoint.config) - known)
-        if unknown:  # written by a newer numprop, say: go on without them, but say so
-            warnings.warn(f"{last}: ignored unknown settings {', '.join(unknown)}", stacklevel=2)
-        saved_config = {k: v for k, v in checkpoint.config.items() if k in known}
-        if config is not None and config.data_dir is not None:
-            saved_config["data_dir"] = config.data_dir  # the data may have moved
-        config = TrainConfig(**saved_config)
+        config = _resumed_config(checkpoint, last, config)
     config.validate()
     started = time.perf_counter()
     rng = np.random.default_rng(config.seed)
@@ -621,9 +659,18 @@ def train(
     print_fn(model.summary(pre.output_dim))
     trainer = Trainer(model, loss, optimizer, make_schedule(config), cbs)
     if checkpoint is not None:
-        model.load_state_dict(checkpoint.model.state_dict())
-        trainer.load_state(*checkpoint.training)
-        rng.bit_generator.state = checkpoint.training[1]["rng"]
+        try:
+            model.load_state_dict(checkpoint.model.state_dict())
+            trainer.load_state(*checkpoint.training)
+        except ConfigError as exc:
+            raise ConfigError(f"{last}: cannot resume from it: {_line(exc)}") from None
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            # The schedule's state, say, which each schedule reads in its own way.
+            raise ConfigError(
+                f"{last}: cannot resume from it (its training state is malformed: "
+                f"{type(exc).__name__}: {_line(exc)})"
+            ) from None
+        rng.bit_generator.state = checkpoint.training[1]["rng"]  # checked by _resumed_config
         if config.diagnostics and (out_dir / "diagnostics.json").is_file():
             with contextlib.suppress(ConfigError):  # unreadable: start the record afresh
                 diagnostics.restore(read_diagnostics(out_dir), len(trainer.history))

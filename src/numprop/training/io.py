@@ -15,18 +15,22 @@ Version 1 (numprop 0.1) is the same without ``numprop_version``; both load.
 No pickle anywhere: the zip members are parsed here as .npy arrays of plain
 dtypes, never unpickled, so loading a model file cannot run code. Every
 problem with a file (missing, truncated, corrupt, of a newer format, with
-values of the wrong type) is a ``ConfigError`` with a one-line message;
-metadata fields and layer settings this numprop does not know (written by a
-newer one) are skipped with a warning.
+values of the wrong type) is a ``ConfigError`` with a one-line message naming
+it; metadata fields and layer settings this numprop does not know (written by
+a newer one) are skipped with a warning. Sizes are not trusted: an array or
+an architecture larger than its file or than the memory available is refused
+before anything that size is allocated.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import io
 import json
 import math
 import os
+import secrets
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -34,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from numprop.errors import ConfigError
-from numprop.nn.layers import LAYERS
+from numprop.errors import ConfigError, WriteError
+from numprop.nn.layers import LAYERS, BatchNorm1d, Linear
 from numprop.nn.models import architecture, from_architecture
 from numprop.nn.module import Sequential
 
@@ -114,7 +118,9 @@ def save(
     can read new ones.
     Everything is checked before anything is written: a model with a layer
     class that is not registered (``numprop.register_layer``), or metadata
-    ``load`` would refuse, is a ConfigError and leaves no file behind.
+    ``load`` would refuse, is a ConfigError and leaves no file behind. A
+    write that fails (disk full) is a WriteError and leaves the file that was
+    at ``path`` as it was.
     """
     import numprop
 
@@ -155,34 +161,100 @@ def save(
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
-    """Write ``arrays`` as an .npz at ``path`` atomically; returns ``path``.
+    """Write ``arrays`` as an .npz at ``path`` atomically (see ``atomic_write``); returns ``path``."""
+    # allow_pickle=False: an object array would be written as a pickle, which load() refuses.
+    return atomic_write(path, lambda f: np.savez(f, allow_pickle=False, **arrays))
 
-    Written beside the target, then renamed: a crash never leaves a half-written file.
+
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Write a file through ``write(f)`` (``f`` a binary file) so that it is whole or not there.
+
+    The bytes go to a temporary file beside ``path``, with a name unique to
+    this process and call (so concurrent writers never share one), are flushed
+    to disk, and only then renamed over ``path``; the folder is synced so the
+    rename survives a power cut. If anything fails the temporary file is
+    removed and the file that was at ``path`` is left as it was; a failure of
+    the system (disk full, no permission) is a ``WriteError`` naming ``path``.
     """
-    tmp = path.with_name(f".{path.name}.tmp.npz")
+    path = Path(path)
     try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+        tmp, fd = _create_temporary(path)
+    except OSError as exc:
+        raise WriteError(f"cannot write {path}: {_reason(exc)}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())  # the data is on disk before the name points at it
         os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
+            raise WriteError(
+                f"cannot write {path}: {_reason(exc)} (the file there, if any, is unchanged)"
+            ) from None
+        raise
+    _sync_folder(path.parent)
     return path
+
+
+def _create_temporary(path: Path) -> tuple[str, int]:
+    """(name, descriptor) of a new, empty file beside ``path`` that no other writer uses."""
+    for _ in range(100):
+        # The pid and a random token keep processes and threads apart; O_EXCL makes sure.
+        # Mode 0o666 lets the umask decide, so the file gets the usual permissions
+        # (tempfile.mkstemp would make it private to the user).
+        tmp = str(path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"))
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path.name}")
+
+
+_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush the folder's entries to disk, so a rename in it survives a power cut."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # Windows cannot open folders; the rename itself is done
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems do not sync folders
+        pass
+    finally:
+        os.close(fd)
+
+
+def _reason(exc: OSError) -> str:
+    """What went wrong, without the file name the caller gives anyway."""
+    return _line(exc.strerror or exc)
 
 
 def load(path: str | os.PathLike) -> SavedModel:
     """Rebuild a model saved by ``save`` (format version 1 or 2).
 
-    Raises ConfigError, with a one-line message, for a missing, unreadable,
-    corrupt or invalid file, or one written in a newer format. Metadata fields
-    and layer settings this numprop does not know are skipped with a warning.
+    Raises ConfigError, with a one-line message naming the file, for a missing,
+    unreadable, corrupt or invalid file, one written in a newer format, or one
+    whose arrays or architecture are too large for it or for the memory
+    available (refused before they are allocated). Metadata fields and layer
+    settings this numprop does not know are skipped with a warning.
     """
     path = Path(path)
-    if not path.exists():
+    try:
+        exists, is_file, is_dir = path.exists(), path.is_file(), path.is_dir()
+    except OSError as exc:  # a name too long, say
+        raise ConfigError(f"cannot read {path}: {_reason(exc)}") from None
+    if not exists:
         raise ConfigError(f"no model file at {path}")
-    if not path.is_file():
+    if not is_file:
         raise ConfigError(
             f"no model file at {path}: it is a folder, not a file"
-            if path.is_dir()
+            if is_dir
             else f"no model file at {path}: not a regular file"
         )
 
@@ -207,14 +279,14 @@ def load(path: str | os.PathLike) -> SavedModel:
         if value.dtype.kind not in "biuf":
             raise ConfigError(f"{path}: array {name!r} has dtype {value.dtype}, not a number")
 
+    dtype = np.dtype(meta["dtype"])
+    _check_size(meta["architecture"], dtype, sum(v.size for v in params.values()), path)
     try:
-        model = from_architecture(
-            meta["architecture"], dtype=np.dtype(meta["dtype"]), warn=notes.append
-        )
+        model = from_architecture(meta["architecture"], dtype=dtype, warn=notes.append)
         model.load_state_dict(params)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {_line(exc)}") from None
-    except (TypeError, ValueError, KeyError, AttributeError, OverflowError, MemoryError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a layer's constructor may raise anything
         raise ConfigError(f"{path}: cannot rebuild the model ({_line(exc)})") from None
     model.eval()
 
@@ -227,7 +299,7 @@ def load(path: str | os.PathLike) -> SavedModel:
             preprocessing = preprocessing_from_state(pre["name"], pre_arrays, pre["params"])
         except ConfigError as exc:
             raise ConfigError(f"{path}: {_line(exc)}") from None
-        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+        except Exception as exc:  # noqa: BLE001 - its from_state may raise anything
             raise ConfigError(f"{path}: bad preprocessing {pre['name']!r} ({_line(exc)})") from None
     training = None
     if meta.get("training") is not None:
@@ -254,20 +326,27 @@ def _read(path: Path) -> tuple[dict, dict[str, np.ndarray], list[str]]:
 
     The zip is read member by member with ``zipfile`` (which checks each
     member's CRC), and each member parsed as a .npy array here: its declared
-    size must match the bytes present before anything is allocated, and
-    object arrays (pickles) are refused. The metadata is read and its version
-    checked first, so a newer format is reported as such, not as corrupt.
+    size must match the member's and fit in the memory available before
+    anything is allocated, and object arrays (pickles) are refused. The
+    metadata is read and its version checked first, so a newer format is
+    reported as such, not as corrupt.
     """
     not_model = f"{path} is not a numprop model file"
     try:
-        with zipfile.ZipFile(path) as zf:
+        file = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {_reason(exc)}") from None
+    room = available_memory()  # what the arrays read so far leave is checked member by member
+    try:
+        with file, zipfile.ZipFile(file) as zf:
             members = zf.infolist()
             names = [m.filename for m in members]
             if len(set(names)) != len(names):
                 raise ConfigError(f"{not_model} (a member appears twice)")
             if f"{META}.npy" not in names:
                 raise ConfigError(f"{not_model} (no readable meta.json)")
-            meta = _parse_meta(_read_npy(zf.read(f"{META}.npy")), not_model)
+            raw = _read_npy(zf, zf.getinfo(f"{META}.npy"), room, path)
+            meta = _parse_meta(raw, not_model)
             _check_version(meta, path)
             arrays, skipped = {}, []
             for member in members:
@@ -281,40 +360,107 @@ def _read(path: Path) -> tuple[dict, dict[str, np.ndarray], list[str]]:
                 if not name.startswith(_PREFIXES):
                     skipped.append(name)
                     continue
-                arrays[name] = _read_npy(zf.read(member))
+                arrays[name] = _read_npy(zf, member, room, path)
+                if room is not None:
+                    room -= arrays[name].nbytes
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure to parse the bytes means a bad file
         # zipfile, zlib and the .npy parser raise many types (BadZipFile, EOFError, OSError,
-        # NotImplementedError for unknown compression, RuntimeError for encryption, ...).
+        # NotImplementedError for unknown compression, RuntimeError for encryption,
+        # tokenize.TokenError and UnicodeDecodeError for a mangled header, ...).
         raise ConfigError(f"{not_model} ({type(exc).__name__}: {_line(exc)})") from None
     return meta, arrays, sorted(skipped)
 
 
-def _read_npy(data: bytes) -> np.ndarray:
-    """The array in the bytes of a .npy file; ValueError if it is not a plain, complete one."""
-    fp = io.BytesIO(data)
-    version = np.lib.format.read_magic(fp)
-    if version == (1, 0):
-        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(fp)
-    elif version == (2, 0):
-        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(fp)
-    else:
-        raise ValueError(f".npy format version {version} is not supported")
-    if dtype.hasobject:
-        raise ValueError("object arrays are not allowed (they would need pickle)")
-    if any(n < 0 for n in shape):
-        raise ValueError(f"negative array shape {shape}")
-    count = math.prod(shape)
-    offset = fp.tell()
-    if len(data) - offset != count * dtype.itemsize:
-        raise ValueError(
-            f"array of shape {shape} and dtype {dtype} needs "
-            f"{count * dtype.itemsize} bytes, the file holds {len(data) - offset}"
-        )
-    array = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
-    array = array.reshape(shape[::-1]).T if fortran_order else array.reshape(shape)
-    return array.copy()  # writable, and independent of the file's bytes
+# The most bytes a .npy header takes: magic (6), version (2), length (4) and 64 KiB of text;
+# numpy itself refuses headers over 10,000 characters.
+_NPY_HEAD = 12 + 65_536
+_CHUNK = 1 << 24  # the data is read into its array 16 MiB at a time, never copied whole
+
+
+def _read_npy(zf: zipfile.ZipFile, member: zipfile.ZipInfo, room: int | None, path) -> np.ndarray:
+    """The array in a .npy member; ValueError unless it is a plain, complete one.
+
+    Only the header is read before the sizes are checked: an array that claims
+    more bytes than the member holds is refused (ValueError), one that would
+    not fit in ``room`` bytes of memory too (ConfigError naming ``path``),
+    before anything that size is allocated.
+    """
+    with zf.open(member) as f:
+        head = f.read(_NPY_HEAD)
+        fp = io.BytesIO(head)
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(fp)
+        else:
+            raise ValueError(f".npy format version {version} is not supported")
+        if dtype.hasobject:
+            raise ValueError("object arrays are not allowed (they would need pickle)")
+        if dtype.itemsize == 0:
+            raise ValueError(f"dtype {dtype} has no size")
+        if any(n < 0 for n in shape):
+            raise ValueError(f"negative array shape {shape}")
+        count = math.prod(shape)
+        offset = fp.tell()
+        nbytes = count * dtype.itemsize
+        if member.file_size - offset != nbytes:
+            raise ValueError(
+                f"array of shape {shape} and dtype {dtype} needs "
+                f"{nbytes} bytes, the file holds {member.file_size - offset}"
+            )
+        if room is not None and nbytes > room:
+            raise ConfigError(
+                f"{path}: array {member.filename[: -len('.npy')]!r} of shape {_short(shape)} is "
+                f"too large to load ({_size(nbytes)}, {_size(room)} of memory available)"
+            )
+        array = np.empty(count, dtype)
+        raw = array.view(np.uint8)  # its bytes, filled in place
+        body = head[offset:]
+        raw[: len(body)] = np.frombuffer(body, np.uint8)
+        filled = len(body)
+        while filled < nbytes:
+            chunk = f.read(min(_CHUNK, nbytes - filled))
+            if not chunk:
+                raise EOFError(
+                    f"the member ends after {offset + filled} of {member.file_size} bytes"
+                )
+            raw[filled : filled + len(chunk)] = np.frombuffer(chunk, np.uint8)
+            filled += len(chunk)
+        if f.read(1):  # also the read at which zipfile checks the CRC, if not done yet
+            raise ValueError("the member holds more bytes than it says")
+    return array.reshape(shape[::-1]).T.copy() if fortran_order else array.reshape(shape)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory new arrays can take now, or None where the system does not say.
+
+    Linux's MemAvailable (memory free or reclaimable from caches), else the
+    free pages, capped by a cgroup's limit (a container's) where there is one.
+    """
+    free = None
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/meminfo", "rb") as f:
+        for line in f:
+            if line.startswith(b"MemAvailable:"):
+                free = int(line.split()[1]) * 1024
+                break
+    if free is None:
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+            free = free if free > 0 else None
+    with contextlib.suppress(OSError, ValueError, StopIteration):  # cgroup v2; "max": no limit
+        cgroup = Path("/sys/fs/cgroup")
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            # Only the processes' own memory counts as used: the cgroup's file cache
+            # (memory.current includes it) is given back when needed.
+            stat = (cgroup / "memory.stat").read_text().splitlines()
+            used = int(next(line.split()[1] for line in stat if line.startswith("anon ")))
+            left = max(int(limit) - used, 0)
+            free = left if free is None else min(free, left)
+    return free
 
 
 def _parse_meta(raw: np.ndarray, not_model: str) -> dict:
@@ -354,6 +500,74 @@ def _check_version(meta: dict, path: Path) -> None:
         )
 
 
+# -- checking sizes ------------------------------------------------------------------------------
+
+
+# Values (parameters and buffers) a layer numprop ships holds, from its settings; other layers'
+# are not known before they are built, and count 0.
+_LAYER_VALUES = {
+    Linear: lambda c: c["in_features"] * c["out_features"] + c["out_features"],
+    BatchNorm1d: lambda c: 4 * c["num_features"],  # gamma, beta, running mean and variance
+}
+
+
+def _check_size(spec: list, dtype: np.dtype, held: int, path: Path) -> None:
+    """ConfigError unless the model ``spec`` describes fits in memory and in its file.
+
+    Checked before the layers are built, as building allocates (and draws
+    random initial weights for) every parameter the settings declare: a
+    corrupt or hostile size must be refused, not allocated. ``held`` is the
+    number of parameter values in the file, which a model that is not cheap to
+    build must not exceed.
+    """
+    values = largest = 0
+    for entry in spec:
+        cls = LAYERS.get(entry["type"]) if entry["type"] in LAYERS else None
+        count = _LAYER_VALUES.get(cls)
+        if count is None or not all(v > 0 for v in entry.values() if _is_int(v)):
+            continue  # a size below 1 is refused by the layer's constructor
+        try:
+            n = count(entry)
+        except (KeyError, TypeError):  # a setting missing: the constructor says so too
+            continue
+        values += n
+        if cls is Linear:
+            largest = max(largest, n)
+    # A Linear draws its weights in float64 before casting them: the largest draw is extra.
+    need = values * dtype.itemsize + 8 * largest
+    room = available_memory()
+    if room is not None and need > room:
+        raise ConfigError(
+            f"{path}: cannot rebuild the model: its architecture is too large "
+            f"({_count(values)} values, {_size(need)} to build; {_size(room)} of memory available)"
+        )
+    # A model that is cheap to build is built, and load_state_dict names each array that is
+    # missing or of the wrong shape; one far larger than the file's arrays is refused unbuilt.
+    if values > held and need > _CHEAP_BUILD:
+        raise ConfigError(
+            f"{path}: cannot rebuild the model: its architecture is too large for its file "
+            f"({_count(values)} parameter values declared, {held:,} held)"
+        )
+
+
+_CHEAP_BUILD = 1 << 26  # bytes (64 MiB): a model this size is built in a fraction of a second
+
+
+def _count(n: int) -> str:
+    """A count for a message: "1,000,000", or "about 10^400" for the absurd."""
+    return f"{n:,}" if n < 10**18 else f"about 10^{int(math.log10(n))}"
+
+
+def _size(nbytes: int) -> str:
+    """A number of bytes for a message: "4.0 TB"."""
+    if nbytes >= 1000**6:
+        return f"about 10^{int(math.log10(nbytes))} bytes"
+    for power, unit in ((5, "PB"), (4, "TB"), (3, "GB"), (2, "MB"), (1, "kB")):
+        if nbytes >= 1000**power:
+            return f"{nbytes / 1000**power:.1f} {unit}"
+    return f"{nbytes} bytes"
+
+
 # -- checking the metadata -----------------------------------------------------------------------
 
 
@@ -389,18 +603,24 @@ def _check_meta(meta: dict, where: str) -> None:
     if training is not None:
         if not isinstance(training, dict):
             bad(f"training (the state to resume from) must be an object, got {_short(training)}")
+        # Trainer.state() writes these three, and Trainer.load_state() reads each.
+        for key in ("optimizer", "schedule", "history"):
+            if key not in training:
+                bad(f"training (the state to resume from) has no {key!r}")
         for key in ("optimizer", "schedule", "rng"):
             if key in training and not isinstance(training[key], dict):
                 bad(f"training.{key} must be an object, got {_short(training[key])}")
-        if "history" in training:
-            _check_records(training["history"], "training.history", bad)
-        opt = training.get("optimizer", {})
-        if "type" in opt and not isinstance(opt["type"], str):
+        _check_records(training["history"], "training.history", bad)
+        opt = training["optimizer"]
+        for key in ("type", "lr", "steps"):
+            if key not in opt:
+                bad(f"training.optimizer has no {key!r}")
+        if not isinstance(opt["type"], str):
             bad(f"training.optimizer.type must be a string, got {_short(opt['type'])}")
-        if "lr" in opt and not _is_real(opt["lr"]):
+        if not _is_real(opt["lr"]):
             bad(f"training.optimizer.lr must be a number, got {_short(opt['lr'])}")
-        if "steps" in opt and not _is_int(opt["steps"]):
-            bad(f"training.optimizer.steps must be an integer, got {_short(opt['steps'])}")
+        if not (_is_int(opt["steps"]) and opt["steps"] >= 0):
+            bad(f"training.optimizer.steps must be an integer >= 0, got {_short(opt['steps'])}")
 
 
 def _check_inputs(inputs, bad) -> None:
@@ -428,8 +648,35 @@ def _check_inputs(inputs, bad) -> None:
 
 
 def _check_records(records, what: str, bad) -> None:
+    """Refuse a history that is not one object per epoch, each field numprop reads a number."""
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         bad(f"{what} must be a list of objects (one per epoch), got {_short(records)}")
+    for i, record in enumerate(records):
+        for key in _RECORD_FIELDS:
+            value = record.get(key)
+            if value is not None and not (_is_int(value) if key == "epoch" else _is_real(value)):
+                kind = "an integer" if key == "epoch" else "a number or null"
+                bad(f"{what}[{i}].{key} must be {kind}, got {_short(value)}")
+
+
+# The fields of a History record (numprop.training.trainer.FIELDS) that plots, resumed runs
+# and early stopping compare as numbers; others are kept as they are.
+_RECORD_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+
+
+def check_settings(values: dict, annotations: dict, where: str) -> None:
+    """ConfigError naming ``where`` for a value whose JSON type is not its annotation's.
+
+    ``annotations`` maps names to annotations as text ("int", "float | None",
+    "list[int]"); values of names not in it, or of other annotations, pass.
+    """
+    for key, value in values.items():
+        expected = _annotation_check(annotations.get(key, inspect.Parameter.empty))
+        if expected is not None and not expected(value):
+            raise ConfigError(
+                f"{where}: setting {key} = {_short(value)} is not "
+                f"{_annotation_text(annotations[key])}"
+            )
 
 
 def _check_architecture(spec, bad) -> None:
@@ -467,6 +714,7 @@ _SIMPLE_TYPES = {
     "str": lambda v: isinstance(v, str),
     "bool": lambda v: isinstance(v, bool),
     "None": lambda v: v is None,
+    "list[int]": lambda v: isinstance(v, list) and all(_is_int(x) for x in v),
 }
 
 
