@@ -439,26 +439,42 @@ def _check_architecture(spec, bad) -> None:
     if not isinstance(spec, list):
         bad(f"the architecture must be a list of layers, got {_short(spec)}")
     for i, entry in enumerate(spec):
-        if not isinstance(entry, dict):
-            bad(f"layer {i} of the architecture must be an object, got {_short(entry)}")
-        name = entry.get("type")
-        if not isinstance(name, str):
-            bad(f"layer {i} of the architecture has no type name, got {_short(name)}")
-        if name not in LAYERS:
+        _check_layer(entry, str(i), bad)
+
+
+def _check_layer(entry, where: str, bad) -> None:
+    """``_check_architecture`` of one layer, named ``where`` (``"3"``, ``"3.inner.1"``),
+    and of the modules nested in it: a Sequential's layers, a setting that is an object."""
+    if not isinstance(entry, dict):
+        bad(f"layer {where} of the architecture must be an object, got {_short(entry)}")
+    name = entry.get("type")
+    if not isinstance(name, str):
+        bad(f"layer {where} of the architecture has no type name, got {_short(name)}")
+    if name == "Sequential":
+        layers = entry.get("layers")
+        if not isinstance(layers, list):
+            bad(f"layer {where} (Sequential) must list its layers, got {_short(layers)}")
+        for j, inner in enumerate(layers):
+            _check_layer(inner, f"{where}.{j}", bad)
+        return
+    for key, value in entry.items():
+        if isinstance(value, dict):
+            _check_layer(value, f"{where}.{key}", bad)
+    if name not in LAYERS:
+        return
+    try:
+        accepted = inspect.signature(LAYERS.get(name)).parameters
+    except (TypeError, ValueError):
+        return
+    for key, value in entry.items():
+        if key in ("type", "dtype", "rng") or key not in accepted or isinstance(value, dict):
             continue
-        try:
-            accepted = inspect.signature(LAYERS.get(name)).parameters
-        except (TypeError, ValueError):
-            continue
-        for key, value in entry.items():
-            if key in ("type", "dtype", "rng") or key not in accepted:
-                continue
-            expected = _annotation_check(accepted[key].annotation)
-            if expected is not None and not expected(value):
-                bad(
-                    f"layer {i} ({name}): setting {key} = {_short(value)} is not "
-                    f"{_annotation_text(accepted[key].annotation)}"
-                )
+        expected = _annotation_check(accepted[key].annotation)
+        if expected is not None and not expected(value):
+            bad(
+                f"layer {where} ({name}): setting {key} = {_short(value)} is not "
+                f"{_annotation_text(accepted[key].annotation)}"
+            )
 
 
 _SIMPLE_TYPES = {
