@@ -41,7 +41,7 @@ from numprop.nn.losses import (
     softmax,
 )
 from numprop.nn.module import Module, Parameter, Sequential
-from numprop.nn.optim import SGD, Adam, AdamW, Optimizer
+from numprop.nn.optim import SGD, Adam, AdamW, Lion, Optimizer
 from numprop.nn.schedules import Constant, Exponential, ReduceOnPlateau, StepDecay, WarmupCosine
 from numprop.training.callbacks import (
     Checkpoint,
@@ -87,6 +87,7 @@ __all__ = [
     "SGD",
     "Adam",
     "AdamW",
+    "Lion",
     "Constant",
     "StepDecay",
     "Exponential",
