@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import numprop as npp
+from numprop.data.batches import ArrayLoader
 from numprop.nn.layers import GELU
 
 
@@ -65,3 +66,100 @@ def test_bottleneck_mlp_learns_a_small_problem():
         model.backward(loss.backward())
         opt.step()
     assert value < 0.3 * first
+
+
+# -- the moving average of the weights ---------------------------------------------------------
+
+
+def small_run(callbacks, epochs=2, model=None):
+    """A float64 MLP trained by plain SGD on 24 fixed rows in batches of 8 (no shuffling)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((24, 5)), rng.integers(0, 3, 24)
+    model = model or npp.models.mlp([5, 4, 3], rng=0, dtype=np.float64)
+    opt = npp.SGD(model.named_parameters(), lr=0.1, momentum=0.9)
+    trainer = npp.Trainer(model, npp.SoftmaxCrossEntropy(), opt, callbacks=callbacks)
+    loader = ArrayLoader(x, y, 8, shuffle=False, dtype=np.float64)
+    return trainer, loader, epochs
+
+
+class Weights(npp.Callback):
+    """Records every parameter after each optimizer step."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_train_begin(self, trainer):
+        if not self.seen:
+            self.seen.append(trainer.model.state_dict())
+
+    def on_batch_end(self, trainer, batch, loss, size):
+        self.seen.append(trainer.model.state_dict())
+
+
+def test_ema_is_the_average_computed_by_hand():
+    weights, ema = Weights(), npp.EMA(decay=0.75)
+    trainer, loader, epochs = small_run([weights, ema])
+    trainer.fit(loader, epochs=epochs)
+    assert ema.updates == 6 and len(weights.seen) == 7
+    for name in weights.seen[0]:
+        average = weights.seen[0][name]  # starts at the initial weights
+        for w in weights.seen[1:]:
+            average = 0.75 * average + 0.25 * w[name]
+        np.testing.assert_allclose(ema.averages[name], average, rtol=1e-13, atol=1e-15)
+        assert not np.allclose(average, weights.seen[-1][name])  # not just the last weights
+
+
+def test_ema_swap_puts_the_averages_in_and_the_weights_back_exactly():
+    ema = npp.EMA(decay=0.5)
+    trainer, loader, epochs = small_run([ema])
+    trainer.fit(loader, epochs=epochs)
+    model = trainer.model
+    before = model.state_dict()
+    with ema.swap():
+        for name, p in model.named_parameters():
+            np.testing.assert_array_equal(p.data, ema.averages[name])
+    after = model.state_dict()
+    for name in before:
+        np.testing.assert_array_equal(after[name], before[name])
+    with pytest.raises(RuntimeError), ema.swap():  # an error inside still puts them back
+        raise RuntimeError
+    for name, p in model.named_parameters():
+        np.testing.assert_array_equal(p.data, before[name])
+    ema.apply()
+    for name, p in model.named_parameters():
+        np.testing.assert_array_equal(p.data, ema.averages[name])
+
+
+def test_ema_refuses_what_it_cannot_do():
+    with pytest.raises(npp.ConfigError, match="decay must be in"):
+        npp.EMA(decay=1.0)
+    with pytest.raises(npp.ConfigError, match="no averages yet"), npp.EMA().swap():
+        pass
+    ema = npp.EMA()
+    trainer, loader, _ = small_run([ema])
+    trainer.fit(loader, epochs=1)
+    other = npp.models.mlp([5, 6, 3], rng=0, dtype=np.float64)
+    with pytest.raises(npp.ConfigError, match="do not match"):
+        ema.apply(other)
+
+
+def test_ema_resumes_exactly_from_the_trainer_state():
+    whole = npp.EMA(decay=0.9)
+    trainer, loader, _ = small_run([whole], epochs=3)
+    trainer.fit(loader, epochs=3)
+
+    first = npp.EMA(decay=0.9)
+    trainer, loader, _ = small_run([first])
+    trainer.fit(loader, epochs=1)
+    arrays, meta = trainer.state()
+    assert any(k.startswith("callback.EMA.") for k in arrays)
+    weights = trainer.model.state_dict()
+    model = npp.models.mlp([5, 4, 3], rng=1, dtype=np.float64)
+    model.load_state_dict(weights)
+    resumed = npp.EMA(decay=0.9)
+    trainer, loader, _ = small_run([resumed], model=model)
+    trainer.load_state(arrays, meta)
+    trainer.fit(loader, epochs=3)
+    assert resumed.updates == whole.updates == 9
+    for name, average in whole.averages.items():
+        np.testing.assert_array_equal(resumed.averages[name], average)

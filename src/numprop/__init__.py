@@ -44,6 +44,7 @@ from numprop.nn.module import Module, Parameter, Sequential
 from numprop.nn.optim import SGD, Adam, AdamW, Lion, Optimizer
 from numprop.nn.schedules import Constant, Exponential, ReduceOnPlateau, StepDecay, WarmupCosine
 from numprop.training.callbacks import (
+    EMA,
     Checkpoint,
     EarlyStopping,
     EpochSummary,
@@ -103,6 +104,7 @@ __all__ = [
     "Checkpoint",
     "HistoryLogger",
     "NaNGuard",
+    "EMA",
     "Diagnostics",
     "save",
     "load",
