@@ -5,6 +5,7 @@ import pytest
 
 import numprop as npp
 from numprop.data.batches import ArrayLoader
+from numprop.data.mixing import CutMix, MixedBatches, MixUp, one_hot
 from numprop.nn.layers import GELU
 
 
@@ -163,3 +164,110 @@ def test_ema_resumes_exactly_from_the_trainer_state():
     assert resumed.updates == whole.updates == 9
     for name, average in whole.averages.items():
         np.testing.assert_array_equal(resumed.averages[name], average)
+
+
+# -- MixUp and CutMix ----------------------------------------------------------------------------
+
+
+def image_batch(b=8, h=6, w=5, c=3, classes=4, seed=0):
+    """Images whose every pixel is the image's number + 1 (so a pixel says where it came from)."""
+    x = np.broadcast_to(np.arange(1, b + 1, dtype=np.float32)[:, None, None, None], (b, h, w, c))
+    y = np.random.default_rng(seed).integers(0, classes, b)
+    return np.ascontiguousarray(x), y
+
+
+def test_mixup_mixes_examples_and_labels_with_one_beta_weight():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((6, 4)).astype(np.float32), np.array([0, 1, 2, 0, 1, 2])
+    kept = x.copy()
+    mixed, targets = MixUp(0.4, classes=3)(x, y, np.random.default_rng(7))
+    lam, perm = MixUp(0.4, classes=3).draw(6, np.random.default_rng(7))  # the same draws
+    assert 0 < lam < 1 and sorted(perm) == list(range(6))
+    np.testing.assert_allclose(mixed, lam * x + (1 - lam) * x[perm], rtol=1e-6)
+    eye = np.eye(3)
+    np.testing.assert_allclose(targets, lam * eye[y] + (1 - lam) * eye[y[perm]], rtol=1e-6)
+    np.testing.assert_allclose(targets.sum(axis=1), 1, rtol=1e-6)
+    assert mixed.dtype == targets.dtype == np.float32
+    np.testing.assert_array_equal(x, kept)  # the input is left alone
+    again = MixUp(0.4, classes=3)(x, y, np.random.default_rng(7))
+    np.testing.assert_array_equal(again[0], mixed)
+    np.testing.assert_array_equal(again[1], targets)
+    other = MixUp(0.4, classes=3)(x, y, np.random.default_rng(8))
+    assert not np.array_equal(other[0], mixed)
+
+
+def test_cutmix_weight_is_the_share_of_pasted_pixels():
+    h, w = 6, 5
+    x, y = image_batch(h=h, w=w)
+    for seed in range(20):
+        mixed, targets = CutMix(1.0, classes=4)(x, y, np.random.default_rng(seed))
+        (top, bottom, left, right), perm = CutMix(1.0, classes=4).draw(
+            len(x), (h, w), np.random.default_rng(seed)
+        )
+        np.testing.assert_allclose(targets.sum(axis=1), 1, rtol=1e-6)
+        share = 1 - (bottom - top) * (right - left) / (h * w)  # lam
+        for i, j in enumerate(perm):
+            from_partner = np.mean(mixed[i, :, :, 0] == j + 1) if j != i else 0.0
+            if y[i] != y[j]:  # the partner's class weighs its share of the pixels
+                assert targets[i, y[j]] == pytest.approx(from_partner, abs=1e-6)
+                assert targets[i, y[i]] == pytest.approx(share, abs=1e-6)
+            else:
+                assert targets[i, y[i]] == pytest.approx(1.0)
+            if j != i:
+                assert from_partner == pytest.approx(1 - share)
+        assert mixed.dtype == x.dtype and mixed.shape == x.shape
+
+
+def test_cutmix_on_rows_with_an_image_shape_and_on_uint8_images():
+    x, y = image_batch()
+    rows = x.reshape(len(x), -1)
+    as_rows = CutMix(1.0, 4, image_shape=(6, 5, 3))(rows, y, np.random.default_rng(3))
+    as_images = CutMix(1.0, 4)(x, y, np.random.default_rng(3))
+    np.testing.assert_array_equal(as_rows[0], as_images[0].reshape(len(x), -1))
+    np.testing.assert_array_equal(as_rows[1], as_images[1])
+    pixels, targets = CutMix(1.0, 4)(x.astype(np.uint8), y, np.random.default_rng(3))
+    assert pixels.dtype == np.uint8 and targets.dtype == np.float32
+    with pytest.raises(npp.DataError, match="image_shape"):
+        CutMix(1.0, 4)(rows, y, np.random.default_rng(0))
+
+
+def test_mixing_refuses_bad_settings_and_labels():
+    with pytest.raises(npp.ConfigError, match="alpha must be a positive number"):
+        MixUp(0)
+    with pytest.raises(npp.ConfigError, match="image_shape"):
+        CutMix(1.0, 4, image_shape=(6, 5))
+    x, y = image_batch()
+    with pytest.raises(npp.ConfigError, match="classes=C"):
+        MixUp(0.2)(x, y, np.random.default_rng(0))
+    with pytest.raises(npp.DataError, match=r"labels must lie in \[0, 2\)"):
+        MixUp(0.2, classes=2)(x, y + 2, np.random.default_rng(0))
+    with pytest.raises(npp.ConfigError, match="Generator"):
+        MixUp(0.2, classes=4)(x, y, 0)
+    # probability rows mix again, without classes
+    rows = one_hot(y, 4)
+    _, twice = MixUp(0.2)(x, rows, np.random.default_rng(0))
+    np.testing.assert_allclose(twice.sum(axis=1), 1, rtol=1e-6)
+
+
+def test_mixed_batches_train_with_probability_targets():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((32, 90)).astype(np.float32), rng.integers(0, 3, 32)
+    mixes = [MixUp(0.2, classes=3), CutMix(1.0, classes=3, image_shape=(6, 5, 3))]
+
+    def run():
+        loader = ArrayLoader(x, y, 8, rng=np.random.default_rng(1))
+        batches = MixedBatches(loader, mixes, np.random.default_rng(2))
+        assert len(batches) == 4
+        return [(a.copy(), t.copy()) for a, t in batches]
+
+    first, second = run(), run()
+    assert len(first) == 4
+    for (a, t), (b, u) in zip(first, second):  # the same seeds, the same batches
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(t, u)
+        assert t.shape == (8, 3)
+    model = npp.models.mlp([90, 8, 3], rng=0)
+    trainer = npp.Trainer(model, npp.SoftmaxCrossEntropy(), npp.SGD(model.named_parameters()))
+    loader = ArrayLoader(x, y, 8, rng=np.random.default_rng(1))
+    history = trainer.fit(MixedBatches(loader, mixes[0], np.random.default_rng(2)), epochs=1)
+    assert np.isfinite(history["train_loss"][0])
