@@ -4,9 +4,12 @@ import numpy as np
 import pytest
 
 import numprop as npp
-from numprop.data.batches import ArrayLoader
+from numprop.cli import main
+from numprop.data.batches import ArrayLoader, hflip
 from numprop.data.mixing import CutMix, MixedBatches, MixUp, one_hot
+from numprop.data.preprocess import Standardize
 from numprop.nn.layers import GELU
+from numprop.training.io import SavedModel, flip_tta
 
 
 def test_bottleneck_mlp_structure_and_parameter_count():
@@ -271,3 +274,69 @@ def test_mixed_batches_train_with_probability_targets():
     loader = ArrayLoader(x, y, 8, rng=np.random.default_rng(1))
     history = trainer.fit(MixedBatches(loader, mixes[0], np.random.default_rng(2)), epochs=1)
     assert np.isfinite(history["train_loss"][0])
+
+
+# -- test-time augmentation ----------------------------------------------------------------------
+
+
+def image_model(seed=0):
+    """A SavedModel on random 4x4 RGB images of three classes, and 40 such images."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (40, 4, 4, 3), dtype=np.uint8)
+    model = npp.models.mlp([48, 16, 3], rng=seed)
+    inputs = {"kind": "images", "shape": [4, 4, 3]}
+    saved = SavedModel(model, Standardize().fit(images), ["a", "b", "c"], inputs=inputs)
+    return saved, images
+
+
+def test_hflip_mirrors_each_row_of_pixels_and_twice_is_identity():
+    images = np.random.default_rng(0).integers(0, 256, (3, 4, 5, 2), dtype=np.uint8)
+    flipped = hflip(images)
+    assert flipped.flags.c_contiguous and flipped.shape == images.shape
+    np.testing.assert_array_equal(flipped[:, :, 0], images[:, :, 4])
+    np.testing.assert_array_equal(flipped[1, 2, 1], images[1, 2, 3])
+    np.testing.assert_array_equal(hflip(flipped), images)
+    with pytest.raises(npp.DataError, match="hflip"):
+        hflip(images.reshape(3, -1))
+
+
+def test_tta_is_the_mean_of_the_two_predictions():
+    saved, images = image_model()
+    plain, mirrored = saved.predict_proba(images), saved.predict_proba(hflip(images))
+    assert not np.allclose(plain, mirrored)  # the flip matters to this model
+    both = saved.predict_proba(images, batch_size=16, tta=True)
+    np.testing.assert_allclose(both, (plain + mirrored) / 2, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(both.sum(axis=1), 1, rtol=1e-6)
+    np.testing.assert_allclose(flip_tta(saved.predict_proba, images), both, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(  # images that are their own mirror: TTA changes nothing
+        saved.predict_proba(images[:, :, [0, 1, 1, 0]], tta=True),
+        saved.predict_proba(images[:, :, [0, 1, 1, 0]]),
+        rtol=1e-6,
+        atol=1e-7,
+    )
+    table = SavedModel(saved.model, None, inputs={"kind": "table", "width": 48, "columns": None})
+    with pytest.raises(npp.ConfigError, match="images"):
+        table.predict_proba(np.zeros((2, 48), np.float32), tta=True)
+
+
+def test_evaluate_tta_option(tmp_path, capsys):
+    saved, images = image_model()
+    labels = np.array(["a", "b", "c"])[np.random.default_rng(1).integers(0, 3, len(images))]
+    path = npp.save(
+        tmp_path / "m.npz",
+        saved.model,
+        preprocessing=saved.preprocessing,
+        class_names=saved.class_names,
+        inputs=saved.inputs,
+    )
+    np.savez(tmp_path / "data.npz", X=images, y=labels)
+    assert main(["evaluate", str(path), "--data", str(tmp_path / "data.npz"), "--tta"]) == 0
+    out = capsys.readouterr().out
+    truth = np.searchsorted(["a", "b", "c"], labels)
+    accuracy = np.mean(npp.load(path).predict_proba(images, tta=True).argmax(1) == truth)
+    assert f"accuracy {100 * accuracy:.2f}% on 40 examples" in out and "(--tta)" in out
+    rows = tmp_path / "rows.npz"
+    table = npp.save(tmp_path / "t.npz", saved.model, inputs={"kind": "table", "width": 48})
+    np.savez(rows, X=images.reshape(40, -1).astype(np.float32), y=labels)
+    assert main(["evaluate", str(table), "--data", str(rows), "--tta"]) == 2
+    assert "test-time flips (--tta) are for images" in capsys.readouterr().err
