@@ -1,5 +1,8 @@
 """The building blocks of accurate MLPs: the bottleneck MLP, LION, EMA, MixUp/CutMix, flip TTA."""
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -340,3 +343,11 @@ def test_evaluate_tta_option(tmp_path, capsys):
     np.savez(rows, X=images.reshape(40, -1).astype(np.float32), y=labels)
     assert main(["evaluate", str(table), "--data", str(rows), "--tta"]) == 2
     assert "test-time flips (--tta) are for images" in capsys.readouterr().err
+
+
+def test_the_docs_example_runs(capsys):
+    text = (Path(__file__).resolve().parents[1] / "docs" / "blocks.md").read_text()
+    namespace = {}
+    exec(re.search(r"```python\n(.*?)```", text, re.S).group(1), namespace)
+    assert "total parameters: 18,794" in capsys.readouterr().out
+    assert namespace["ema"].updates == 8 and namespace["averaged"].shape == (8, 10)
