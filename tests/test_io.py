@@ -663,3 +663,50 @@ def test_bad_inputs_are_refused_on_save(tmp_path, inputs, message):
     with pytest.raises(npp.ConfigError, match=message):
         save(tmp_path / "m.npz", npp.models.mlp([4, 3, 2], rng=0), inputs=inputs)
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_nested_blocks_round_trip(tmp_path):
+    """Residual blocks (a Sequential inside, or one layer) save and load to the same outputs."""
+    model = npp.models.bottleneck_mlp(12, 6, 2, 3, expansion=2, dropout=0.1, rng=0)
+    model.layers.insert(1, npp.Residual(npp.LayerNorm(6)))
+    rng = np.random.default_rng(1)
+    for p in model.parameters():  # LayerNorm parameters off their defaults too
+        p.data[:] = rng.normal(size=p.shape)
+    x = rng.normal(size=(5, 12)).astype(np.float32)
+    path = save(tmp_path / "blocks.npz", model)
+    meta, arrays = read_raw(path)
+    assert meta["architecture"][1] == {
+        "type": "Residual",
+        "inner": {"type": "LayerNorm", "features": 6, "eps": 1e-5},
+    }
+    block = meta["architecture"][2]
+    assert block["type"] == "Residual" and block["inner"]["type"] == "Sequential"
+    assert [e["type"] for e in block["inner"]["layers"]] == [
+        "LayerNorm",
+        "Linear",
+        "GELU",
+        "Dropout",
+        "Linear",
+    ]
+    assert "param/2.inner.1.weight" in arrays
+    loaded = load(path)
+    assert repr(loaded.model[2]) == repr(model[2])
+    assert loaded.model.summary(12) == model.summary(12)
+    np.testing.assert_array_equal(loaded.model.predict(x), model.predict(x))
+    # a wrong setting deep inside is named by its path
+    bad = edited(
+        path,
+        lambda meta, arrays: meta["architecture"][2]["inner"]["layers"][1].update(
+            in_features="six"
+        ),
+    )
+    refused(bad, r"layer 2\.inner\.1 \(Linear\): setting in_features = 'six' is not int")
+    bad = edited(path, lambda meta, arrays: meta["architecture"][2]["inner"].update(layers=3))
+    refused(bad, r"layer 2\.inner \(Sequential\) must list its layers")
+
+
+def test_an_unregistered_layer_inside_a_block_is_refused_on_save(tmp_path):
+    model = Sequential(npp.Residual(Sequential(npp.Linear(3, 3), Scale(3))))
+    with pytest.raises(npp.ConfigError, match="Scale is not registered"):
+        save(tmp_path / "m.npz", model)
+    assert list(tmp_path.iterdir()) == []

@@ -8,6 +8,27 @@ import numprop as npp
 TOL = 1e-6
 
 
+def layernorm(features=7, seed=4):
+    """A LayerNorm whose gamma and beta are not 1 and 0, so their gradients are tested."""
+    ln = npp.LayerNorm(features)
+    rng = np.random.default_rng(seed)
+    ln.gamma.data[:] = rng.uniform(0.5, 1.5, features)
+    ln.beta.data[:] = rng.standard_normal(features)
+    return ln
+
+
+def residual_block():
+    """Residual(LayerNorm -> Linear(7, 9) -> GELU -> Linear(9, 7)): the bottleneck MLP's block."""
+    return npp.Residual(
+        npp.Sequential(
+            layernorm(),
+            npp.Linear(7, 9, rng=5),
+            npp.nn.layers.GELU(),
+            npp.Linear(9, 7, init="glorot", rng=6),
+        )
+    )
+
+
 def layer_cases():
     return [
         ("linear he", lambda: npp.Linear(7, 5, rng=0)),
@@ -23,6 +44,9 @@ def layer_cases():
         ("dropout", lambda: npp.Dropout(0.4, rng=3)),
         ("batchnorm", lambda: npp.BatchNorm1d(7)),
         ("flatten", npp.Flatten),
+        ("layernorm", layernorm),
+        ("residual", residual_block),
+        ("residual of a dropout", lambda: npp.Residual(npp.Dropout(0.3, rng=7))),
     ]
 
 
@@ -39,7 +63,7 @@ def test_layer_gradients(name, make, mode):
         layer.eval()
     report = npp.gradcheck(layer, x)
     assert report.ok, str(report)
-    assert {r.name for r in report.results} >= {"input"}
+    assert {r.name for r in report.results} == {"input", *dict(layer.named_parameters())}
     assert all(r.max_rel_error < TOL for r in report.results)
 
 
@@ -124,3 +148,47 @@ def test_bad_input_shape_is_a_clear_error():
         npp.Linear(7, 3, init="xavier-ish")
     with pytest.raises(npp.ConfigError):
         npp.Dropout(1.0)
+
+
+def test_layernorm_normalises_each_row_the_same_in_train_and_eval():
+    ln = npp.LayerNorm(5, dtype=np.float64)
+    x = np.random.default_rng(2).standard_normal((4, 5)) * 7 + 3
+    out = ln.forward(x).copy()
+    np.testing.assert_allclose(out.mean(axis=1), 0, atol=1e-12)
+    np.testing.assert_allclose(out.var(axis=1), 1, rtol=1e-5)  # var / (var + eps)
+    expected = (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+    ln.eval()
+    np.testing.assert_array_equal(ln.forward(x), out)  # no running statistics
+    np.testing.assert_allclose(ln.forward(x[:1]), out[:1], rtol=1e-12)  # rows on their own
+
+
+def test_residual_adds_its_input_and_names_the_blocks_parameters():
+    block = residual_block().to(np.float64)
+    inner = block.inner
+    x = np.random.default_rng(3).standard_normal((4, 7))
+    expected = x + inner.forward(x).copy()
+    np.testing.assert_allclose(block.forward(x), expected, rtol=1e-12)
+    names = [name for name, _ in block.named_parameters()]
+    assert names == [f"inner.{n}" for n, _ in inner.named_parameters()]
+    assert names[0] == "inner.0.gamma"
+    assert repr(block) == "Residual(LayerNorm -> Linear -> GELU -> Linear)"
+    dout = np.ones_like(x)
+    through = inner.backward(dout).copy()
+    np.testing.assert_allclose(block.backward(dout), dout + through, rtol=1e-12)
+    # an identity block: the output is its own buffer, twice the input
+    twice = npp.Residual(npp.nn.layers.Identity())
+    y = twice.forward(x)
+    assert y is not x
+    np.testing.assert_array_equal(y, 2 * x)
+
+
+def test_layernorm_and_residual_refuse_what_does_not_fit():
+    with pytest.raises(npp.ConfigError, match=r"LayerNorm expects input of shape \(N, 4\)"):
+        npp.LayerNorm(4).forward(np.zeros((2, 5), np.float32))
+    with pytest.raises(npp.ConfigError, match="positive number of features"):
+        npp.LayerNorm(0)
+    with pytest.raises(npp.ConfigError, match="takes a Module"):
+        npp.Residual(lambda x: x)
+    with pytest.raises(npp.ConfigError, match="must keep the shape"):
+        npp.Residual(npp.Linear(4, 3)).forward(np.zeros((2, 4), np.float32))

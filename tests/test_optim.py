@@ -95,11 +95,52 @@ def test_adam_l2_and_adamw_decoupled():
     )
 
 
+def test_lion_two_steps_by_hand():
+    # step 1: m = 0, c = 0.1 g1 > 0: w1 = w0 - 0.1 ([1, 1] + 0.1 w0); m1 = 0.01 g1
+    # step 2: c = 0.9 m1 + 0.1 g2 = [-0.0955, 0.20225]: w2 = w1 - 0.1 ([-1, 1] + 0.1 w1)
+    p = npp.Parameter(W0.copy())
+    opt = npp.Lion([("w", p)], lr=0.1, weight_decay=0.1)
+    seen = []
+    for g in (G1, G2):
+        opt.zero_grad()
+        p.accumulate(g)
+        opt.step()
+        seen.append(p.data.copy())
+    np.testing.assert_allclose(seen[0], [0.89, -2.08], rtol=1e-14)
+    np.testing.assert_allclose(seen[1], [0.9811, -2.1592], rtol=1e-14)
+    np.testing.assert_allclose(opt.state["w"]["m"], 0.99 * 0.01 * G1 + 0.01 * G2, rtol=1e-14)
+    assert opt.state_names == ("m",) and npp.Lion([p]).betas == (0.9, 0.99)
+
+
+def test_lion_steps_in_the_sign_of_the_b1_interpolation_not_of_its_memory():
+    # m1 = 0.01 [1, 1]. Step 2: c = 0.9 m1 + 0.1 g2 = [-0.041, 0.004]; the kept
+    # momentum 0.99 m1 + 0.01 g2 = [0.0049, 0.0094] would say [+1, +1], the
+    # gradient alone [-1, -1]. No decay: the parameter is exempt.
+    p = npp.Parameter(np.zeros(2), decay=False)
+    opt = npp.Lion([("w", p)], lr=0.5, weight_decay=0.3)
+    for g in ([1.0, 1.0], [-0.5, -0.05]):
+        opt.zero_grad()
+        p.accumulate(np.array(g))
+        opt.step()
+    np.testing.assert_array_equal(p.data, [-0.5 + 0.5, -0.5 - 0.5])
+    np.testing.assert_allclose(opt.state["w"]["m"], [0.0049, 0.0094], rtol=1e-14)
+
+
+def test_lion_is_in_the_registry_with_the_run_settings():
+    p = npp.Parameter(W0.copy())
+    settings = {"lr": 0.003, "momentum": 0.9, "nesterov": False, "weight_decay": 0.5}
+    lion = npp.nn.optim.OPTIMIZERS.create_from("lion", [("w", p)], settings=settings)
+    assert isinstance(lion, npp.Lion) and (lion.lr, lion.weight_decay) == (0.003, 0.5)
+    with pytest.raises(npp.ConfigError, match="Lion betas"):
+        npp.Lion([p], betas=(0.9, 1.0))
+
+
 @pytest.mark.parametrize(
     "make",
     [
         lambda ps: npp.SGD(ps, lr=0.1, momentum=0.9),
         lambda ps: npp.Adam(ps, lr=0.01),
+        lambda ps: npp.Lion(ps, lr=0.01, weight_decay=0.1),
     ],
 )
 def test_optimizer_state_dict_round_trip(make):

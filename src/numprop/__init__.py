@@ -23,9 +23,11 @@ from numprop.nn.layers import (
     BatchNorm1d,
     Dropout,
     Flatten,
+    LayerNorm,
     LeakyReLU,
     Linear,
     ReLU,
+    Residual,
     Sigmoid,
     Tanh,
     register_layer,
@@ -39,9 +41,10 @@ from numprop.nn.losses import (
     softmax,
 )
 from numprop.nn.module import Module, Parameter, Sequential
-from numprop.nn.optim import SGD, Adam, AdamW, Optimizer
+from numprop.nn.optim import SGD, Adam, AdamW, Lion, Optimizer
 from numprop.nn.schedules import Constant, Exponential, ReduceOnPlateau, StepDecay, WarmupCosine
 from numprop.training.callbacks import (
+    EMA,
     Checkpoint,
     EarlyStopping,
     EpochSummary,
@@ -72,7 +75,9 @@ __all__ = [
     "Sigmoid",
     "Dropout",
     "BatchNorm1d",
+    "LayerNorm",
     "Flatten",
+    "Residual",
     "Loss",
     "SoftmaxCrossEntropy",
     "MeanSquaredError",
@@ -83,6 +88,7 @@ __all__ = [
     "SGD",
     "Adam",
     "AdamW",
+    "Lion",
     "Constant",
     "StepDecay",
     "Exponential",
@@ -98,6 +104,7 @@ __all__ = [
     "Checkpoint",
     "HistoryLogger",
     "NaNGuard",
+    "EMA",
     "Diagnostics",
     "save",
     "load",

@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         "when an .npz has them, or an image folder's test/ part).",
     )
     e.add_argument("model", type=Path, help="a model .npz (or a run folder)")
+    e.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: average the class probabilities of each image and "
+        "its mirror image (for images whose class a flip keeps)",
+    )
     _data_arguments(e, default=None)
     _precision_argument(e, "auto")
 
@@ -471,11 +477,12 @@ def cmd_evaluate(args) -> int:
     x, y, measure, what = _evaluation_data(saved, args)
     _check_inputs(saved, x)
     names = saved.class_names or [str(i) for i in range(saved.model[-1].out_features)]
-    pred = saved.predict_proba(x).argmax(axis=1)
+    pred = saved.predict_proba(x, tta=args.tta).argmax(axis=1)
     cm = confusion_matrix(y, pred, len(names))
     print(
         f"{measure} {100 * accuracy(y, pred):.2f}% on {len(pred):,} examples ({what}), "
         f"{saved.model.precision.name} products"
+        + (", with flipped copies (--tta)" if args.tta else "")
     )
     print(classification_report(cm, names))
     if len(names) <= 20:  # beyond that the matrix is a wall of numbers: plot it instead

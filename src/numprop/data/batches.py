@@ -11,7 +11,7 @@ from numprop._fast import kernels
 from numprop._fast.bf16 import to_bf16
 from numprop.errors import ConfigError, DataError
 
-__all__ = ["stratified_split", "Augment", "BatchLoader", "ArrayLoader"]
+__all__ = ["stratified_split", "hflip", "Augment", "BatchLoader", "ArrayLoader"]
 
 
 def _check_rng(rng, who: str) -> np.random.Generator:
@@ -94,6 +94,24 @@ def stratified_split(
     val_idx = np.sort(order[is_val]).astype(np.int64)
     train_idx = np.sort(order[~is_val]).astype(np.int64)
     return train_idx, val_idx
+
+
+def hflip(images: np.ndarray) -> np.ndarray:
+    """Mirror each image left to right: (N, H, W, C) -> (N, H, W, C), a new contiguous array.
+
+    Applied twice it gives the images back. A copy, not a view: the
+    preprocessing's one-pass kernels read contiguous rows.
+
+    Raises
+    ------
+    DataError
+        If ``images`` is not a 4-D array.
+    """
+    if not isinstance(images, np.ndarray) or images.ndim != 4:
+        raise DataError(
+            f"hflip: expected images (N, H, W, C), got {getattr(images, 'shape', type(images))}"
+        )
+    return np.ascontiguousarray(images[:, :, ::-1])  # the width axis reversed
 
 
 class Augment:

@@ -12,7 +12,7 @@ import numpy as np
 
 from numprop.errors import ConfigError
 from numprop.nn import ops
-from numprop.nn.module import Module, Parameter
+from numprop.nn.module import Module, Parameter, Sequential
 from numprop.registry import Registry
 
 Seed = int | np.random.Generator | None
@@ -56,6 +56,11 @@ def register_layer(cls: type[Module] | None = None, *, name: str | None = None):
         return LAYERS.add(name or cls.__name__, cls)
 
     return decorate if cls is None else decorate(cls)
+
+
+# A Sequential inside another layer (a Residual's block) is saved by its layers
+# (``models.architecture``); registering it reserves the name for that.
+register_layer(Sequential)
 
 
 def register_activation(name: str):
@@ -554,3 +559,140 @@ class Flatten(Module):
     def backward(self, dout):
         """dout (N, d1*d2*...) -> dx (N, d1, d2, ...), a view."""
         return dout.reshape(self.shape)
+
+
+@register_layer
+class LayerNorm(Module):
+    """Normalise each example over its features, then scale and shift: x (N, D).
+
+    Per row: ``xhat = (x - mean) / sqrt(var + eps)`` with the row's mean and
+    (biased) variance over its D features, ``y = gamma * xhat + beta``. Unlike
+    BatchNorm1d it keeps no running statistics: training and eval compute the
+    same thing, and each example is normalised on its own, whatever the batch.
+    Backward, per row, with ``g = dout * gamma``:
+    ``dx = (g - mean(g) - xhat * mean(g * xhat)) / sqrt(var + eps)``.
+
+    Parameters
+    ----------
+    features : int
+        D, the number of features (columns) of the input.
+    eps : float, default 1e-5
+        Added to the variance before the square root.
+    dtype : dtype-like, default np.float32
+
+    Attributes
+    ----------
+    gamma, beta : Parameter, shape (D,)
+        Scale (starts at 1) and shift (starts at 0); not decayed.
+
+    Raises
+    ------
+    ConfigError
+        For ``features`` below 1 or ``eps`` not positive; in ``forward``, for an
+        input that is not (N, D).
+    """
+
+    def __init__(self, features: int, eps: float = 1e-5, *, dtype=np.float32):
+        if features < 1:
+            raise ConfigError(f"LayerNorm needs a positive number of features, got {features}")
+        if not eps > 0:
+            raise ConfigError(f"LayerNorm eps must be positive, got {eps}")
+        self.features, self.eps = features, eps
+        self.gamma = Parameter(np.ones(features, dtype), decay=False)
+        self.beta = Parameter(np.zeros(features, dtype), decay=False)
+
+    def forward(self, x):
+        """x (N, D) -> y (N, D)."""
+        _check_input(x, self.features, "LayerNorm")
+        n, d = x.shape
+        xhat = self.xhat = self._buf("xhat", x.shape, x.dtype)  # (N, D): kept for backward
+        np.subtract(x, x.mean(axis=1, keepdims=True), out=xhat)  # x - mean, (N, D)
+        inv_std = self.inv_std = self._buf("inv_std", (n, 1), x.dtype)  # (N, 1)
+        np.einsum("nd,nd->n", xhat, xhat, out=inv_std[:, 0])  # sum of squares per row
+        inv_std /= d  # the biased variance: divided by D, not D - 1
+        inv_std += self.eps
+        np.sqrt(inv_std, out=inv_std)
+        np.divide(1, inv_std, out=inv_std)  # 1 / sqrt(var + eps)
+        xhat *= inv_std  # (N, D)
+        out = self._buf("out", x.shape, x.dtype)  # (N, D)
+        np.multiply(xhat, self.gamma.data, out=out)
+        out += self.beta.data
+        return out
+
+    def backward(self, dout):
+        """dout (N, D) -> dx (N, D); adds dgamma and dbeta."""
+        n, d = dout.shape
+        xhat = self.xhat  # (N, D)
+        dgamma = self._buf("dgamma", (d,), dout.dtype)
+        np.einsum("nd,nd->d", dout, xhat, out=dgamma)  # sum over the batch of dout * xhat
+        self.gamma.accumulate(dgamma)
+        self.beta.accumulate(np.sum(dout, axis=0, out=self._buf("dbeta", (d,), dout.dtype)))
+        g = self._buf("g", dout.shape, dout.dtype)  # dL/dxhat, (N, D)
+        np.multiply(dout, self.gamma.data, out=g)
+        # xhat depends on x through the row's mean and variance too: the two row
+        # means below are what those paths take away from g.
+        g_mean = g.mean(axis=1, keepdims=True)  # (N, 1)
+        gx_mean = self._buf("gx_mean", (n, 1), dout.dtype)  # mean(g * xhat) per row, (N, 1)
+        np.einsum("nd,nd->n", g, xhat, out=gx_mean[:, 0])
+        gx_mean /= d
+        dx = self._buf("dx", dout.shape, dout.dtype)  # (N, D)
+        np.multiply(xhat, gx_mean, out=dx)
+        np.subtract(g, dx, out=dx)
+        dx -= g_mean
+        dx *= self.inv_std
+        return dx
+
+    def config(self):
+        return {"features": self.features, "eps": self.eps}
+
+
+@register_layer
+class Residual(Module):
+    """A skip connection around a block: ``y = x + inner(x)``, x and y (N, D).
+
+    Backward: the gradient reaches x both directly and through the block,
+    ``dx = dout + inner.backward(dout)``. The block must keep the shape of its
+    input (e.g. LayerNorm -> Linear(D, 4D) -> GELU -> Linear(4D, D)). Its
+    parameters are this layer's, named ``"inner.<name>"`` (``"inner.1.weight"``).
+
+    Parameters
+    ----------
+    inner : Module
+        The block, often a Sequential; saved with the model when every layer
+        in it is registered.
+
+    Raises
+    ------
+    ConfigError
+        If ``inner`` is not a Module; in ``forward``, if its output's shape
+        differs from its input's.
+    """
+
+    def __init__(self, inner: Module):
+        if not isinstance(inner, Module):
+            raise ConfigError(f"Residual takes a Module, got {type(inner).__name__}")
+        self.inner = inner
+
+    def forward(self, x):
+        """x (N, D) -> y (N, D) = x + inner(x), in this layer's own buffer."""
+        fx = self.inner.forward(x)  # (N, D)
+        if fx.shape != x.shape:
+            raise ConfigError(
+                f"Residual: the block maps shape {x.shape[1:]} to {fx.shape[1:]}; "
+                f"it must keep the shape to be added to its input"
+            )
+        # Added into a buffer of ours: the block's output buffer (or x itself, for
+        # a block that returns its input) belongs to someone else.
+        return np.add(x, fx, out=self._buf("out", fx.shape, fx.dtype))
+
+    def backward(self, dout):
+        """dout (N, D) -> dx (N, D) = dout + inner.backward(dout); adds the block's gradients."""
+        dinner = self.inner.backward(dout)  # (N, D)
+        return np.add(dout, dinner, out=self._buf("dx", dout.shape, dout.dtype))
+
+    def config(self):
+        return {"inner": self.inner}  # a Module: models.architecture describes it in turn
+
+    def extra_repr(self):
+        layers = self.inner.layers if isinstance(self.inner, Sequential) else [self.inner]
+        return " -> ".join(type(layer).__name__ for layer in layers)

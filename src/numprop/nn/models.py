@@ -8,7 +8,18 @@ import warnings
 import numpy as np
 
 from numprop.errors import ConfigError
-from numprop.nn.layers import ACTIVATIONS, LAYERS, BatchNorm1d, Dropout, Linear, Seed, as_rng
+from numprop.nn.layers import (
+    ACTIVATIONS,
+    GELU,
+    LAYERS,
+    BatchNorm1d,
+    Dropout,
+    LayerNorm,
+    Linear,
+    Residual,
+    Seed,
+    as_rng,
+)
 from numprop.nn.module import Module, Sequential
 
 
@@ -106,12 +117,88 @@ def mlp(
     return Sequential(*layers)
 
 
+def bottleneck_mlp(
+    in_features: int,
+    width: int,
+    depth: int,
+    classes: int,
+    *,
+    expansion: int = 4,
+    dropout: float = 0.0,
+    rng: Seed = None,
+    dtype=np.float32,
+) -> Sequential:
+    """An MLP of inverted-bottleneck residual blocks (Bachmann et al. 2023, "Scaling MLPs").
+
+    A Linear stem to ``width``, then ``depth`` blocks
+    ``Residual(LayerNorm -> Linear(width, expansion * width) -> GELU [-> Dropout]
+    -> Linear(expansion * width, width))``, then LayerNorm and a Linear head.
+    The normalisation comes first in each block ("pre-norm"), so the sum that
+    runs through the skip connections is never normalised away and gradients
+    reach the stem unchanged through it.
+
+    Parameters
+    ----------
+    in_features : int
+        D, the input size (3072 for CIFAR-10 images).
+    width : int
+        W, the width of the residual stream.
+    depth : int
+        Number of blocks, >= 0.
+    classes : int
+        C, the number of outputs.
+    expansion : int, default 4
+        The hidden layer of each block is ``expansion * width`` wide.
+    dropout : float, default 0.0
+        Dropout probability after each block's GELU; 0 for none.
+    rng : int, numpy.random.Generator or None
+        Seed or generator for the weights and the dropout masks.
+    dtype : dtype-like, default np.float32
+
+    Returns
+    -------
+    Sequential
+        Maps (N, D) inputs to (N, C) logits: ``depth + 3`` layers.
+
+    Raises
+    ------
+    ConfigError
+        For a size or the expansion below 1, a negative depth, or a dropout
+        probability outside [0, 1).
+    """
+    if min(in_features, width, classes, expansion) < 1 or depth < 0:
+        raise ConfigError(
+            f"bottleneck_mlp needs positive sizes and expansion and a depth >= 0, got "
+            f"in_features={in_features}, width={width}, depth={depth}, classes={classes}, "
+            f"expansion={expansion}"
+        )
+    rng = as_rng(rng)
+    hidden = expansion * width
+    # Glorot where no rectifier follows (the stem, each block's way back, the head),
+    # He before the GELU.
+    layers: list = [Linear(in_features, width, init="glorot", rng=rng, dtype=dtype)]
+    for _ in range(depth):
+        block = [
+            LayerNorm(width, dtype=dtype),
+            Linear(width, hidden, init="he", rng=rng, dtype=dtype),
+            GELU(),
+            *([Dropout(dropout, rng=rng)] if dropout else []),
+            Linear(hidden, width, init="glorot", rng=rng, dtype=dtype),
+        ]
+        layers.append(Residual(Sequential(*block)))
+    layers.append(LayerNorm(width, dtype=dtype))
+    layers.append(Linear(width, classes, init="glorot", rng=rng, dtype=dtype))
+    return Sequential(*layers)
+
+
 def architecture(model: Sequential) -> list[dict]:
     """A JSON-able description of a Sequential: one {"type", **config} per layer.
 
     Every layer's class must be registered (``numprop.register_layer``), so the
     description can be loaded again; an unregistered one is a ConfigError here,
-    at save time, not later when loading.
+    at save time, not later when loading. A setting that is a Module (the block
+    of a Residual) is described the same way, in place; a Sequential inside
+    another layer as ``{"type": "Sequential", "layers": [...]}``.
 
     Parameters
     ----------
@@ -129,17 +216,28 @@ def architecture(model: Sequential) -> list[dict]:
     """
     if not isinstance(model, Sequential):
         raise ConfigError("only Sequential models can be described and saved")
-    spec = []
-    for layer in model:
-        name = LAYERS.name_of(type(layer))
-        if name is None:
-            raise ConfigError(
-                f"layer {type(layer).__name__} is not registered, so a saved model "
-                f"could not be loaded again: register it with "
-                f"numprop.register_layer({type(layer).__name__})"
-            )
-        spec.append({"type": name, **layer.config()})
-    return spec
+    return [describe(layer) for layer in model]
+
+
+def describe(layer: Module) -> dict:
+    """``{"type": registered name, **config}`` of one layer, nested modules described in turn.
+
+    Raises
+    ------
+    ConfigError
+        If the layer's class, or that of a module inside it, is not registered.
+    """
+    if isinstance(layer, Sequential):  # its layers are not keyword arguments: listed
+        return {"type": "Sequential", "layers": [describe(inner) for inner in layer]}
+    name = LAYERS.name_of(type(layer))
+    if name is None:
+        raise ConfigError(
+            f"layer {type(layer).__name__} is not registered, so a saved model "
+            f"could not be loaded again: register it with "
+            f"numprop.register_layer({type(layer).__name__})"
+        )
+    settings = {k: describe(v) if isinstance(v, Module) else v for k, v in layer.config().items()}
+    return {"type": name, **settings}
 
 
 def from_architecture(spec: list[dict], dtype=np.float32, *, warn=None) -> Sequential:
@@ -170,32 +268,50 @@ def from_architecture(spec: list[dict], dtype=np.float32, *, warn=None) -> Seque
     """
     if not isinstance(spec, list):
         raise ConfigError(f"the architecture must be a list of layers, got {type(spec).__name__}")
-    layers = []
-    for entry in spec:
-        if not isinstance(entry, dict):
-            raise ConfigError(f"each layer of the architecture must be an object, got {entry!r}")
-        entry = dict(entry)
-        name = entry.pop("type", None)
-        if name not in LAYERS:
+    return Sequential(*(build(entry, dtype, warn=warn) for entry in spec))
+
+
+def build(entry: dict, dtype=np.float32, *, warn=None) -> Module:
+    """One layer from its description (``describe``), nested modules built in turn.
+
+    Raises
+    ------
+    ConfigError
+        For an entry that is not a dict, an unregistered type, or settings the
+        layer rejects.
+    """
+    if not isinstance(entry, dict):
+        raise ConfigError(f"each layer of the architecture must be an object, got {entry!r}")
+    entry = dict(entry)
+    name = entry.pop("type", None)
+    if name == "Sequential":
+        layers = entry.get("layers")
+        if not isinstance(layers, list):
             raise ConfigError(
-                f"unknown layer type {name!r} in the architecture; a layer of your "
-                f"own must be registered (numprop.register_layer) before loading"
+                f"a Sequential in the architecture needs a list of layers, got {layers!r}"
             )
-        cls = LAYERS.get(name)
-        accepted = inspect.signature(cls).parameters
-        unknown = sorted(k for k in entry if k not in accepted)
-        if unknown:
-            (warn or _warn)(f"layer {name}: ignored unknown settings {', '.join(unknown)}")
-            entry = {k: v for k, v in entry.items() if k in accepted}
-        # Weights are loaded afterwards: build in the saved dtype, deterministically.
-        entry.update({k: v for k, v in (("dtype", dtype), ("rng", 0)) if k in accepted})
-        try:
-            layers.append(cls(**entry))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"bad settings for layer {name}: {exc}") from None
-    return Sequential(*layers)
+        return Sequential(*(build(inner, dtype, warn=warn) for inner in layers))
+    if name not in LAYERS:
+        raise ConfigError(
+            f"unknown layer type {name!r} in the architecture; a layer of your "
+            f"own must be registered (numprop.register_layer) before loading"
+        )
+    cls = LAYERS.get(name)
+    accepted = inspect.signature(cls).parameters
+    unknown = sorted(k for k in entry if k not in accepted)
+    if unknown:
+        (warn or _warn)(f"layer {name}: ignored unknown settings {', '.join(unknown)}")
+        entry = {k: v for k, v in entry.items() if k in accepted}
+    # Layer settings are plain JSON values; an object among them describes a module.
+    entry = {k: build(v, dtype, warn=warn) if isinstance(v, dict) else v for k, v in entry.items()}
+    # Weights are loaded afterwards: build in the saved dtype, deterministically.
+    entry.update({k: v for k, v in (("dtype", dtype), ("rng", 0)) if k in accepted})
+    try:
+        return cls(**entry)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad settings for layer {name}: {exc}") from None
 
 
 def _warn(message: str) -> None:
     """``warnings.warn`` pointing at the code that called ``from_architecture``."""
-    warnings.warn(message, stacklevel=3)
+    warnings.warn(message, stacklevel=4)

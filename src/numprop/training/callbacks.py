@@ -1,8 +1,8 @@
 """Callbacks: everything with a side effect around ``Trainer.fit``.
 
-Printing, progress bars, logs, checkpoints, early stopping and the NaN guard
-live here, so the Trainer only computes and a test or a notebook can run the
-same loop silently.
+Printing, progress bars, logs, checkpoints, early stopping, the NaN guard and
+the moving average of the weights live here, so the Trainer only computes and
+a test or a notebook can run the same loop silently.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ import json
 import math
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from numprop._fast.blas import axpby
 from numprop.errors import ConfigError, TrainingError
 from numprop.training.trainer import FIELDS, Callback
 
@@ -237,6 +239,134 @@ class NaNGuard(Callback):
                 f"(learning rate {trainer.optimizer.lr:.3g}). Try a lower learning rate "
                 f"(for example {trainer.schedule.peak_lr / 10:.3g}), a warm-up, or BatchNorm."
             )
+
+
+class EMA(Callback):
+    """An exponential moving average of the weights, updated after every optimizer step.
+
+    For every parameter ``ema = decay * ema + (1 - decay) * w``, starting from
+    the weights training starts with. The average of the last steps' weights
+    is usually a better model than the last weights alone, late in training or
+    with a noisy optimizer. ``with ema.swap(): ...`` puts the averages into the
+    model (to evaluate or save it) and the training weights back afterwards,
+    bit for bit; ``apply()`` puts them in for good. The averages are kept with
+    the checkpoint (``state``), so a resumed run's average is the same as an
+    uninterrupted one's. BatchNorm's running statistics are not averaged: the
+    model's own go with the averaged weights.
+
+    Parameters
+    ----------
+    decay : float, default 0.999
+        In [0, 1): the old average's weight in each update; the average spans
+        about ``1 / (1 - decay)`` steps.
+
+    Attributes
+    ----------
+    averages : dict of str to ndarray
+        The average of each parameter, by dotted name, in the parameter's
+        shape and dtype; empty until training begins (or a state is loaded).
+    updates : int
+        Optimizer steps averaged so far.
+
+    Raises
+    ------
+    ConfigError
+        For ``decay`` outside [0, 1); at the start of training, for loaded
+        averages that do not match the model's parameters.
+    """
+
+    def __init__(self, decay: float = 0.999):
+        if not 0.0 <= decay < 1.0:
+            raise ConfigError(f"EMA decay must be in [0, 1), got {decay}")
+        self.decay = float(decay)
+        self.averages: dict[str, np.ndarray] = {}
+        self.updates = 0
+        self.model = None
+        self._pairs: list[tuple[np.ndarray, np.ndarray]] = []  # (average, its parameter's data)
+
+    def on_train_begin(self, trainer):
+        """Start the averages from the model's weights, or check the loaded ones fit it."""
+        self.model = trainer.model
+        params = dict(trainer.model.named_parameters())
+        if not self.averages:
+            self.averages = {name: p.data.copy() for name, p in params.items()}
+        self._check(params)
+        for name, p in params.items():  # loaded averages in the model's dtype
+            self.averages[name] = self.averages[name].astype(p.data.dtype, copy=False)
+        self._pairs = [(self.averages[name], p.data) for name, p in params.items()]
+
+    def on_batch_end(self, trainer, batch, loss, size):
+        """Move each average towards the weights the optimizer step just made."""
+        for average, weights in self._pairs:
+            axpby(1.0 - self.decay, weights, self.decay, average)  # in place, no temporary
+        self.updates += 1
+
+    @contextmanager
+    def swap(self, model=None):
+        """Inside the block the model holds the averages; afterwards its own weights, exactly.
+
+        Parameters
+        ----------
+        model : Module, optional
+            The model averaged; by default the one trained last.
+
+        Raises
+        ------
+        ConfigError
+            Before any training (no averages yet), or for a model whose
+            parameters are not the averaged ones.
+        """
+        params = self._params(model)
+        kept = {name: p.data.copy() for name, p in params.items()}
+        self._put(params, self.averages)
+        try:
+            yield
+        finally:
+            self._put(params, kept)
+
+    def apply(self, model=None) -> None:
+        """Put the averages into the model for good (e.g. before saving the final model).
+
+        Raises
+        ------
+        ConfigError
+            As ``swap``.
+        """
+        self._put(self._params(model), self.averages)
+
+    def _params(self, model) -> dict:
+        """The named parameters of ``model`` (or the trained one), checked against the averages."""
+        model = model if model is not None else self.model
+        if model is None or not self.averages:
+            raise ConfigError("the EMA has no averages yet: train with it as a callback first")
+        params = dict(model.named_parameters())
+        self._check(params)
+        return params
+
+    def _check(self, params: dict) -> None:
+        """A ConfigError unless the averages have the names and shapes of ``params``."""
+        if set(params) != set(self.averages) or any(
+            self.averages[name].shape != p.shape for name, p in params.items()
+        ):
+            raise ConfigError(
+                "the EMA's averages do not match the model's parameters "
+                "(a state saved for another model?)"
+            )
+
+    @staticmethod
+    def _put(params: dict, arrays: dict) -> None:
+        """Copy ``arrays`` into the parameters of the same names."""
+        for name, p in params.items():
+            np.copyto(p.data, arrays[name])
+            p.changed()  # derived copies (bf16) are made again
+
+    def state(self):
+        """The averages (copies) and the number of updates."""
+        return {name: a.copy() for name, a in self.averages.items()}, {"updates": self.updates}
+
+    def load_state(self, arrays, meta):
+        self.averages = {name: a.copy() for name, a in arrays.items()}
+        self.updates = int(meta["updates"])
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -70,7 +70,8 @@ class TrainConfig:
     init_scale : float, optional
         Multiplies the He/Glorot std; for "normal", the std itself (0.01 if not given).
     optimizer : str, default "sgd"
-        "sgd", "adam" or "adamw".
+        "sgd", "adam", "adamw" or "lion" (which wants a learning rate 3 to 10 times
+        smaller than AdamW's).
     lr : float, default 0.01
         Peak learning rate, > 0.
     momentum : float, default 0.9

@@ -86,19 +86,57 @@ class SavedModel:
     training: tuple[dict, dict] | None = None  # (arrays, meta) to resume training, if saved
     inputs: dict = field(default_factory=lambda: dict(LEGACY_INPUTS))
 
-    def predict_proba(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    def predict_proba(
+        self, images: np.ndarray, batch_size: int = 1000, *, tta: bool = False
+    ) -> np.ndarray:
         """Class probabilities (N, C) for raw inputs (uint8 images (N, H, W, C) or rows
-        (N, D)), preprocessed as in training."""
-        from numprop.nn.losses import softmax
+        (N, D)), preprocessed as in training.
 
+        ``tta=True`` (images only) averages them with the probabilities of the
+        mirror images (``flip_tta``): test-time augmentation for data where a
+        flip keeps the class. Raises ConfigError for ``tta`` on rows.
+        """
+        if tta and (self.inputs["kind"] != "images" or np.ndim(images) != 4):
+            raise ConfigError(
+                "test-time flips (--tta) are for images; this model takes rows of a table"
+            )
         self.model.eval()
         chunks = []
         # Preprocess batch by batch: the whole test set as float32 would be 120 MB.
         for i in range(0, len(images), batch_size):
             batch = images[i : i + batch_size]
-            x = self.preprocessing.transform(batch) if self.preprocessing is not None else batch
-            chunks.append(softmax(self.model.forward(np.asarray(x, self.model.dtype))))
+            chunks.append(
+                flip_tta(self._probabilities, batch) if tta else self._probabilities(batch)
+            )
         return np.concatenate(chunks) if chunks else np.empty((0, len(self.class_names)))
+
+    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities (B, C) of one batch of raw inputs, a new array."""
+        from numprop.nn.losses import softmax
+
+        x = self.preprocessing.transform(batch) if self.preprocessing is not None else batch
+        return softmax(self.model.forward(np.asarray(x, self.model.dtype)))
+
+
+def flip_tta(predict_proba, images: np.ndarray) -> np.ndarray:
+    """Test-time augmentation: the mean of the class probabilities on images and their mirrors.
+
+    Parameters
+    ----------
+    predict_proba : callable
+        Maps images (N, H, W, C) to class probabilities (N, C).
+    images : ndarray, shape (N, H, W, C)
+        Raw images, as ``predict_proba`` takes them; not modified.
+
+    Returns
+    -------
+    ndarray, shape (N, C)
+        ``(predict_proba(images) + predict_proba(hflip(images))) / 2``, a new array.
+    """
+    from numprop.data.batches import hflip
+
+    plain = np.array(predict_proba(images))  # a copy: the second call may reuse its buffer
+    return (plain + predict_proba(hflip(images))) / 2
 
 
 def save(
@@ -686,26 +724,42 @@ def _check_architecture(spec, bad) -> None:
     if not isinstance(spec, list):
         bad(f"the architecture must be a list of layers, got {_short(spec)}")
     for i, entry in enumerate(spec):
-        if not isinstance(entry, dict):
-            bad(f"layer {i} of the architecture must be an object, got {_short(entry)}")
-        name = entry.get("type")
-        if not isinstance(name, str):
-            bad(f"layer {i} of the architecture has no type name, got {_short(name)}")
-        if name not in LAYERS:
+        _check_layer(entry, str(i), bad)
+
+
+def _check_layer(entry, where: str, bad) -> None:
+    """``_check_architecture`` of one layer, named ``where`` (``"3"``, ``"3.inner.1"``),
+    and of the modules nested in it: a Sequential's layers, a setting that is an object."""
+    if not isinstance(entry, dict):
+        bad(f"layer {where} of the architecture must be an object, got {_short(entry)}")
+    name = entry.get("type")
+    if not isinstance(name, str):
+        bad(f"layer {where} of the architecture has no type name, got {_short(name)}")
+    if name == "Sequential":
+        layers = entry.get("layers")
+        if not isinstance(layers, list):
+            bad(f"layer {where} (Sequential) must list its layers, got {_short(layers)}")
+        for j, inner in enumerate(layers):
+            _check_layer(inner, f"{where}.{j}", bad)
+        return
+    for key, value in entry.items():
+        if isinstance(value, dict):
+            _check_layer(value, f"{where}.{key}", bad)
+    if name not in LAYERS:
+        return
+    try:
+        accepted = inspect.signature(LAYERS.get(name)).parameters
+    except (TypeError, ValueError):
+        return
+    for key, value in entry.items():
+        if key in ("type", "dtype", "rng") or key not in accepted or isinstance(value, dict):
             continue
-        try:
-            accepted = inspect.signature(LAYERS.get(name)).parameters
-        except (TypeError, ValueError):
-            continue
-        for key, value in entry.items():
-            if key in ("type", "dtype", "rng") or key not in accepted:
-                continue
-            expected = _annotation_check(accepted[key].annotation)
-            if expected is not None and not expected(value):
-                bad(
-                    f"layer {i} ({name}): setting {key} = {_short(value)} is not "
-                    f"{_annotation_text(accepted[key].annotation)}"
-                )
+        expected = _annotation_check(accepted[key].annotation)
+        if expected is not None and not expected(value):
+            bad(
+                f"layer {where} ({name}): setting {key} = {_short(value)} is not "
+                f"{_annotation_text(accepted[key].annotation)}"
+            )
 
 
 _SIMPLE_TYPES = {
