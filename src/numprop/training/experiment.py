@@ -43,7 +43,7 @@ from numprop.training.callbacks import (
 )
 from numprop.training.diagnostics import Diagnostics
 from numprop.training.doctor import read as read_diagnostics
-from numprop.training.io import SavedModel, check_settings, load, save
+from numprop.training.io import SavedModel, available_memory, check_settings, load, save
 from numprop.training.predictions import write_predictions
 from numprop.training.trainer import Callback, Trainer
 
@@ -240,17 +240,6 @@ def check_memory(config: TrainConfig, inputs: int, classes: int) -> None:
             f"about {need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB available: "
             "use fewer or smaller hidden layers (--hidden) or a smaller --batch-size"
         )
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to this process now (Linux's MemAvailable), or None."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def _resumed_config(checkpoint: SavedModel, last: Path, given: TrainConfig | None) -> TrainConfig:
