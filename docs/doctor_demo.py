@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import re
 import sys
 import tempfile
 from pathlib import Path
 
+import numprop as npp
 from numprop.cli import main
 
 HERE = Path(__file__).resolve().parent
@@ -66,7 +66,7 @@ CASES = [
     ),
     (
         "Learning rate far too low",
-        "The weights hardly move: the update/weight ratio is ~1e-7 instead of ~1e-3, "
+        "The weights hardly move: the update/weight ratio is ~1e-6 instead of ~1e-3, "
         "and the loss stays where it started.",
         ["--lr", "1e-7"],
     ),
@@ -97,11 +97,34 @@ CASES = [
     ),
     (
         "Dead ReLUs",
-        "A learning rate high enough to push most first-layer units below zero for "
-        "every input, where they stay.",
-        ["--lr", "0.5", "--schedule", "constant"],
+        "A first layer whose biases start at -6 (a buggy initialisation; a learning rate "
+        "too high does the same, but here the NaN guard stops such runs first): most "
+        "units are below zero for every input, so they pass no gradient and stay there. "
+        "Built in Python, with a callback that sets the biases before the first step:\n\n"
+        "```python\nclass NegativeBias(npp.Callback):\n"
+        "    def on_train_begin(self, trainer):\n"
+        "        trainer.model[0].bias.data[:] = -6\n\n"
+        "npp.train(npp.TrainConfig(limit=5000, val_size=1000, epochs=4), RUN, "
+        "callbacks=[NegativeBias()])\n```",
+        None,
     ),
 ]
+
+
+class NegativeBias(npp.Callback):
+    """Sets the first layer's biases to -6 before the first step (the dead-ReLU case)."""
+
+    def on_train_begin(self, trainer):
+        trainer.model[0].bias.data[:] = -6
+
+
+def run_dead_relus(folder: str) -> tuple[int, str]:
+    """The dead-ReLU case through the Python API; (0, its last line) like ``run``."""
+    lines = []
+    config = npp.TrainConfig(limit=5000, val_size=1000, epochs=4)
+    npp.train(config, folder, progress=False, print_fn=lines.append, callbacks=[NegativeBias()])
+    return 0, lines[-1]
+
 
 SANITY = [
     ("The default network", []),
@@ -118,7 +141,7 @@ def run(argv: list[str]) -> tuple[int, str]:
 
 def tidy(text: str, folder: str) -> str:
     """Output with the temporary folder shown as RUN."""
-    return re.sub(re.escape(folder) + r"[^\s:]*", "RUN", text).strip()
+    return text.replace(folder, "RUN").strip()
 
 
 def main_demo() -> None:
@@ -126,13 +149,17 @@ def main_demo() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i, (title, text, args) in enumerate(CASES):
             folder = f"{tmp}/case{i}"
-            code, trained = run(["train", *QUICK, *args, "--out", folder])
+            if args is None:  # built in Python (the text shows how)
+                code, trained = run_dead_relus(folder)
+                command = None
+            else:
+                code, trained = run(["train", *QUICK, *args, "--out", folder])
+                command = " ".join(["numprop train", *QUICK[:6], *args])
             last = [line for line in trained.splitlines() if line.strip()][-1:]
             doc_code, said = run(["doctor", folder])
-            command = " ".join(["numprop train", *QUICK[:6], *args])
+            shown = f"$ {command}\n{tidy(chr(10).join(last), folder)}\n" if command else ""
             parts.append(
-                f"## {title}\n\n{text}\n\n```\n$ {command}\n"
-                f"{tidy(chr(10).join(last), folder)}\n$ numprop doctor RUN     # exit code "
+                f"## {title}\n\n{text}\n\n```\n{shown}$ numprop doctor RUN     # exit code "
                 f"{doc_code}\n{tidy(said, folder)}\n```\n"
             )
             print(f"{title}: train {code}, doctor {doc_code}", file=sys.stderr)

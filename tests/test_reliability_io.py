@@ -782,3 +782,41 @@ def test_a_checkpoint_without_its_optimizer_arrays_is_refused_naming_it(cut_run,
     with pytest.raises(npp.ConfigError, match="cannot resume from it: optimizer state") as info:
         train(None, folder, resume=True, **QUIET)
     assert str(last) in str(info.value)
+
+
+def test_a_damaged_predictions_file_is_one_line_for_plot(tmp_path):
+    import zipfile
+
+    from numprop.training.predictions import read_predictions, write_predictions
+
+    path = tmp_path / "predictions.npz"
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), 40).astype(np.float32)
+    write_predictions(
+        path, rng.integers(0, 3, 40), probs, rng.integers(0, 256, (40, 4, 4, 3), np.uint8)
+    )
+    good = path.read_bytes()
+    assert len(read_predictions(path).y_true) == 40
+    outcomes = set()
+    for i in range(200):  # byte flips and truncations: a result or a ConfigError naming the file
+        data = bytearray(good)
+        r = np.random.default_rng(i)
+        if i % 2:
+            data = data[: r.integers(0, len(data))]
+        else:
+            for j in r.integers(0, len(data), 4):
+                data[j] ^= 1 << int(r.integers(0, 8))
+        path.write_bytes(bytes(data))
+        try:
+            read_predictions(path)
+            outcomes.add("read")
+        except npp.ConfigError as exc:
+            assert str(path) in str(exc) and "\n" not in str(exc)
+            outcomes.add("refused")
+    assert "refused" in outcomes
+    with zipfile.ZipFile(path, "w") as zf:  # a 0-d y_true
+        for name, value in {"y_true": np.int64(3), "y_pred": np.zeros(1, np.int64)}.items():
+            with zf.open(f"{name}.npy", "w") as f:
+                np.lib.format.write_array(f, np.asarray(value))
+    with pytest.raises(npp.ConfigError, match="not a predictions file"):
+        read_predictions(path)

@@ -64,6 +64,16 @@ SETTINGS = {
     "label-smoothing": {"label_smoothing": 0.1},
     "no-validation": {"val_size": 0},
     "bf16": {"precision": "bf16"},
+    "bottleneck-lion-mixup-ema": {
+        "model": "bottleneck",
+        "width": 16,
+        "depth": 2,
+        "optimizer": "lion",
+        "lr": 1e-3,
+        "mixup": 0.4,
+        "cutmix": 1.0,
+        "ema": 0.9,
+    },
 }
 
 

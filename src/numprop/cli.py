@@ -203,6 +203,16 @@ def _run_arguments(t, d) -> None:
     arch.add_argument("--dropout", type=_float, default=d.dropout, help="dropout probability")
     arch.add_argument("--batchnorm", action="store_true", help="BatchNorm after each hidden Linear")
     arch.add_argument(
+        "--model",
+        choices=["mlp", "bottleneck"],
+        default=d.model,
+        help="mlp: --hidden layers; bottleneck: residual inverted-bottleneck blocks "
+        "(LayerNorm, GELU) of --width, --depth, --expansion",
+    )
+    arch.add_argument("--width", type=_positive_int, default=d.width, help="bottleneck width")
+    arch.add_argument("--depth", type=_positive_int, default=d.depth, help="bottleneck blocks")
+    arch.add_argument("--expansion", type=_positive_int, default=d.expansion)
+    arch.add_argument(
         "--init",
         choices=["he", "glorot", "normal"],
         default=d.init,
@@ -229,6 +239,18 @@ def _run_arguments(t, d) -> None:
     opt.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
     _precision_argument(opt, d.precision)
     opt.add_argument("--label-smoothing", type=_float, default=d.label_smoothing)
+    opt.add_argument("--mixup", type=_float, default=d.mixup, metavar="ALPHA", help="0: off")
+    opt.add_argument("--cutmix", type=_float, default=d.cutmix, metavar="ALPHA", help="0: off")
+    opt.add_argument(
+        "--ema",
+        type=_float,
+        default=d.ema,
+        metavar="DECAY",
+        help="average the weights (e.g. 0.999) for the final model; 0: off",
+    )
+    opt.add_argument(
+        "--tta", action="store_true", help="also report the test accuracy averaged over flips"
+    )
     opt.add_argument(
         "--patience",
         type=_nonneg_int,
@@ -284,6 +306,15 @@ def _run_arguments(t, d) -> None:
         help="train on a stratified subset of N examples (quick runs)",
     )
     t.add_argument("--seed", type=int, default=d.seed)
+    from numprop.training.experiment import RECIPES
+
+    t.add_argument(
+        "--recipe",
+        choices=list(RECIPES),
+        default=None,
+        help="a named recipe's settings (options given explicitly override them): "
+        + "; ".join(f"{name}: {what}" for name, (_, what) in RECIPES.items()),
+    )
 
 
 def _data_arguments(group, default: str | None) -> None:
@@ -388,21 +419,35 @@ def _load_model(args):
     return saved
 
 
+def _config(args):
+    """The TrainConfig of the run options in ``args``, on top of ``--recipe`` if given."""
+    from numprop.training.experiment import TrainConfig, recipe_config
+
+    names = {f.name for f in fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    if args.recipe is None:
+        return config
+    default = TrainConfig()  # options given explicitly differ from the defaults
+    given = {k: getattr(config, k) for k in names if getattr(config, k) != getattr(default, k)}
+    return recipe_config(args.recipe, **given)
+
+
 def cmd_train(args) -> int:
     from numprop.training.experiment import TrainConfig, train
 
     names = {f.name for f in fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    config = _config(args)
     if args.resume is not None:
         if args.out is not None and args.out != args.resume:
             raise ConfigError("--resume continues in the run's own folder; leave out --out")
         # The run goes on with the settings it was started with: say so, not ignore them.
         default = TrainConfig()
+        raw = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
         given = sorted(
             f"--{name.replace('_', '-')}"
             for name in names - {"data_dir", "download"}
-            if getattr(config, name) != getattr(default, name)
-        )
+            if getattr(raw, name) != getattr(default, name)
+        ) + (["--recipe"] if args.recipe else [])
         if given:
             raise ConfigError(
                 f"--resume continues the run with its own settings; leave out {', '.join(given)}"
@@ -653,10 +698,9 @@ def cmd_doctor(args) -> int:
     from numprop.training import doctor
 
     if args.sanity:
-        from numprop.training.experiment import TrainConfig, sanity_check
+        from numprop.training.experiment import sanity_check
 
-        names = {f.name for f in fields(TrainConfig)}
-        config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+        config = _config(args)
         results = sanity_check(config, examples=args.examples, steps=args.steps)
         for r in results:
             print(f"{'pass' if r.ok else 'FAIL'}  {r.name}: {r.detail}")

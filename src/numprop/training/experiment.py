@@ -21,6 +21,7 @@ import numpy as np
 from numprop.data.batches import ArrayLoader, Augment, BatchLoader, stratified_split
 from numprop.data.catalog import load_data
 from numprop.data.dataset import Dataset
+from numprop.data.mixing import CutMix, MixedBatches, MixUp
 from numprop.data.preprocess import PREPROCESSING, Preprocessing
 from numprop.errors import ConfigError
 from numprop.nn import models
@@ -32,6 +33,7 @@ from numprop.nn.precision import describe as describe_precision
 from numprop.nn.precision import resolve as resolve_precision
 from numprop.nn.schedules import SCHEDULES, Schedule
 from numprop.training.callbacks import (
+    EMA,
     Checkpoint,
     EarlyStopping,
     EpochSummary,
@@ -43,7 +45,7 @@ from numprop.training.callbacks import (
 )
 from numprop.training.diagnostics import Diagnostics
 from numprop.training.doctor import read as read_diagnostics
-from numprop.training.io import SavedModel, check_settings, load, save
+from numprop.training.io import SavedModel, available_memory, check_settings, load, save
 from numprop.training.predictions import write_predictions
 from numprop.training.trainer import Callback, Trainer
 
@@ -128,6 +130,22 @@ class TrainConfig:
     diagnostics : bool, default True
         Record per-layer statistics into ``diagnostics.json`` in the run
         folder (``Diagnostics``), for ``numprop doctor RUN``.
+    model : {"mlp", "bottleneck"}, default "mlp"
+        ``models.mlp`` (``hidden``, ``activation``, ``batchnorm``, ``dropout``)
+        or ``models.bottleneck_mlp`` (``width``, ``depth``, ``expansion``,
+        ``dropout``): inverted-bottleneck residual blocks with LayerNorm and GELU.
+    width, depth, expansion : int, default 512, 4, 4
+        The bottleneck model's block width, number of blocks and expansion.
+    mixup, cutmix : float, default 0.0
+        Alpha of MixUp / CutMix on the training batches (0: off; both: each
+        batch gets one of them, drawn evenly).
+    ema : float, default 0.0
+        Decay of an exponential moving average of the weights (0: off), used
+        for the final model and the test (``EMA``).
+    tta : bool, default False
+        Also report the test accuracy averaged over each image and its mirror.
+    recipe : str, optional
+        The name of the recipe the settings came from (``RECIPES``), for the record.
     """
 
     hidden: list[int] = field(default_factory=lambda: [1000])
@@ -162,6 +180,15 @@ class TrainConfig:
     data_dir: str | None = None
     download: bool = True
     diagnostics: bool = True
+    model: str = "mlp"
+    width: int = 512
+    depth: int = 4
+    expansion: int = 4
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    ema: float = 0.0
+    tta: bool = False
+    recipe: str | None = None
 
     def validate(self) -> None:
         """Check every setting; raise a ConfigError (naming the choices) on the first bad one."""
@@ -184,6 +211,17 @@ class TrainConfig:
             raise ConfigError(f"init scale must be positive, got {self.init_scale}")
         if self.precision != "auto":
             PRECISIONS.get(self.precision)
+        if self.model not in ("mlp", "bottleneck"):
+            raise ConfigError(f"unknown model {self.model!r}; choose mlp or bottleneck")
+        for name, value in (("width", self.width), ("depth", self.depth)):
+            if value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}")
+        if self.expansion < 1:
+            raise ConfigError(f"expansion must be at least 1, got {self.expansion}")
+        if self.mixup < 0 or self.cutmix < 0:
+            raise ConfigError("mixup and cutmix take an alpha >= 0 (0: off)")
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"ema decay must be in [0, 1), got {self.ema}")
         for name, value, low in (
             ("epochs", self.epochs, 1),
             ("batch size", self.batch_size, 1),
@@ -242,17 +280,6 @@ def check_memory(config: TrainConfig, inputs: int, classes: int) -> None:
         )
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available to this process now (Linux's MemAvailable), or None."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def _resumed_config(checkpoint: SavedModel, last: Path, given: TrainConfig | None) -> TrainConfig:
     """The settings of the run a checkpoint was saved from, checked against it.
 
@@ -301,7 +328,17 @@ def _line(exc) -> str:
 
 
 def make_model(config: TrainConfig, inputs: int, classes: int, rng: np.random.Generator):
-    """The configured MLP, from ``inputs`` features to ``classes`` logits."""
+    """The configured network, from ``inputs`` features to ``classes`` logits."""
+    if config.model == "bottleneck":
+        return models.bottleneck_mlp(
+            inputs,
+            config.width,
+            config.depth,
+            classes,
+            expansion=config.expansion,
+            dropout=config.dropout,
+            rng=rng,
+        )
     return models.mlp(
         [inputs, *config.hidden, classes],
         activation=config.activation,
@@ -503,6 +540,7 @@ def make_batches(
         test = ArrayLoader(test_rows, splits.test_y, 1000, shuffle=False, dtype=dtype)
         return train, val, test
     augment = Augment(flip=flip, crop_padding=config.crop) if (flip or config.crop) else None
+    mixing = _mixing(config, data)
     train = BatchLoader(
         splits.x,
         splits.y,
@@ -512,8 +550,10 @@ def make_batches(
         rng=rng,
         augment=augment,
         indices=splits.train_idx,
-        bf16=bf16,
+        bf16=bf16 and not mixing,  # mixing takes float batches: the first Linear rounds them
     )
+    if mixing:
+        train = MixedBatches(train, mixing, rng)
     val = (
         BatchLoader(splits.x, splits.y, pre, 1000, shuffle=False, indices=splits.val_idx, bf16=bf16)
         if splits.val_idx.size
@@ -521,6 +561,18 @@ def make_batches(
     )
     test = BatchLoader(splits.test_x, splits.test_y, pre, 1000, shuffle=False, bf16=bf16)
     return train, val, test
+
+
+def _mixing(config: TrainConfig, data: Dataset) -> list:
+    """The MixUp / CutMix transforms the settings ask for (none: an empty list)."""
+    mixing = []
+    if config.mixup:
+        mixing.append(MixUp(config.mixup, data.n_classes))
+    if config.cutmix:
+        if not data.is_images:
+            raise ConfigError(f"{data.name} is a table: CutMix pastes image boxes")
+        mixing.append(CutMix(config.cutmix, data.n_classes, data.train_x.shape[1:]))
+    return mixing
 
 
 def describe_inputs(data: Dataset) -> dict:
@@ -644,6 +696,9 @@ def train(
         cbs.append(
             EarlyStopping("val_loss" if val is not None else "train_loss", patience=config.patience)
         )
+    ema = EMA(config.ema) if config.ema else None
+    if ema is not None:
+        cbs.append(ema)
     # The checkpoint comes after every callback with state, so it saves this epoch's.
     cbs.append(Checkpoint(last, rng, **meta))
     cbs += callbacks or []
@@ -679,8 +734,15 @@ def train(
     history = trainer.fit(train_batches, val, config.epochs)
     if history.stop_reason:
         print_fn(history.stop_reason)
+    if ema is not None and ema.averages:  # the final model is the average of the weights
+        ema.apply(model)
     test_loss, test_acc = trainer.evaluate(test)
-    probs = SavedModel(model, pre, data.class_names).predict_proba(splits.test_x)
+    saved_model = SavedModel(model, pre, data.class_names)
+    probs = saved_model.predict_proba(splits.test_x)
+    if config.tta and data.is_images:
+        tta_probs = saved_model.predict_proba(splits.test_x, tta=True)
+        tta_acc = float(np.mean(tta_probs.argmax(axis=1) == splits.test_y))
+        print_fn(f"test accuracy with flips averaged (TTA) {100 * tta_acc:.2f}%")
     write_predictions(out_dir / "predictions.npz", splits.test_y, probs, splits.test_x)
     seconds = time.perf_counter() - started
     model_path = save(out_dir / "model.npz", model, history=history.to_list(), **meta)
@@ -692,6 +754,8 @@ def train(
         "test_examples": len(splits.test_y),
         "config": asdict(config),
     }
+    if config.tta and data.is_images:
+        summary["test_acc_tta"] = tta_acc
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
     print_fn(
         f"test accuracy {100 * test_acc:.2f}%  (test loss {test_loss:.4f}, {seconds:.0f} s in all)"
@@ -779,6 +843,73 @@ def make_run_folder(out_dir: Path, *, resume: bool = False):
             "another --out"
         ) from None
     return lock
+
+
+# Named recipes (`numprop train --recipe NAME`): settings that differ from TrainConfig's
+# defaults, and what they are for. Their measured accuracy and time are in
+# benchmarks/RESULTS.md (benchmarks/cifar10.py --runs recipe-NAME).
+RECIPES = {
+    "two-layer": (
+        {
+            "hidden": [4096],
+            "epochs": 60,
+            "batch_size": 256,
+            "lr": 0.05,
+            "crop": 4,
+            "flip": True,
+            "label_smoothing": 0.1,
+            "tta": True,
+        },
+        "the question's own architecture, one hidden ReLU layer and nothing else in the "
+        "network, trained with crops, flips and label smoothing",
+    ),
+    "fast": (
+        {
+            "hidden": [2048],
+            "epochs": 20,
+            "batch_size": 256,
+            "lr": 0.05,
+            "flip": True,
+            "label_smoothing": 0.1,
+        },
+        "a wider two-layer network for a quick run",
+    ),
+    "best": (
+        {
+            "model": "bottleneck",
+            "width": 1024,
+            "depth": 6,
+            "expansion": 4,
+            "optimizer": "lion",
+            "lr": 5e-5,
+            "weight_decay": 1.0,
+            "epochs": 120,
+            "batch_size": 512,
+            "warmup": 5.0,
+            "crop": 4,
+            "flip": True,
+            "mixup": 0.8,
+            "label_smoothing": 0.3,
+            "ema": 0.999,
+            "tta": True,
+        },
+        "inverted-bottleneck residual MLP (LayerNorm, GELU) with LION, MixUp, label "
+        "smoothing 0.3, crops, flips, weight averaging and flip TTA (Bachmann et al. 2023)",
+    ),
+}
+
+
+def recipe_config(name: str, **overrides) -> TrainConfig:
+    """The TrainConfig of recipe ``name``, with ``overrides`` on top.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown recipe.
+    """
+    if name not in RECIPES:
+        raise ConfigError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    return TrainConfig(**{**RECIPES[name][0], **overrides, "recipe": name})
 
 
 def train_cifar10(config: TrainConfig | None, out_dir: str | Path, **kwargs) -> RunResult:

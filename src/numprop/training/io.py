@@ -411,6 +411,40 @@ def _read(path: Path) -> tuple[dict, dict[str, np.ndarray], list[str]]:
     return meta, arrays, sorted(skipped)
 
 
+def read_arrays(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
+    """The arrays of a plain .npz (e.g. a run's predictions), checked as a model's are.
+
+    Each member's size is checked against the file and the memory available
+    before it is allocated; nothing is unpickled. ``what`` names the kind of
+    file in the errors ("a predictions file").
+
+    Raises
+    ------
+    ConfigError
+        Naming ``path``, for a missing, unreadable or malformed file.
+    """
+    path = Path(path)
+    try:
+        file = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {_reason(exc)}") from None
+    room = available_memory()
+    arrays = {}
+    try:
+        with file, zipfile.ZipFile(file) as zf:
+            for member in zf.infolist():
+                if member.is_dir() or not member.filename.endswith(".npy"):
+                    continue
+                arrays[member.filename[: -len(".npy")]] = array = _read_npy(zf, member, room, path)
+                if room is not None:
+                    room -= array.nbytes
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - as in _read: any parse failure is a bad file
+        raise ConfigError(f"{path} is not {what} ({type(exc).__name__}: {_line(exc)})") from None
+    return arrays
+
+
 # The most bytes a .npy header takes: magic (6), version (2), length (4) and 64 KiB of text;
 # numpy itself refuses headers over 10,000 characters.
 _NPY_HEAD = 12 + 65_536

@@ -9,7 +9,6 @@ themselves. Plain arrays, loaded with ``allow_pickle=False``.
 from __future__ import annotations
 
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,17 +91,15 @@ def read_predictions(path: str | os.PathLike) -> TestPredictions:
         If the file is missing, not an .npz of plain arrays, or its arrays
         disagree in shape.
     """
+    from numprop.training.io import read_arrays
+
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise ConfigError(f"{path}: not a predictions file ({exc})") from None
+    arrays = read_arrays(path, "a predictions file")
     missing = [k for k in _KEYS if k not in arrays]
     if missing:
         raise ConfigError(f"{path}: not a predictions file (no {', '.join(missing)})")
+    if arrays["y_true"].ndim != 1 or arrays["mistake_index"].ndim != 1:
+        raise ConfigError(f"{path}: the arrays of this predictions file do not fit together")
     n, m = arrays["y_true"].shape[0], arrays["mistake_index"].shape[0]
     images = arrays.get("mistake_images")
     if (
