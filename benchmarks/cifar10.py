@@ -58,6 +58,12 @@ for _name in ("default", "deep"):
     )
 BF16_TOLERANCE = 0.5  # points of test accuracy, the target of the mixed-precision issue
 
+# The named recipes (`numprop train --recipe NAME`) and their targets (issue 15):
+# test accuracy (%) at least, wall time (s) at most.
+RECIPE_TARGETS = {"two-layer": (63.0, 600), "fast": (60.0, 120), "best": (70.0, 7200)}
+for _name in RECIPE_TARGETS:
+    RUNS[f"recipe-{_name}"] = (["--recipe", _name], f"the {_name} recipe")
+
 
 def machine() -> str:
     cpu = "unknown CPU"
@@ -101,11 +107,13 @@ def run_one(name: str, extra: list[str], data_dir: str | None) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"{name}: numprop train failed with exit code {proc.returncode}")
     acc = float(re.search(r"test accuracy (\d+\.\d+)%", stdout).group(1))
+    tta = re.search(r"test accuracy with flips averaged \(TTA\) (\d+\.\d+)%", stdout)
     epochs = len(re.findall(r"^epoch ", stdout, flags=re.M))
     return {
         "name": name,
         "args": " ".join(extra) or "(defaults)",
         "acc": acc,
+        "tta": float(tta.group(1)) if tta else None,
         "seconds": seconds,
         "epochs": epochs,
         "peak_mib": usage.ru_maxrss / 1024,
@@ -119,6 +127,11 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument(
         "--write", action="store_true", help="write the results into benchmarks/RESULTS.md"
+    )
+    parser.add_argument(
+        "--section",
+        default="cifar10",
+        help="the RESULTS.md section to (re)write: cifar10 (default) or e.g. recipes",
     )
     args = parser.parse_args()
     results = [run_one(name, RUNS[name][0], args.data_dir) for name in args.runs]
@@ -144,12 +157,23 @@ def main() -> None:
                 f"time {by_name[bf16]['seconds'] / by_name[fp32]['seconds']:.2f}× "
                 f"(target: within {BF16_TOLERANCE} points): **{verdict}**"
             )
+    for r in results:
+        if r["name"].startswith("recipe-"):
+            acc_min, seconds_max = RECIPE_TARGETS[r["name"].removeprefix("recipe-")]
+            met = r["acc"] >= acc_min and r["seconds"] <= seconds_max
+            tta = f" ({r['tta']:.2f}% with flip TTA)" if r.get("tta") is not None else ""
+            notes.append(
+                f"- {r['name']}: {r['acc']:.2f}%{tta} in {r['seconds']:.0f} s "
+                f"(target: at least {acc_min:.0f}% in at most {seconds_max} s): "
+                f"**{'MET' if met else 'MISSED'}**"
+            )
     table = "\n".join(lines + ([""] + notes if notes else []))
     print(table)
     if args.write:
         command = "python benchmarks/cifar10.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         text = (
-            f"## Accuracy: `numprop train` on CIFAR-10\n\n"
+            f"## Accuracy: `numprop train`{' recipes' if args.section == 'recipes' else ''} "
+            "on CIFAR-10\n\n"
             f"Measured {datetime.date.today().isoformat()} on {machine()}.\n\n"
             f"Command: `{command}`\n\n{table}\n\n"
             "Wall time covers the whole command: loading the data, fitting the "
@@ -161,7 +185,7 @@ def main() -> None:
         sys.path.insert(0, str(HERE))
         from results_md import update_section
 
-        update_section("cifar10", text)
+        update_section(args.section, text)
         print(f"wrote {HERE / 'RESULTS.md'}")
 
 
