@@ -420,3 +420,25 @@ def test_linear_refuses_bf16_inputs_in_float32():
         layer.forward(np.zeros((2, 4), np.uint16))
     y = layer.set_precision(BF16()).forward(bf16_bits(np.ones((2, 4), np.float32)))
     np.testing.assert_allclose(y, np.ones((2, 4)) @ bf16_round(layer.weight.data), rtol=1e-6)
+
+
+@pytest.mark.parametrize("kernels", ["auto", "numpy"])
+def test_eval_relus_hand_bf16_to_the_next_product_with_the_same_results(kernels):
+    # In eval mode under bf16, a ReLU followed by a Linear (Dropout between is the
+    # identity there) writes its output as bf16 bits in the same pass: the model's
+    # outputs are those of rounding in the Linear, bit for bit.
+    model = npp.models.mlp([40, 30, 20, 5], dropout=0.2, rng=0).set_precision(BF16()).eval()
+    relus = [m for m in model if isinstance(m, npp.ReLU)]
+    assert len(relus) == 2 and all(r.bf16_output for r in relus)
+    x, _ = batch(n=64)
+    x[0, :5] = [np.nan, -0.0, 1e-41, -1e30, 3e38]  # NaN, signed zero, subnormal, extremes
+    with npp.config.override(kernels=kernels):
+        fused = model.forward(x).copy()
+        for r in relus:
+            r.bf16_output = False
+        np.testing.assert_array_equal(fused, model.forward(x))
+    model.set_precision(FP32())
+    assert not any(r.bf16_output for r in relus)
+    model.set_precision(BF16()).train()
+    assert model.forward(x).dtype == np.float32  # training keeps y in float32 for backward
+    assert relus[0].y.dtype == np.float32

@@ -114,6 +114,13 @@ def relu(x: np.ndarray, out: np.ndarray) -> bool:
     return _launch("relu", x.size, (x, out), grain=GRAIN.kernel)
 
 
+def relu_bf16(x: np.ndarray, out: np.ndarray) -> bool:
+    """``out = to_bf16(max(x, 0))`` for float32 ``x`` and uint16 ``out``, in one pass."""
+    if x.dtype != np.float32 or out.dtype != np.uint16 or out.shape != x.shape:
+        return False
+    return _launch("relu_bf16", x.size, (x,), others=(out,), grain=GRAIN.kernel)
+
+
 def relu_backward(y: np.ndarray, dout: np.ndarray, dx: np.ndarray) -> bool:
     """``dx = dout * (y > 0)``."""
     return _launch("relu_backward", y.size, (y, dout, dx), grain=GRAIN.kernel)

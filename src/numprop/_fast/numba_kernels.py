@@ -720,3 +720,24 @@ def _augment_rows_bf16_piece(lo, hi, ints):
 def augment_rows_bf16(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
     _augment_rows_bf16_piece(a // 4, a // 4 + width, ints)
     return 0
+
+
+# --- ReLU rounded to bf16, for an eval-mode forward whose next product reads bf16:
+# ints (x float32, out uint16). Blocks of 4,096 go through a float32 buffer in cache.
+
+
+@jit
+def _relu_bf16_piece(lo, hi, ints):
+    x, out = _array(ints, 1, np.float32, hi), _array(ints, 2, np.uint16, hi)
+    block = np.empty(4096, np.float32)
+    bits = block.view(np.uint32)
+    for start in range(lo, hi, 4096):
+        n = min(4096, hi - start)
+        _relu_loop(x[start : start + n], block[:n])
+        _to_bf16_loop(bits[:n], out[start : start + n])
+
+
+@kernel
+def relu_bf16(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    _relu_bf16_piece(a // 4, a // 4 + width, ints)
+    return 0

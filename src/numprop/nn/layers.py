@@ -219,11 +219,17 @@ class Linear(Module):
 class ReLU(Module):
     """``y = max(x, 0)``; the gradient flows where x > 0: ``dx = dout * (y > 0)``.
 
-    Elementwise: any shape, e.g. (N, H).
+    Elementwise: any shape, e.g. (N, H). ``bf16_output`` (set by
+    ``Sequential.set_precision`` when the next product reads bf16): in eval
+    mode, y comes out as bf16 bits, rounded in the same pass.
     """
+
+    bf16_output = False
 
     def forward(self, x):
         """x (N, H) -> y (N, H)."""
+        if self.bf16_output and not self.training:  # nothing else reads y: no float copy
+            return ops.relu_to_bf16(x, out=self._buf("out_bf16", x.shape, np.uint16))
         self.y = ops.relu(x, out=self._buf("out", x.shape, x.dtype))  # (N, H)
         return self.y
 

@@ -624,6 +624,20 @@ class Sequential(Module):
         self.layers[0].backward_params(dout)
         return None
 
+    def set_precision(self, precision) -> Sequential:
+        """As ``Module.set_precision``; a ReLU whose output goes straight to a Linear
+        (through Dropout, the identity in eval mode) then hands it bf16 in eval mode."""
+        super().set_precision(precision)
+        from numprop.nn.layers import Dropout, Linear, ReLU  # layers imports this module
+
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, ReLU):
+                rest = [m for m in self.layers[i + 1 :] if not isinstance(m, Dropout)]
+                layer.bf16_output = bool(
+                    precision.float32_only and rest and isinstance(rest[0], Linear)
+                )
+        return self
+
     def backward_params(self, dout: np.ndarray) -> None:
         """Backpropagate for the parameter gradients only (``backward(dout, input_grad=False)``)."""
         self.backward(dout, input_grad=False)

@@ -43,6 +43,27 @@ def relu(x: np.ndarray, *, out: np.ndarray) -> np.ndarray:
     return out
 
 
+def relu_to_bf16(x: np.ndarray, *, out: np.ndarray) -> np.ndarray:
+    """``out = to_bf16(max(x, 0))``: a ReLU whose output only feeds a bf16 product.
+
+    One pass where the compiled kernels run (the float32 result never goes to
+    memory); the same bits as ``relu`` then ``to_bf16``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H), float32
+    out : ndarray, shape (N, H), uint16
+
+    Returns
+    -------
+    ndarray, shape (N, H)
+        ``out``.
+    """
+    if not kernels.relu_bf16(x, out):
+        to_bf16(relu(x, out=np.empty_like(x)), out=out)
+    return out
+
+
 def relu_backward(
     y: np.ndarray, dout: np.ndarray, *, out: np.ndarray, mask: np.ndarray
 ) -> np.ndarray:
