@@ -169,6 +169,7 @@ def test_numba_kernels_are_in_use_in_the_test_install():
         "adam_bf16",
         "sgd_momentum_bf16",
         "relu_bf16",
+        "relu_backward_bf16",
         "affine_rows_bf16",
         "augment_rows_bf16",
         "to_bf16",

@@ -442,3 +442,39 @@ def test_eval_relus_hand_bf16_to_the_next_product_with_the_same_results(kernels)
     model.set_precision(BF16()).train()
     assert model.forward(x).dtype == np.float32  # training keeps y in float32 for backward
     assert relus[0].y.dtype == np.float32
+
+
+@pytest.mark.parametrize("kernels", ["auto", "numpy"])
+def test_relu_backward_rounds_the_gradient_for_the_linear_before_it(kernels, monkeypatch):
+    # Under bf16 a ReLU right after a Linear writes the gradient it passes back as
+    # bf16 too, in the same pass; the Linear takes those bits instead of rounding the
+    # gradient itself. Training is the same to the bit with and without it.
+    x, y = batch(n=64)
+    runs = []
+    with npp.config.override(kernels=kernels):
+        for fused in (True, False):
+            model = npp.models.mlp([40, 30, 20, 5], rng=0).set_precision(BF16())
+            relus = [m for m in model if isinstance(m, npp.ReLU)]
+            assert all(r.bf16_grad for r in relus) and model[0].grad_from is relus[0]
+            if not fused:
+                for m in model:
+                    if isinstance(m, npp.ReLU):
+                        m.bf16_grad = False
+            opt = npp.SGD(model.named_parameters(), lr=0.05, momentum=0.9)
+            trainer = npp.Trainer(model, npp.SoftmaxCrossEntropy(), opt)
+            calls = []
+            real = npp.nn.ops.to_bf16
+            monkeypatch.setattr(
+                npp.nn.ops, "to_bf16", lambda a, *, out: calls.append(a.shape) or real(a, out=out)
+            )
+            losses = [trainer.train_step(x[i : i + 16], y[i : i + 16])[0] for i in range(0, 64, 16)]
+            monkeypatch.setattr(npp.nn.ops, "to_bf16", real)
+            runs.append((losses, [p.data.copy() for p in model.parameters()], calls))
+    (l1, w1, calls_fused), (l2, w2, calls_plain) = runs
+    assert l1 == l2
+    for a, b in zip(w1, w2, strict=True):
+        np.testing.assert_array_equal(a, b)
+    if kernels == "auto":  # hidden (16, 30) arrays: rounded as inputs, and as gradients
+        # only without the fusion: half as many separate roundings with it
+        for shape in ((16, 30), (16, 20)):
+            assert calls_plain.count(shape) == 2 * calls_fused.count(shape) > 0

@@ -126,6 +126,13 @@ def relu_backward(y: np.ndarray, dout: np.ndarray, dx: np.ndarray) -> bool:
     return _launch("relu_backward", y.size, (y, dout, dx), grain=GRAIN.kernel)
 
 
+def relu_backward_bf16(y: np.ndarray, dout: np.ndarray, dx: np.ndarray, bits: np.ndarray) -> bool:
+    """``dx = dout * (y > 0)`` and ``bits = to_bf16(dx)`` (uint16), float32, in one pass."""
+    if y.dtype != np.float32 or bits.dtype != np.uint16 or bits.shape != dx.shape:
+        return False
+    return _launch("relu_backward_bf16", y.size, (y, dout, dx), others=(bits,), grain=GRAIN.kernel)
+
+
 def multiply(x: np.ndarray, y: np.ndarray, out: np.ndarray) -> bool:
     """``out = x * y``."""
     return _launch("multiply", x.size, (x, y, out), grain=GRAIN.kernel)

@@ -741,3 +741,26 @@ def _relu_bf16_piece(lo, hi, ints):
 def relu_bf16(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
     _relu_bf16_piece(a // 4, a // 4 + width, ints)
     return 0
+
+
+# --- ReLU backward that also rounds its output to bf16, for a Linear before it whose
+# products read bf16: ints (y, dout, dx, dx as bf16), float32. Blocks of 4,096: dx is
+# rounded while it is still in cache.
+
+
+@jit
+def _relu_backward_bf16_piece(lo, hi, ints):
+    y, dout = _array(ints, 1, np.float32, hi), _array(ints, 2, np.float32, hi)
+    dx, bits = _array(ints, 3, np.float32, hi), _array(ints, 3, np.uint32, hi)
+    out = _array(ints, 4, np.uint16, hi)
+    one, zero = np.float32(1), np.float32(0)
+    for start in range(lo, hi, 4096):
+        end = min(start + 4096, hi)
+        _relu_backward_loop(y[start:end], dout[start:end], dx[start:end], one, zero)
+        _to_bf16_loop(bits[start:end], out[start:end])
+
+
+@kernel
+def relu_backward_bf16(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    _relu_backward_bf16_piece(a // 4, a // 4 + width, ints)
+    return 0

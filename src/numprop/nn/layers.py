@@ -145,6 +145,7 @@ class Linear(Module):
     """
 
     INITS = ("he", "glorot", "normal")
+    grad_from = None  # a ReLU right after this layer that rounds dout to bf16 (set_precision)
 
     def __init__(
         self,
@@ -192,7 +193,11 @@ class Linear(Module):
         """Add dW and db from dout (N, H), without computing dx."""
         x = self.x
         self.dout = dout  # (N, H): kept for diagnostics (training.diagnostics)
-        self._dout = self.precision.operand(self, "dout_op", dout)  # (N, H)
+        after = self.grad_from  # the ReLU after this layer, when it rounds dout already
+        if after is not None and after.dx_bf16 is not None and dout is after.dx:
+            self._dout = after.dx_bf16  # (N, H) bf16, made with dout in one pass
+        else:
+            self._dout = self.precision.operand(self, "dout_op", dout)  # (N, H)
         self.weight.accumulate_matmul(x.T, self._dout)  # dW = x.T @ dout, (D, H)
         # db = dout summed over the batch, as the product ones @ dout: (1, N) @ (N, H),
         # from the float dout in every precision (a sum, not a product to speed up).
@@ -225,6 +230,8 @@ class ReLU(Module):
     """
 
     bf16_output = False
+    bf16_grad = False  # set by Sequential.set_precision: the Linear before reads bf16
+    dx = dx_bf16 = None  # the last gradient passed back, and its bf16 rounding
 
     def forward(self, x):
         """x (N, H) -> y (N, H)."""
@@ -236,11 +243,13 @@ class ReLU(Module):
     def backward(self, dout):
         """dout (N, H) -> dx (N, H)."""
         # The mask is made here, not in forward, so inference never pays for it.
+        dx = self._buf("dx", dout.shape, dout.dtype)
+        # For a Linear before this layer that reads bf16, dx is also rounded in the
+        # same pass (dx_bf16); the Linear takes it instead of rounding dx itself.
+        bits = self._buf("dx_bf16", dout.shape, np.uint16) if self.bf16_grad else None
+        self.dx, self.dx_bf16 = dx, bits
         return ops.relu_backward(
-            self.y,
-            dout,
-            out=self._buf("dx", dout.shape, dout.dtype),
-            mask=self._buf("mask", dout.shape, np.bool_),
+            self.y, dout, out=dx, mask=self._buf("mask", dout.shape, np.bool_), bf16=bits
         )
 
 

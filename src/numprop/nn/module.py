@@ -625,17 +625,26 @@ class Sequential(Module):
         return None
 
     def set_precision(self, precision) -> Sequential:
-        """As ``Module.set_precision``; a ReLU whose output goes straight to a Linear
-        (through Dropout, the identity in eval mode) then hands it bf16 in eval mode."""
+        """As ``Module.set_precision``; under bf16 a ReLU next to a Linear hands it bf16.
+
+        In eval mode a ReLU whose output goes straight to a Linear (through
+        Dropout, the identity there) writes it as bf16; in training a ReLU right
+        after a Linear rounds the gradient it passes back in the same pass.
+        """
         super().set_precision(precision)
         from numprop.nn.layers import Dropout, Linear, ReLU  # layers imports this module
 
+        bf16 = precision.float32_only
         for i, layer in enumerate(self.layers):
             if isinstance(layer, ReLU):
                 rest = [m for m in self.layers[i + 1 :] if not isinstance(m, Dropout)]
-                layer.bf16_output = bool(
-                    precision.float32_only and rest and isinstance(rest[0], Linear)
-                )
+                layer.bf16_output = bool(bf16 and rest and isinstance(rest[0], Linear))
+                # In training, a Linear right before it takes its gradient as bf16, rounded
+                # in the ReLU's backward pass.
+                before = self.layers[i - 1] if i else None
+                layer.bf16_grad = bool(bf16 and isinstance(before, Linear))
+                if isinstance(before, Linear):
+                    before.grad_from = layer if bf16 else None
         return self
 
     def backward_params(self, dout: np.ndarray) -> None:

@@ -65,9 +65,17 @@ def relu_to_bf16(x: np.ndarray, *, out: np.ndarray) -> np.ndarray:
 
 
 def relu_backward(
-    y: np.ndarray, dout: np.ndarray, *, out: np.ndarray, mask: np.ndarray
+    y: np.ndarray,
+    dout: np.ndarray,
+    *,
+    out: np.ndarray,
+    mask: np.ndarray,
+    bf16: np.ndarray | None = None,
 ) -> np.ndarray:
     """``out = dout * (y > 0)``; ``mask`` is bool scratch of the same shape.
+
+    With ``bf16`` (uint16, float32 arrays), ``out`` is also rounded into it, in
+    the same pass where the compiled kernels run: for a bf16 product next.
 
     Multiplying by the mask is an order of magnitude faster than ``np.where``.
 
@@ -91,8 +99,12 @@ def relu_backward(
         np.greater(y, 0, out=mask)
         np.multiply(dout, mask, out=out)
 
+    if bf16 is not None and kernels.relu_backward_bf16(y, dout, out, bf16):
+        return out
     if not kernels.relu_backward(y, dout, out):
         blas.parallel_elementwise(piece, (y, dout, out, mask), GRAIN.numpy)
+    if bf16 is not None:
+        to_bf16(out, out=bf16)
     return out
 
 
