@@ -871,13 +871,13 @@ RECIPES = {
     "best": (
         {
             "model": "bottleneck",
-            "width": 1024,
-            "depth": 6,
+            "width": 512,
+            "depth": 4,
             "expansion": 4,
             "optimizer": "lion",
             "lr": 5e-5,
             "weight_decay": 1.0,
-            "epochs": 120,
+            "epochs": 150,
             "batch_size": 512,
             "warmup": 5.0,
             "crop": 4,
