@@ -377,7 +377,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _one_line(command: str, exc: Exception) -> tuple[int, str]:
     """The exit code and the one line an error becomes."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    from numprop.training.io import one_line
+
+    text = one_line(exc) or type(exc).__name__
     if isinstance(exc, TrainingError):
         return EXIT_TRAINING_FAILED, f"numprop: {text}"
     if isinstance(exc, NumpropError):
@@ -419,35 +421,34 @@ def _load_model(args):
     return saved
 
 
+def _given(args) -> dict:
+    """The run settings in ``args`` given explicitly: those that differ from the defaults."""
+    from numprop.training.experiment import TrainConfig
+
+    default = TrainConfig()
+    names = {f.name for f in fields(TrainConfig)}
+    return {k: v for k, v in vars(args).items() if k in names and v != getattr(default, k)}
+
+
 def _config(args):
     """The TrainConfig of the run options in ``args``, on top of ``--recipe`` if given."""
     from numprop.training.experiment import TrainConfig, recipe_config
 
-    names = {f.name for f in fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
-    if args.recipe is None:
-        return config
-    default = TrainConfig()  # options given explicitly differ from the defaults
-    given = {k: getattr(config, k) for k in names if getattr(config, k) != getattr(default, k)}
-    return recipe_config(args.recipe, **given)
+    given = _given(args)
+    return TrainConfig(**given) if args.recipe is None else recipe_config(args.recipe, **given)
 
 
 def cmd_train(args) -> int:
-    from numprop.training.experiment import TrainConfig, train
+    from numprop.training.experiment import train
 
-    names = {f.name for f in fields(TrainConfig)}
     config = _config(args)
     if args.resume is not None:
         if args.out is not None and args.out != args.resume:
             raise ConfigError("--resume continues in the run's own folder; leave out --out")
         # The run goes on with the settings it was started with: say so, not ignore them.
-        default = TrainConfig()
-        raw = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
-        given = sorted(
-            f"--{name.replace('_', '-')}"
-            for name in names - {"data_dir", "download"}
-            if getattr(raw, name) != getattr(default, name)
-        ) + (["--recipe"] if args.recipe else [])
+        given = sorted(  # --recipe among them: it is a setting too
+            f"--{name.replace('_', '-')}" for name in set(_given(args)) - {"data_dir", "download"}
+        )
         if given:
             raise ConfigError(
                 f"--resume continues the run with its own settings; leave out {', '.join(given)}"

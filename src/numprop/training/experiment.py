@@ -45,7 +45,14 @@ from numprop.training.callbacks import (
 )
 from numprop.training.diagnostics import Diagnostics
 from numprop.training.doctor import read as read_diagnostics
-from numprop.training.io import SavedModel, available_memory, check_settings, load, save
+from numprop.training.io import (
+    SavedModel,
+    available_memory,
+    check_settings,
+    load,
+    one_line,
+    save,
+)
 from numprop.training.predictions import write_predictions
 from numprop.training.trainer import Callback, Trainer
 
@@ -296,7 +303,7 @@ def _resumed_config(checkpoint: SavedModel, last: Path, given: TrainConfig | Non
         np.random.default_rng().bit_generator.state = state
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise ConfigError(
-            f"{last}: training.rng is not the state of a PCG64 generator ({_line(exc)})"
+            f"{last}: training.rng is not the state of a PCG64 generator ({one_line(exc)})"
         ) from None
     annotations = {f.name: f.type for f in fields(TrainConfig)}
     unknown = sorted(set(checkpoint.config) - set(annotations))
@@ -310,7 +317,7 @@ def _resumed_config(checkpoint: SavedModel, last: Path, given: TrainConfig | Non
     try:
         config.validate()
     except ConfigError as exc:
-        raise ConfigError(f"{last}: {_line(exc)}") from None
+        raise ConfigError(f"{last}: {one_line(exc)}") from None
     # The model is built from the settings before the checkpoint's weights are copied in:
     # sizes that are not the checkpoint's would be allocated first, then refused.
     linears = [layer for layer in checkpoint.model if isinstance(layer, Linear)]
@@ -320,11 +327,6 @@ def _resumed_config(checkpoint: SavedModel, last: Path, given: TrainConfig | Non
             f"{last}: its settings give hidden sizes {config.hidden}, its model has {hidden}"
         )
     return config
-
-
-def _line(exc) -> str:
-    """An exception's message on one line."""
-    return " ".join(str(exc).split())
 
 
 def make_model(config: TrainConfig, inputs: int, classes: int, rng: np.random.Generator):
@@ -471,6 +473,18 @@ class Splits:
     test_x: np.ndarray
     test_y: np.ndarray
     held_out_test: bool
+
+
+def load_config_data(config: TrainConfig, *, progress: bool = False) -> Dataset:
+    """The data set ``config`` names (``data``, ``data_dir``, ``target``, ...), loaded."""
+    return load_data(
+        config.data,
+        data_dir=config.data_dir,
+        download=config.download,
+        progress=progress,
+        target=config.target,
+        image_size=config.image_size,
+    )
 
 
 def split_data(data: Dataset, config: TrainConfig, rng: np.random.Generator) -> Splits:
@@ -650,14 +664,7 @@ def train(
     rng = np.random.default_rng(config.seed)
 
     if data is None:
-        data = load_data(
-            config.data,
-            data_dir=config.data_dir,
-            download=config.download,
-            progress=progress,
-            target=config.target,
-            image_size=config.image_size,
-        )
+        data = load_config_data(config, progress=progress)
     splits = split_data(data, config, rng)
     # Fitted on the training split only: validation and test stay unseen.
     pre = make_preprocessing(data, config).fit(splits.x[splits.train_idx])
@@ -719,12 +726,12 @@ def train(
             model.load_state_dict(checkpoint.model.state_dict())
             trainer.load_state(*checkpoint.training)
         except ConfigError as exc:
-            raise ConfigError(f"{last}: cannot resume from it: {_line(exc)}") from None
+            raise ConfigError(f"{last}: cannot resume from it: {one_line(exc)}") from None
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             # The schedule's state, say, which each schedule reads in its own way.
             raise ConfigError(
                 f"{last}: cannot resume from it (its training state is malformed: "
-                f"{type(exc).__name__}: {_line(exc)})"
+                f"{type(exc).__name__}: {one_line(exc)})"
             ) from None
         rng.bit_generator.state = checkpoint.training[1]["rng"]  # checked by _resumed_config
         if config.diagnostics and (out_dir / "diagnostics.json").is_file():
@@ -787,14 +794,7 @@ def sanity_check(
     config.validate()
     rng = np.random.default_rng(config.seed)
     if data is None:
-        data = load_data(
-            config.data,
-            data_dir=config.data_dir,
-            download=config.download,
-            progress=progress,
-            target=config.target,
-            image_size=config.image_size,
-        )
+        data = load_config_data(config, progress=progress)
     splits = split_data(data, config, rng)
     pre = make_preprocessing(data, config).fit(splits.x[splits.train_idx])
     x, y = subset(splits.x[splits.train_idx], splits.y[splits.train_idx], examples, rng)

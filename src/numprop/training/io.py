@@ -191,7 +191,7 @@ def save(
         text = json.dumps(meta, allow_nan=True)
     except (TypeError, ValueError) as exc:
         raise ConfigError(
-            f"cannot save the model: its metadata is not JSON ({_line(exc)})"
+            f"cannot save the model: its metadata is not JSON ({one_line(exc)})"
         ) from None
     arrays[META] = np.frombuffer(text.encode(), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -270,7 +270,7 @@ def _sync_folder(folder: Path) -> None:
 
 def _reason(exc: OSError) -> str:
     """What went wrong, without the file name the caller gives anyway."""
-    return _line(exc.strerror or exc)
+    return one_line(exc.strerror or exc)
 
 
 def load(path: str | os.PathLike) -> SavedModel:
@@ -323,9 +323,9 @@ def load(path: str | os.PathLike) -> SavedModel:
         model = from_architecture(meta["architecture"], dtype=dtype, warn=notes.append)
         model.load_state_dict(params)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {_line(exc)}") from None
+        raise ConfigError(f"{path}: {one_line(exc)}") from None
     except Exception as exc:  # noqa: BLE001 - a layer's constructor may raise anything
-        raise ConfigError(f"{path}: cannot rebuild the model ({_line(exc)})") from None
+        raise ConfigError(f"{path}: cannot rebuild the model ({one_line(exc)})") from None
     model.eval()
 
     preprocessing = None
@@ -336,9 +336,11 @@ def load(path: str | os.PathLike) -> SavedModel:
         try:
             preprocessing = preprocessing_from_state(pre["name"], pre_arrays, pre["params"])
         except ConfigError as exc:
-            raise ConfigError(f"{path}: {_line(exc)}") from None
+            raise ConfigError(f"{path}: {one_line(exc)}") from None
         except Exception as exc:  # noqa: BLE001 - its from_state may raise anything
-            raise ConfigError(f"{path}: bad preprocessing {pre['name']!r} ({_line(exc)})") from None
+            raise ConfigError(
+                f"{path}: bad preprocessing {pre['name']!r} ({one_line(exc)})"
+            ) from None
     training = None
     if meta.get("training") is not None:
         training = (train_arrays, meta["training"])
@@ -407,7 +409,7 @@ def _read(path: Path) -> tuple[dict, dict[str, np.ndarray], list[str]]:
         # zipfile, zlib and the .npy parser raise many types (BadZipFile, EOFError, OSError,
         # NotImplementedError for unknown compression, RuntimeError for encryption,
         # tokenize.TokenError and UnicodeDecodeError for a mangled header, ...).
-        raise ConfigError(f"{not_model} ({type(exc).__name__}: {_line(exc)})") from None
+        raise ConfigError(f"{not_model} ({type(exc).__name__}: {one_line(exc)})") from None
     return meta, arrays, sorted(skipped)
 
 
@@ -441,7 +443,7 @@ def read_arrays(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - as in _read: any parse failure is a bad file
-        raise ConfigError(f"{path} is not {what} ({type(exc).__name__}: {_line(exc)})") from None
+        raise ConfigError(f"{path} is not {what} ({type(exc).__name__}: {one_line(exc)})") from None
     return arrays
 
 
@@ -545,7 +547,9 @@ def _parse_meta(raw: np.ndarray, not_model: str) -> dict:
     except UnicodeDecodeError:
         raise ConfigError(f"{not_model} (no readable meta.json: not UTF-8)") from None
     except (ValueError, RecursionError) as exc:
-        raise ConfigError(f"{not_model} (no readable meta.json: not JSON: {_line(exc)})") from None
+        raise ConfigError(
+            f"{not_model} (no readable meta.json: not JSON: {one_line(exc)})"
+        ) from None
     if not isinstance(meta, dict):
         raise ConfigError(
             f"{not_model} (no readable meta.json: a JSON {_kind(meta)}, not an object)"
@@ -844,10 +848,10 @@ def _kind(value) -> str:
 
 def _short(value, limit: int = 60) -> str:
     """A value for a one-line message: its repr, cut short."""
-    text = _line(repr(value))
+    text = one_line(repr(value))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _line(exc) -> str:
+def one_line(exc) -> str:
     """An exception's message (or any text) on one line."""
     return " ".join(str(exc).split())
