@@ -121,6 +121,10 @@ def run_one(name: str, extra: list[str], data_dir: str | None) -> dict:
     }
 
 
+def tta_cell(r: dict) -> str:
+    return f" ({r['tta']:.2f}% with flip TTA)" if r.get("tta") is not None else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", choices=sorted(RUNS), default=["default"])
@@ -142,7 +146,7 @@ def main() -> None:
     for r in results:
         lines.append(
             f"| {r['name']} ({RUNS[r['name']][1]}) | `{r['args']}` | "
-            f"{r['acc']:.2f}% | {r['seconds']:.0f} s ({r['epochs']} epochs) | "
+            f"{r['acc']:.2f}%{tta_cell(r)} | {r['seconds']:.0f} s ({r['epochs']} epochs) | "
             f"{r['peak_mib']:.0f} MiB |"
         )
     by_name = {r["name"]: r for r in results}
@@ -160,10 +164,16 @@ def main() -> None:
     for r in results:
         if r["name"].startswith("recipe-"):
             acc_min, seconds_max = RECIPE_TARGETS[r["name"].removeprefix("recipe-")]
-            met = r["acc"] >= acc_min and r["seconds"] <= seconds_max
-            tta = f" ({r['tta']:.2f}% with flip TTA)" if r.get("tta") is not None else ""
+            # A recipe with TTA predicts by averaging over the flip: that is its accuracy.
+            final = r["tta"] if r.get("tta") is not None else r["acc"]
+            met = final >= acc_min and r["seconds"] <= seconds_max
+            tta = (
+                f"{r['tta']:.2f}% with flip TTA ({r['acc']:.2f}% without)"
+                if r.get("tta") is not None
+                else f"{r['acc']:.2f}%"
+            )
             notes.append(
-                f"- {r['name']}: {r['acc']:.2f}%{tta} in {r['seconds']:.0f} s "
+                f"- {r['name']}: {tta} in {r['seconds']:.0f} s "
                 f"(target: at least {acc_min:.0f}% in at most {seconds_max} s): "
                 f"**{'MET' if met else 'MISSED'}**"
             )

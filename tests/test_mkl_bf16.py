@@ -283,6 +283,55 @@ def test_split_products_match_one_call():
 
 
 @needs_mkl
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_packed_weights_give_the_sums_of_the_plain_products(trans_b):
+    # Inference packs each weight once (mkl.pack_bf16) instead of inside every product.
+    k, n = 600, 700
+    for m in (37, 512, 1000):
+        a, b, a64, b64, *_ = _operands(m, k, n, trans_a=False, trans_b=trans_b)
+        packed = mkl.pack_bf16(b)
+        assert isinstance(packed, mkl.PackedBF16) and packed.shape == (k, n)
+        assert len(packed.pieces) == mkl.library().threads()
+        cuts = [(lo, hi) for lo, hi, _ in packed.pieces]
+        assert cuts[0][0] == 0 and cuts[-1][1] == n
+        assert all(hi == lo for (_, hi), (lo, _) in zip(cuts, cuts[1:]))
+        assert packed.T is not None and np.shares_memory(packed.T, b)
+        c0 = np.random.default_rng(m).standard_normal((m, n), dtype=np.float32)
+        for alpha, beta in ((1.0, 0.0), (0.5, 1.0), (-2.0, 0.25)):
+            plain, got = c0.copy(), c0.copy()
+            mkl.gemm_bf16(a, b, plain, alpha=alpha, beta=beta)
+            mkl.gemm_bf16(a, packed, got, alpha=alpha, beta=beta)
+            np.testing.assert_array_equal(got, plain)
+    # One row: MKL may sum in another order than in a plain call; float32 sums all the same.
+    a, b, a64, b64, *_ = _operands(1, k, n, trans_a=False, trans_b=trans_b)
+    out = np.full((1, n), np.nan, np.float32)
+    mkl.gemm_bf16(a, mkl.pack_bf16(b), out)
+    _assert_float32_sums(out, a64 @ b64, (np.abs(a64) @ np.abs(b64), k))
+
+
+@needs_mkl
+def test_small_or_narrow_weights_stay_unpacked_and_shapes_are_checked():
+    a, b, *_ = _operands(8, 600, 700, trans_a=False, trans_b=False)
+    packed = mkl.pack_bf16(b)
+    with pytest.raises(ValueError, match="do not match"):
+        mkl.gemm_bf16(a[:, :500], packed, np.empty((8, 700), np.float32))
+    small = bf16.to_bf16(np.ones((100, 200), np.float32))
+    narrow = bf16.to_bf16(np.ones((8000, 100), np.float32))  # 10 classes' kind of width
+    assert mkl.pack_bf16(small) is None and mkl.pack_bf16(narrow) is None
+    from numprop.nn import ops
+
+    assert ops.pack_bf16(small) is small  # the bits themselves: a plain product
+    with pytest.raises(ValueError, match="uint16"):
+        mkl.pack_bf16(np.ones((600, 700), np.float32))
+
+
+def test_nothing_is_packed_without_mkl(monkeypatch):
+    monkeypatch.setattr(mkl, "library", lambda: None)
+    bits = bf16.to_bf16(np.ones((600, 700), np.float32))
+    assert mkl.pack_bf16(bits) is None
+
+
+@needs_mkl
 def test_gemm_bf16_reads_column_slices_in_place_and_copies_other_layouts():
     a, b, a64, b64, *_ = _operands(40, 200, 90, trans_a=False, trans_b=False)
     # Row slices and every other row: leading dimensions; every other column: a copy.

@@ -260,6 +260,35 @@ def test_inference_rounds_the_weights_once_and_again_after_they_change(monkeypat
     np.testing.assert_array_equal(model.forward(x), doubled)
 
 
+@needs_bf16
+def test_inference_packs_large_weights_once_and_again_after_a_step():
+    from numprop._fast import mkl
+
+    model = npp.models.mlp([700, 600, 10], rng=0).set_precision(BF16())
+    x = np.random.default_rng(1).standard_normal((64, 700)).astype(np.float32)
+    training = model.forward(x).copy()
+    first, last = model[0].weight, model[-1].weight
+    assert first.bf16_packed is None  # training reads the bits: nothing packed
+    model.eval()
+    np.testing.assert_array_equal(model.forward(x), training)
+    packed = first.bf16_packed
+    assert isinstance(packed, mkl.PackedBF16)
+    assert last.bf16_packed is last.bf16  # 600 x 10: not worth packing
+    model.forward(x)
+    assert first.bf16_packed is packed  # packed once, not per forward
+    # A step changes the weights: the pack is dropped and made again from the new ones.
+    model.train()
+    loss, opt = npp.SoftmaxCrossEntropy(), npp.SGD(model.named_parameters(), lr=0.5)
+    y = np.arange(64) % 10
+    npp.Trainer(model, loss, opt).train_step(x, y)
+    assert first.bf16_packed is None
+    after = model.forward(x).copy()
+    model.eval()
+    np.testing.assert_array_equal(model.forward(x), after)
+    assert first.bf16_packed is not packed
+    assert not np.array_equal(after, training)
+
+
 @pytest.mark.skipif(not npp.nn.ops.kernels.available(), reason="needs the compiled kernels")
 @pytest.mark.parametrize("optimizer", ["sgd-momentum", "sgd-momentum-decay", "adam", "adamw"])
 def test_fused_updates_write_the_bf16_copy_without_a_pass_of_their_own(optimizer, monkeypatch):

@@ -87,7 +87,8 @@ class Parameter:
     rounded to bf16 (``precision.BF16.weight``) that stays valid while
     ``bf16_fresh``: the optimizer's update rewrites it in the same pass as
     ``data``, so it is not rounded again every forward. Whoever changes
-    ``data`` in place otherwise calls ``changed()``.
+    ``data`` in place otherwise calls ``changed()``, which also drops
+    ``bf16_packed``, the copy that inference packs for MKL.
 
     Parameters
     ----------
@@ -108,6 +109,7 @@ class Parameter:
         self.decay = decay
         self.bf16: np.ndarray | None = None  # uint16 bits of data, once bf16 products read it
         self.bf16_fresh = False
+        self.bf16_packed = None  # bf16 packed for MKL, made at inference (precision.BF16.weight)
 
     @property
     def data(self) -> np.ndarray:
@@ -122,6 +124,7 @@ class Parameter:
     def changed(self) -> None:
         """Mark ``data`` as changed in place: its bf16 copy is rounded again when next read."""
         self.bf16_fresh = False
+        self.bf16_packed = None
 
     @property
     def grad(self) -> np.ndarray:
@@ -186,7 +189,7 @@ class Parameter:
     def astype(self, dtype) -> None:
         """Convert ``data`` to ``dtype`` and reset ``grad`` to zeros of that dtype."""
         self.data = self.data.astype(dtype)
-        self.bf16 = None
+        self.bf16 = self.bf16_packed = None
         self._grad = np.zeros_like(self.data)
         self._grad_stale = False
 

@@ -501,6 +501,21 @@ def matmul(
     return blas.gemm(a, b, out, alpha=alpha, beta=beta)
 
 
+def pack_bf16(bits: np.ndarray):
+    """bf16 bits (K, N) packed for ``matmul``'s later products ``a @ bits``, or ``bits``.
+
+    MKL packs its B operand into its own layout inside every product; a
+    weight that stays the same from product to product (inference) is packed
+    once instead (``mkl.PackedBF16``). The products give the same sums. Where
+    packing is not possible or not worth it (no MKL, a small matrix), the
+    bits come back as they are.
+    """
+    from numprop._fast import mkl
+
+    packed = mkl.pack_bf16(bits)
+    return bits if packed is None else packed
+
+
 def to_bf16(x: np.ndarray, *, out: np.ndarray) -> np.ndarray:
     """Round float32 ``x`` to bf16, to nearest with ties to even, as uint16 bit patterns.
 
