@@ -177,6 +177,11 @@ def test_numba_kernels_are_in_use_in_the_test_install():
         "affine_rows",
         "augment_rows",
         "softmax_xent",
+        "gelu_argument",
+        "gelu_output",
+        "gelu_output_bf16",
+        "gelu_backward",
+        "gelu_backward_bf16",
     ):
         assert _kernels.address(name) is not None, name
 
@@ -461,3 +466,65 @@ def test_transform_rows_of_a_strided_image_array_never_copies_it_whole():
     assert peak < images.nbytes // 10, peak  # 4 rows, not 400
     shift, scale = prep.per_value_affine
     np.testing.assert_array_equal(out, (images[rows].reshape(4, -1) - shift) * scale)
+
+
+# --- GELU (the best recipe's activation) ------------------------------------------------
+
+
+def _gelu_input(shape, dtype, seed=8):
+    """x of ``shape`` with the values that take every branch: NaN, signed zeros,
+    infinities, the clip's edges and beyond, and extremes; and a gradient."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    special = [np.nan, -0.0, 0.0, np.inf, -np.inf, 10.0, -10.0, 10.5, -11.0, 1e30, -1e30, 1e-30]
+    x.flat[: len(special)] = special
+    return x, rng.standard_normal(shape).astype(dtype)
+
+
+def _gelu_run(x, dout, bf16):
+    """GELU's t, output and input gradient (each with its bf16 rounding where asked)."""
+    t, dx = np.empty_like(x), np.empty_like(x)
+    out = np.empty(x.shape, np.uint16 if bf16 else x.dtype)
+    bits = np.empty(x.shape, np.uint16) if bf16 else None
+    with np.errstate(invalid="ignore"):  # -inf gives NaN (-inf * 0) on both paths
+        npp.nn.ops.gelu(x, t=t, out=out)
+        npp.nn.ops.gelu_backward(x, t, dout, out=dx, bf16=bits)
+    return [t, out, dx] + ([bits] if bf16 else [])
+
+
+def _assert_same_bits(a, b):
+    for x, y in zip(a, b, strict=True):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        np.testing.assert_array_equal(x.view(f"u{x.itemsize}"), y.view(f"u{y.itemsize}"))
+
+
+@pytest.mark.parametrize(
+    "dtype,bf16", [(np.float32, False), (np.float64, False), (np.float32, True)]
+)
+@pytest.mark.parametrize("shape", [(600, 1024), (37, 1023)])  # split across cores, and not
+def test_gelu_kernels_match_the_numpy_path_bit_for_bit(shape, dtype, bf16, kernel_calls):
+    x, dout = _gelu_input(shape, dtype)
+    compiled = _gelu_run(x, dout, bf16)
+    names = {"gelu_argument", "gelu_output_bf16" if bf16 else "gelu_output"}
+    names.add("gelu_backward_bf16" if bf16 else "gelu_backward")
+    assert set(kernel_calls) == {(name, True) for name in names}, kernel_calls
+    with _blas.serial():
+        _assert_same_bits(compiled, _gelu_run(x, dout, bf16))
+    npp.config.configure(kernels="numpy")
+    numpy_path = _gelu_run(x, dout, bf16)
+    _assert_same_bits(compiled, numpy_path)
+    # ...and that is the textbook formula: tanh's argument from x clipped to +-10
+    xc = np.clip(x, -10, 10)
+    t = np.tanh(np.sqrt(2 / np.pi).astype(dtype) * (xc + dtype(0.044715) * xc**3))
+    finite = np.isfinite(x)
+    rtol = 4 * np.finfo(dtype).eps  # the cube's and the constants' roundings
+    np.testing.assert_allclose(numpy_path[0][finite], t[finite], rtol=rtol, atol=rtol)
+
+
+def test_gelu_takes_strided_inputs_through_the_numpy_path(kernel_calls):
+    x, dout = _gelu_input((64, 2 * 300), np.float32)
+    strided, contiguous = x[:, ::2], np.ascontiguousarray(x[:, ::2])
+    _assert_same_bits(
+        _gelu_run(strided, dout[:, ::2], False), _gelu_run(contiguous, dout[:, ::2], False)
+    )
+    assert ("gelu_argument", False) in kernel_calls  # the strided input took NumPy

@@ -133,6 +133,62 @@ def relu_backward_bf16(y: np.ndarray, dout: np.ndarray, dx: np.ndarray, bits: np
     return _launch("relu_backward_bf16", y.size, (y, dout, dx), others=(bits,), grain=GRAIN.kernel)
 
 
+def _same_shape(*arrays: np.ndarray) -> bool:
+    """Whether the arrays have one shape (the kernels read them by ``x.size``)."""
+    return all(a.shape == arrays[0].shape for a in arrays)
+
+
+def gelu_argument(x: np.ndarray, u: np.ndarray, *, c: float, a: float, clip: float) -> bool:
+    """``u = c (xc + a xc^3)`` with ``xc = clip(x, -clip, clip)``: the argument of GELU's tanh."""
+    return _same_shape(x, u) and _launch(
+        "gelu_argument", x.size, (x, u), floats=(c, a, clip), grain=GRAIN.kernel
+    )
+
+
+def gelu_output(x: np.ndarray, t: np.ndarray, out: np.ndarray) -> bool:
+    """``out = (0.5 x) (1 + t)``; a uint16 ``out`` (float32 x) gets it rounded to bf16."""
+    if not _same_shape(x, t, out):
+        return False
+    if out.dtype == np.uint16:
+        return x.dtype == np.float32 and _launch(
+            "gelu_output_bf16", x.size, (x, t), others=(out,), grain=GRAIN.kernel
+        )
+    return _launch("gelu_output", x.size, (x, t, out), grain=GRAIN.kernel)
+
+
+def gelu_backward(
+    x: np.ndarray,
+    t: np.ndarray,
+    dout: np.ndarray,
+    dx: np.ndarray,
+    *,
+    c: float,
+    a3: float,
+    clip: float,
+    bits: np.ndarray | None = None,
+) -> bool:
+    """``dx = dout ((0.5 (1 + t)) + (0.5 x) dt)``, ``dt = ((1 - t t) c) (1 + a3 xc xc)``.
+
+    With ``bits`` (uint16, float32 arrays), the same pass also writes ``bits = to_bf16(dx)``.
+    """
+    if not _same_shape(x, t, dout, dx):
+        return False
+    if bits is not None:
+        if x.dtype != np.float32 or bits.dtype != np.uint16 or bits.shape != dx.shape:
+            return False
+        return _launch(
+            "gelu_backward_bf16",
+            x.size,
+            (x, t, dout, dx),
+            floats=(c, a3, clip),
+            others=(bits,),
+            grain=GRAIN.kernel,
+        )
+    return _launch(
+        "gelu_backward", x.size, (x, t, dout, dx), floats=(c, a3, clip), grain=GRAIN.kernel
+    )
+
+
 def multiply(x: np.ndarray, y: np.ndarray, out: np.ndarray) -> bool:
     """``out = x * y``."""
     return _launch("multiply", x.size, (x, y, out), grain=GRAIN.kernel)

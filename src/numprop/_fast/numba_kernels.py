@@ -764,3 +764,151 @@ def _relu_backward_bf16_piece(lo, hi, ints):
 def relu_backward_bf16(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
     _relu_backward_bf16_piece(a // 4, a // 4 + width, ints)
     return 0
+
+
+# --- GELU, tanh form (ops.gelu): the work around NumPy's tanh, which stays NumPy's -------
+# (numba's tanh is the C library's, one value at a time: 60 times slower here than
+# NumPy's vectorised one, and not the same in the last bit.)
+# Argument: scalars (c, a, clip), ints (x, u); u = c (xc + a xc^3), xc = clip(x, -clip, clip).
+
+
+@jit
+def _clip(x, bound):
+    """np.clip(x, -bound, bound): NaN stays NaN, -0.0 stays -0.0."""
+    return -bound if x < -bound else (bound if x > bound else x)
+
+
+@loop
+def _gelu_argument_loop(x, u, c, a, clip):
+    for i in range(x.size):
+        xc = _clip(x[i], clip)
+        u[i] = c * (xc + a * (xc * xc * xc))
+
+
+@jit
+def _gelu_argument_piece(lo, hi, s, ints, dtype):
+    _gelu_argument_loop(
+        _array(ints, 1, dtype, hi)[lo:],
+        _array(ints, 2, dtype, hi)[lo:],
+        dtype(s[0]),
+        dtype(s[1]),
+        dtype(s[2]),
+    )
+
+
+@kernel
+def gelu_argument(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    if ints[0] == 4:
+        _gelu_argument_piece(a // 4, a // 4 + width, s, ints, np.float32)
+    else:
+        _gelu_argument_piece(a // 4, a // 4 + width, s, ints, np.float64)
+    return 0
+
+
+# Output: ints (x, t, y), y = (0.5 x) (1 + t), t the tanh. The bf16 variant, for a
+# product that reads bf16 next: ints (x, t, y as bf16), float32; blocks of 4,096 go
+# through a float32 buffer in cache, so y never reaches memory as float32.
+
+
+@loop
+def _gelu_output_loop(x, t, y, half, one):
+    for i in range(x.size):
+        y[i] = (half * x[i]) * (one + t[i])
+
+
+@jit
+def _gelu_output_piece(lo, hi, ints, dtype):
+    _gelu_output_loop(
+        _array(ints, 1, dtype, hi)[lo:],
+        _array(ints, 2, dtype, hi)[lo:],
+        _array(ints, 3, dtype, hi)[lo:],
+        dtype(0.5),
+        dtype(1),
+    )
+
+
+@kernel
+def gelu_output(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    if ints[0] == 4:
+        _gelu_output_piece(a // 4, a // 4 + width, ints, np.float32)
+    else:
+        _gelu_output_piece(a // 4, a // 4 + width, ints, np.float64)
+    return 0
+
+
+@jit
+def _gelu_output_bf16_piece(lo, hi, ints):
+    x, t = _array(ints, 1, np.float32, hi), _array(ints, 2, np.float32, hi)
+    out = _array(ints, 3, np.uint16, hi)
+    block = np.empty(4096, np.float32)
+    bits = block.view(np.uint32)
+    half, one = np.float32(0.5), np.float32(1)
+    for start in range(lo, hi, 4096):
+        n = min(4096, hi - start)
+        _gelu_output_loop(x[start : start + n], t[start : start + n], block[:n], half, one)
+        _to_bf16_loop(bits[:n], out[start : start + n])
+
+
+@kernel
+def gelu_output_bf16(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    _gelu_output_bf16_piece(a // 4, a // 4 + width, ints)
+    return 0
+
+
+# --- GELU backward: scalars (c, 3a, clip), ints (x, t, dout, dx);
+# dt = ((1 - t t) c) (1 + 3a xc xc), dx = dout ((0.5 (1 + t)) + (0.5 x) dt).
+# The bf16 variant (float32) also rounds dx into ints[5], in blocks of 4,096 still in cache.
+
+
+@loop
+def _gelu_backward_loop(x, t, dout, dx, c, a3, clip, half, one):
+    for i in range(x.size):
+        xc = _clip(x[i], clip)
+        ti = t[i]
+        dt = (one - ti * ti) * c * (one + a3 * (xc * xc))
+        dx[i] = dout[i] * (half * (one + ti) + half * x[i] * dt)
+
+
+@jit
+def _gelu_backward_piece(lo, hi, s, ints, dtype):
+    _gelu_backward_loop(
+        _array(ints, 1, dtype, hi)[lo:],
+        _array(ints, 2, dtype, hi)[lo:],
+        _array(ints, 3, dtype, hi)[lo:],
+        _array(ints, 4, dtype, hi)[lo:],
+        dtype(s[0]),
+        dtype(s[1]),
+        dtype(s[2]),
+        dtype(0.5),
+        dtype(1),
+    )
+
+
+@kernel
+def gelu_backward(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    if ints[0] == 4:
+        _gelu_backward_piece(a // 4, a // 4 + width, s, ints, np.float32)
+    else:
+        _gelu_backward_piece(a // 4, a // 4 + width, s, ints, np.float64)
+    return 0
+
+
+@jit
+def _gelu_backward_bf16_piece(lo, hi, s, ints):
+    x, t = _array(ints, 1, np.float32, hi), _array(ints, 2, np.float32, hi)
+    dout, dx = _array(ints, 3, np.float32, hi), _array(ints, 4, np.float32, hi)
+    bits, out = _array(ints, 4, np.uint32, hi), _array(ints, 5, np.uint16, hi)
+    c, a3, clip = np.float32(s[0]), np.float32(s[1]), np.float32(s[2])
+    half, one = np.float32(0.5), np.float32(1)
+    for start in range(lo, hi, 4096):
+        end = min(start + 4096, hi)
+        _gelu_backward_loop(
+            x[start:end], t[start:end], dout[start:end], dx[start:end], c, a3, clip, half, one
+        )
+        _to_bf16_loop(bits[start:end], out[start:end])
+
+
+@kernel
+def gelu_backward_bf16(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    _gelu_backward_bf16_piece(a // 4, a // 4 + width, s, ints)
+    return 0

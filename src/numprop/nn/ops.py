@@ -14,6 +14,8 @@ layers keep those buffers from one batch to the next.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from numprop._fast import blas, kernels
@@ -126,6 +128,102 @@ def multiply(x: np.ndarray, y: np.ndarray, *, out: np.ndarray) -> np.ndarray:
         blas.parallel_elementwise(
             lambda x, y, out: np.multiply(x, y, out=out), (x, y, out), GRAIN.numpy
         )
+    return out
+
+
+# -- GELU, tanh form ------------------------------------------------------------------
+# y = x/2 (1 + tanh(c (x + a x^3))), c = sqrt(2/pi). Beyond |x| = 10 the tanh is +-1 to
+# the last bit in float64, so its argument may use x clipped there: the same values, and
+# x^3 cannot overflow to inf (which would make the derivative 0 * inf = NaN).
+GELU_C, GELU_A, GELU_CLIP = math.sqrt(2 / math.pi), 0.044715, 10.0
+
+
+def gelu(x: np.ndarray, *, t: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """GELU: ``t = tanh(c (xc + a xc^3))`` with ``xc = clip(x, -10, 10)``, ``out = (0.5 x) (1 + t)``.
+
+    Three passes on all cores: the tanh's argument (into ``t``), the tanh in
+    place, the output. The tanh is NumPy's on both paths (it is vectorised
+    there; a compiled one would be slower and differ in the last bit), so the
+    compiled path gives the NumPy path's bits. A uint16 ``out`` receives the
+    output rounded to bf16 (for a bf16 product next), without a float32 copy
+    where the compiled kernels run.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H), float32 or float64
+    t : ndarray, shape (N, H), dtype of ``x``
+        Receives the tanh, which the backward pass reads.
+    out : ndarray, shape (N, H), dtype of ``x`` or uint16 (float32 ``x``)
+
+    Returns
+    -------
+    ndarray, shape (N, H)
+        ``out``.
+    """
+
+    def argument(x, t):
+        xc = np.clip(x, -GELU_CLIP, GELU_CLIP)
+        np.multiply(GELU_C, xc + GELU_A * (xc * xc * xc), out=t)
+
+    def output(x, t, out):
+        np.multiply(0.5 * x, 1 + t, out=out)
+
+    if not kernels.gelu_argument(x, t, c=GELU_C, a=GELU_A, clip=GELU_CLIP):
+        blas.parallel_elementwise(argument, (x, t), GRAIN.numpy)
+    blas.parallel_elementwise(lambda t: np.tanh(t, out=t), (t,), GRAIN.numpy)
+    if not kernels.gelu_output(x, t, out):
+        if out.dtype == np.uint16:  # the float32 output first, then its rounding
+            y = np.empty_like(x)
+            blas.parallel_elementwise(output, (x, t, y), GRAIN.numpy)
+            to_bf16(y, out=out)
+        else:
+            blas.parallel_elementwise(output, (x, t, out), GRAIN.numpy)
+    return out
+
+
+def gelu_backward(
+    x: np.ndarray,
+    t: np.ndarray,
+    dout: np.ndarray,
+    *,
+    out: np.ndarray,
+    bf16: np.ndarray | None = None,
+) -> np.ndarray:
+    """GELU's backward: ``out = dout * (0.5 (1 + t) + 0.5 x dt)``, ``dt = d tanh(...) / dx``.
+
+    ``dt = (1 - t^2) c (1 + 3a xc^2)``, with ``t`` and ``xc`` as in ``gelu``.
+    With ``bf16`` (uint16, float32 arrays), ``out`` is also rounded into it, in
+    the same pass where the compiled kernels run: for a bf16 product next.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H)
+        GELU's input.
+    t : ndarray, shape (N, H)
+        The tanh ``gelu`` wrote.
+    dout : ndarray, shape (N, H)
+        Gradient with respect to GELU's output.
+    out : ndarray, shape (N, H), dtype of ``x``
+    bf16 : ndarray of uint16, shape (N, H), optional
+
+    Returns
+    -------
+    ndarray, shape (N, H)
+        ``out``, the gradient with respect to GELU's input.
+    """
+
+    def piece(x, t, dout, out):
+        xc = np.clip(x, -GELU_CLIP, GELU_CLIP)
+        dt = (1 - t * t) * GELU_C * (1 + 3 * GELU_A * (xc * xc))
+        np.multiply(dout, 0.5 * (1 + t) + 0.5 * x * dt, out=out)
+
+    scalars = dict(c=GELU_C, a3=3 * GELU_A, clip=GELU_CLIP)
+    if bf16 is not None and kernels.gelu_backward(x, t, dout, out, **scalars, bits=bf16):
+        return out
+    if not kernels.gelu_backward(x, t, dout, out, **scalars):
+        blas.parallel_elementwise(piece, (x, t, dout, out), GRAIN.numpy)
+    if bf16 is not None:
+        to_bf16(out, out=bf16)
     return out
 
 
