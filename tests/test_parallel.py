@@ -182,6 +182,8 @@ def test_numba_kernels_are_in_use_in_the_test_install():
         "gelu_output_bf16",
         "gelu_backward",
         "gelu_backward_bf16",
+        "lion",
+        "lion_bf16",
     ):
         assert _kernels.address(name) is not None, name
 
@@ -468,7 +470,7 @@ def test_transform_rows_of_a_strided_image_array_never_copies_it_whole():
     np.testing.assert_array_equal(out, (images[rows].reshape(4, -1) - shift) * scale)
 
 
-# --- GELU (the best recipe's activation) ------------------------------------------------
+# --- GELU and Lion (the best recipe's elementwise work) ---------------------------------
 
 
 def _gelu_input(shape, dtype, seed=8):
@@ -528,3 +530,35 @@ def test_gelu_takes_strided_inputs_through_the_numpy_path(kernel_calls):
         _gelu_run(strided, dout[:, ::2], False), _gelu_run(contiguous, dout[:, ::2], False)
     )
     assert ("gelu_argument", False) in kernel_calls  # the strided input took NumPy
+
+
+def _lion_run(dtype, bf16, shape=(300, 701), steps=3):
+    """Weights, momentum and bf16 copy after a few Lion steps, decayed and not."""
+    rng = np.random.default_rng(9)
+    p = npp.Parameter(rng.standard_normal(shape).astype(dtype))
+    q = npp.Parameter(rng.standard_normal(shape[1]).astype(dtype), decay=False)
+    if bf16:
+        p.bf16, q.bf16 = np.empty(shape, np.uint16), np.empty(shape[1], np.uint16)
+    opt = npp.Lion([p, q], lr=1e-2, weight_decay=0.5)
+    for _ in range(steps):
+        for param in (p, q):
+            param.grad = rng.standard_normal(param.shape).astype(dtype)
+            param.grad.flat[:7] = 0  # with m = 0 at first: c = 0, whose sign is 0
+        opt.step()
+    out = [p.data, q.data, *(v for v in opt.state_dict()["arrays"].values())]
+    return [a.copy() for a in out] + ([p.bf16.copy(), q.bf16.copy()] if bf16 else [])
+
+
+@pytest.mark.parametrize(
+    "dtype,bf16", [(np.float32, False), (np.float64, False), (np.float32, True)]
+)
+def test_lion_kernel_matches_the_numpy_path_bit_for_bit(dtype, bf16, kernel_calls):
+    compiled = _lion_run(dtype, bf16)
+    assert set(kernel_calls) == {("lion_bf16" if bf16 else "lion", True)}, kernel_calls
+    with _blas.serial():
+        _assert_same_bits(compiled, _lion_run(dtype, bf16))
+    npp.config.configure(kernels="numpy")
+    _assert_same_bits(compiled, _lion_run(dtype, bf16))
+    if bf16:  # the copies are the weights rounded
+        for w, bits in ((compiled[0], compiled[-2]), (compiled[1], compiled[-1])):
+            _assert_same_bits([bits], [npp.nn.ops.to_bf16(w, out=np.empty_like(bits))])

@@ -358,6 +358,35 @@ def adam(
     )
 
 
+def lion(
+    w: np.ndarray,
+    g: np.ndarray,
+    m: np.ndarray,
+    *,
+    b1: float,
+    b2: float,
+    decay: float,
+    step: float,
+    bf16: np.ndarray | None = None,
+) -> bool:
+    """One Lion update of ``w`` from gradient ``g`` with momentum ``m``; see ``ops.lion_step``.
+
+    With ``bf16`` (uint16, ``w``'s shape; float32 ``w`` only), the same pass
+    also writes ``bf16 = to_bf16(w)``.
+    """
+    others = () if bf16 is None else (bf16,)
+    if (others and not _bf16_copy_of(w, bf16)) or not _same_shape(w, g, m):
+        return False
+    return _launch(
+        "lion_bf16" if others else "lion",
+        w.size,
+        (w, g, m),
+        floats=(b1, 1.0 - b1, b2, 1.0 - b2, decay, step),
+        others=others,
+        grain=GRAIN.optimizer,
+    )
+
+
 # -- bf16 conversions ------------------------------------------------------------------
 
 

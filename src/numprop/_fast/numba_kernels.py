@@ -912,3 +912,56 @@ def _gelu_backward_bf16_piece(lo, hi, s, ints):
 def gelu_backward_bf16(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
     _gelu_backward_bf16_piece(a // 4, a // 4 + width, s, ints)
     return 0
+
+
+# --- Lion: scalars (b1, 1-b1, b2, 1-b2, decay, -lr), ints (W, G, M) ----------------------
+# c = b1 m + (1-b1) g; W = decay W + (-lr) sign(c); then m = b2 m + (1-b2) g.
+# The bf16 variant (float32) also rounds the new W into ints[4], in the same pass.
+
+
+@loop
+def _lion_loop(w, g, m, b1, c1, b2, c2, decay, step, one, zero):
+    for i in range(w.size):
+        c = m[i] * b1 + g[i] * c1
+        # np.sign: 1, -1, 0 for either zero, NaN for NaN
+        sign = one if c > zero else (-one if c < zero else (zero if c == zero else c))
+        w[i] = w[i] * decay + step * sign
+        m[i] = m[i] * b2 + g[i] * c2
+
+
+@jit
+def _lion_piece(lo, hi, s, ints, dtype):
+    _lion_loop(
+        _array(ints, 1, dtype, hi)[lo:],
+        _array(ints, 2, dtype, hi)[lo:],
+        _array(ints, 3, dtype, hi)[lo:],
+        dtype(s[0]),
+        dtype(s[1]),
+        dtype(s[2]),
+        dtype(s[3]),
+        dtype(s[4]),
+        dtype(s[5]),
+        dtype(1),
+        dtype(0),
+    )
+
+
+@kernel
+def lion(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    if ints[0] == 4:
+        _lion_piece(a // 4, a // 4 + width, s, ints, np.float32)
+    else:
+        _lion_piece(a // 4, a // 4 + width, s, ints, np.float64)
+    return 0
+
+
+@jit
+def _lion_bf16_piece(lo, hi, s, ints):
+    _lion_piece(lo, hi, s, ints, np.float32)
+    _to_bf16_loop(_array(ints, 1, np.uint32, hi)[lo:], _array(ints, 4, np.uint16, hi)[lo:])
+
+
+@kernel
+def lion_bf16(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    _lion_bf16_piece(a // 4, a // 4 + width, s, ints)
+    return 0

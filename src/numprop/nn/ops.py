@@ -564,6 +564,65 @@ def adam_step(
             to_bf16(w, out=bf16)
 
 
+def lion_step(
+    w: np.ndarray,
+    g: np.ndarray,
+    m: np.ndarray,
+    *,
+    b1: float,
+    b2: float,
+    decay: float,
+    lr: float,
+    scratch: np.ndarray,
+    bf16: np.ndarray | None = None,
+) -> None:
+    """One Lion update of w from gradient g with momentum m, all of one shape.
+
+    ``c = b1 m + (1 - b1) g``, ``w = decay * w - lr * sign(c)`` (``decay``:
+    ``1 - lr * wd``, decoupled weight decay), then ``m = b2 m + (1 - b2) g``.
+    One pass over the arrays where the compiled kernels run; ``scratch`` (w's
+    shape) holds c on the NumPy path. With ``bf16``, the new ``w`` is also
+    rounded into it, in the same pass where the compiled kernels run.
+
+    Parameters
+    ----------
+    w : ndarray
+        The parameter, updated in place.
+    g : ndarray, shape of ``w``
+        The gradient (not modified).
+    m : ndarray, shape of ``w``
+        The momentum, updated in place.
+    b1, b2 : float
+        The step's and the momentum's interpolation weights, in [0, 1).
+    decay : float
+        Factor on ``w`` before the step; 1.0 for none.
+    lr : float
+        Learning rate: the size of every entry's step.
+    scratch : ndarray, shape of ``w``
+    bf16 : ndarray of uint16, shape of ``w``, optional
+        Receives ``to_bf16(w)`` after the update (float32 ``w``).
+    """
+    step = -lr
+
+    def piece(w, g, m, c):
+        np.multiply(m, b1, out=c)
+        c += (1.0 - b1) * g  # c = b1 m + (1 - b1) g
+        np.sign(c, out=c)
+        if decay != 1.0:
+            w *= decay
+        c *= step
+        w += c  # w = decay w - lr sign(c)
+        m *= b2
+        m += (1.0 - b2) * g
+
+    scalars = dict(b1=b1, b2=b2, decay=decay, step=step)
+    if bf16 is None or not kernels.lion(w, g, m, **scalars, bf16=bf16):
+        if not kernels.lion(w, g, m, **scalars):
+            blas.parallel_elementwise(piece, (w, g, m, scratch), GRAIN.optimizer)
+        if bf16 is not None:
+            to_bf16(w, out=bf16)
+
+
 # -- matrix products and their precision -----------------------------------------------
 
 
