@@ -184,6 +184,9 @@ def test_numba_kernels_are_in_use_in_the_test_install():
         "gelu_backward_bf16",
         "lion",
         "lion_bf16",
+        "layernorm",
+        "layernorm_backward",
+        "column_sums",
     ):
         assert _kernels.address(name) is not None, name
 
@@ -562,3 +565,77 @@ def test_lion_kernel_matches_the_numpy_path_bit_for_bit(dtype, bf16, kernel_call
     if bf16:  # the copies are the weights rounded
         for w, bits in ((compiled[0], compiled[-2]), (compiled[1], compiled[-1])):
             _assert_same_bits([bits], [npp.nn.ops.to_bf16(w, out=np.empty_like(bits))])
+
+
+# --- LayerNorm: row sums in float64 (kernel) or float32 pairwise (NumPy) -------------------
+
+
+def _layernorm_inputs(shape, dtype, seed=10):
+    rng = np.random.default_rng(seed)
+    n, d = shape
+    scale = rng.uniform(0.1, 30, (n, 1))  # rows of different sizes, means about their spread
+    x = (scale * (rng.standard_normal(shape) + 1)).astype(dtype)
+    dout = rng.standard_normal(shape).astype(dtype)
+    gamma = rng.uniform(0.5, 1.5, d).astype(dtype)
+    beta = rng.standard_normal(d).astype(dtype)
+    return x, dout, gamma, beta
+
+
+def _layernorm_run(x, dout, gamma, beta, xhat_in=None):
+    """xhat, out, inv_std, dx, dgamma, dbeta; the backward from ``xhat_in`` when given."""
+    n, d = x.shape
+    xhat, out, inv_std = np.empty_like(x), np.empty_like(x), np.empty((n, 1), x.dtype)
+    dx, dgamma, dbeta = np.empty_like(x), np.empty(d, x.dtype), np.empty(d, x.dtype)
+    npp.nn.ops.layernorm(x, gamma, beta, 1e-5, xhat=xhat, out=out, inv_std=inv_std)
+    if xhat_in is not None:
+        xhat, inv_std = xhat_in
+    npp.nn.ops.layernorm_backward(dout, xhat, inv_std, gamma, dx=dx, dgamma=dgamma, dbeta=dbeta)
+    return [xhat, out, inv_std, dx, dgamma, dbeta]
+
+
+def _layernorm_exact(x, dout, gamma, beta):
+    """xhat, out and dx in float64 (long double for float64 inputs), rounded to x's dtype."""
+    wide = np.longdouble if x.dtype == np.float64 else np.float64
+    xw, g = x.astype(wide), dout.astype(wide) * gamma.astype(wide)
+    centred = xw - xw.mean(axis=1, keepdims=True)
+    inv_std = 1 / np.sqrt((centred * centred).mean(axis=1, keepdims=True) + wide(1e-5))
+    xhat = centred * inv_std
+    dx = g - xhat * (g * xhat).mean(axis=1, keepdims=True) - g.mean(axis=1, keepdims=True)
+    return xhat, xhat * gamma + beta, dx * inv_std
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(600, 1024), (37, 1023), (5, 3)])
+def test_layernorm_kernels_agree_with_the_numpy_path_to_rounding(shape, dtype, kernel_calls):
+    inputs = _layernorm_inputs(shape, dtype)
+    compiled = _layernorm_run(*inputs)
+    assert {name for name, ran in kernel_calls if ran} == {
+        "layernorm",
+        "layernorm_backward",
+        "column_sums",
+    }
+    with _blas.serial():  # rows and columns are whole in every piece: the same bits
+        _assert_same_bits(compiled, _layernorm_run(*inputs))
+    npp.config.configure(kernels="numpy")
+    numpy_path = _layernorm_run(*inputs)
+    # Both within a few units in the last place of the exact values, relative to each
+    # value (at least 1; dx: its largest entry, as a row's sums may cancel). Measured:
+    # up to 5.5 for the kernel (out: xhat's error times gamma, and two roundings), 10
+    # for NumPy's float32 pairwise sums; a divisor of D - 1 would be off by 2**-11.
+    eps = np.finfo(dtype).eps
+    for got in (compiled, numpy_path):
+        for value, exact in zip([got[0], got[1], got[3]], _layernorm_exact(*inputs), strict=True):
+            scale = np.maximum(np.abs(exact), np.abs(exact).max() if value is got[3] else 1)
+            assert np.max(np.abs(value - exact) / scale) < 12 * eps
+    # Given the same xhat, the parameters' gradients (column sums) are the same bits
+    again = _layernorm_run(*inputs, xhat_in=(compiled[0], compiled[2]))
+    npp.config.configure(kernels="auto")
+    _assert_same_bits(compiled[4:], again[4:])
+
+
+def test_layernorm_gradients_check_out_on_the_numpy_path():
+    npp.config.configure(kernels="numpy")
+    layer = npp.LayerNorm(7)
+    layer.gamma.data[:] = np.linspace(0.5, 1.5, 7)
+    report = npp.gradcheck(layer, np.random.default_rng(11).standard_normal((6, 7)))
+    assert report.ok, str(report)

@@ -271,6 +271,61 @@ def batchnorm_backward(
     )
 
 
+def layernorm(
+    x: np.ndarray,
+    eps: float,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    *,
+    xhat: np.ndarray,
+    out: np.ndarray,
+    inv_std: np.ndarray,
+) -> bool:
+    """LayerNorm's forward on row blocks; see ``ops.layernorm`` (row sums in float64)."""
+    n, d = x.shape
+    if not _same_shape(x, xhat, out) or inv_std.size != n or gamma.size != d or beta.size != d:
+        return False
+    return _launch(
+        "layernorm",
+        n,
+        (x, xhat, out, inv_std, gamma, beta),
+        floats=(eps,),
+        sizes=(n, d),
+        grain=GRAIN.rows(GRAIN.row_kernel, d),
+    )
+
+
+def layernorm_backward(
+    dout: np.ndarray,
+    xhat: np.ndarray,
+    inv_std: np.ndarray,
+    gamma: np.ndarray,
+    *,
+    dx: np.ndarray,
+    dgamma: np.ndarray,
+    dbeta: np.ndarray,
+) -> bool:
+    """LayerNorm's backward: dx on row blocks, then dgamma and dbeta on column blocks."""
+    n, d = dout.shape
+    if not _same_shape(dout, xhat, dx) or inv_std.size != n or gamma.size != d:
+        return False
+    if dgamma.size != d or dbeta.size != d:
+        return False
+    return _launch(
+        "layernorm_backward",
+        n,
+        (dout, xhat, inv_std, gamma, dx),
+        sizes=(n, d),
+        grain=GRAIN.rows(GRAIN.row_kernel, d),
+    ) and _launch(
+        "column_sums",
+        d,
+        (dout, xhat, dgamma, dbeta),
+        sizes=(n, d),
+        grain=GRAIN.rows(GRAIN.row_kernel, n, minimum=8),
+    )
+
+
 def softmax_xent(
     logits: np.ndarray,
     labels: np.ndarray,

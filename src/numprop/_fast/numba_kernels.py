@@ -965,3 +965,153 @@ def _lion_bf16_piece(lo, hi, s, ints):
 def lion_bf16(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
     _lion_bf16_piece(a // 4, a // 4 + width, s, ints)
     return 0
+
+
+# --- LayerNorm forward: scalars (eps,), ints (N, D, x, xhat, out, inv_std, gamma, beta);
+# pieces are rows. Per row: mean = sum(x) / D, xc = x - mean, var = sum(xc^2) / D,
+# inv_std = 1 / sqrt(var + eps), xhat = xc * inv_std, out = xhat * gamma + beta.
+# The row sums run in float64 with Neumaier's compensation (a float64 input's sum is as
+# good as a float32 input's): within a unit or two of the exact values. NumPy's are
+# pairwise, in float32 for float32 rows, in an order of its own: the two agree to
+# rounding, not to the bit.
+
+
+@jit
+def _neumaier(total, carry, value):
+    """Add value to total, keeping what the sum rounded off in carry (Neumaier 1974)."""
+    t = total + value
+    if abs(total) >= abs(value):
+        carry += (total - t) + value
+    else:
+        carry += (value - t) + total
+    return t, carry
+
+
+@loop
+def _row_sum(row):
+    total, carry = 0.0, 0.0
+    for j in range(row.size):
+        total, carry = _neumaier(total, carry, np.float64(row[j]))
+    return total + carry
+
+
+@loop
+def _row_sum_of_products(x, y):
+    total, carry = 0.0, 0.0
+    for j in range(x.size):
+        total, carry = _neumaier(total, carry, np.float64(x[j]) * np.float64(y[j]))
+    return total + carry
+
+
+@loop
+def _center(xc, x, mean):
+    for j in range(x.size):
+        xc[j] = x[j] - mean
+
+
+@loop
+def _normalise_affine(xhat, out, inv_std, gamma, beta):
+    for j in range(xhat.size):
+        xhat[j] = xhat[j] * inv_std
+        out[j] = xhat[j] * gamma[j] + beta[j]
+
+
+@jit
+def _layernorm_piece(lo, hi, s, ints, dtype):
+    n, d = ints[1], ints[2]
+    x, xhat, out = (
+        _array(ints, 3, dtype, n * d),
+        _array(ints, 4, dtype, n * d),
+        _array(ints, 5, dtype, n * d),
+    )
+    inv_std = _array(ints, 6, dtype, n)
+    gamma, beta = _array(ints, 7, dtype, d), _array(ints, 8, dtype, d)
+    eps = dtype(s[0])
+    for i in range(lo, hi):
+        row, xc = x[i * d : (i + 1) * d], xhat[i * d : (i + 1) * d]
+        _center(xc, row, dtype(_row_sum(row) / d))
+        var = dtype(_row_sum_of_products(xc, xc) / d)
+        inv_std[i] = dtype(1) / np.sqrt(var + eps)
+        _normalise_affine(xc, out[i * d : (i + 1) * d], inv_std[i], gamma, beta)
+
+
+@kernel
+def layernorm(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    if ints[0] == 4:
+        _layernorm_piece(a // 4, a // 4 + width, s, ints, np.float32)
+    else:
+        _layernorm_piece(a // 4, a // 4 + width, s, ints, np.float64)
+    return 0
+
+
+# --- LayerNorm backward, input gradient: ints (N, D, dout, xhat, inv_std, gamma, dx);
+# pieces are rows. g = dout * gamma, dx = ((g - xhat * mean(g xhat)) - mean(g)) * inv_std,
+# the two row means summed as the forward's (agreeing with NumPy's to rounding).
+
+
+@loop
+def _layernorm_dx(dx, dout, xhat, gamma, gx_mean, g_mean, inv_std):
+    for j in range(dx.size):
+        g = dout[j] * gamma[j]
+        dx[j] = ((g - xhat[j] * gx_mean) - g_mean) * inv_std
+
+
+@loop
+def _scaled_sums(dout, xhat, gamma):
+    """(sum of dout * gamma, sum of dout * gamma * xhat), compensated, in float64."""
+    g_sum, g_carry, gx_sum, gx_carry = 0.0, 0.0, 0.0, 0.0
+    for j in range(dout.size):
+        g = dout[j] * gamma[j]
+        g_sum, g_carry = _neumaier(g_sum, g_carry, np.float64(g))
+        gx_sum, gx_carry = _neumaier(gx_sum, gx_carry, np.float64(g) * np.float64(xhat[j]))
+    return g_sum + g_carry, gx_sum + gx_carry
+
+
+@jit
+def _layernorm_backward_piece(lo, hi, ints, dtype):
+    n, d = ints[1], ints[2]
+    dout, xhat = _array(ints, 3, dtype, n * d), _array(ints, 4, dtype, n * d)
+    inv_std, gamma = _array(ints, 5, dtype, n), _array(ints, 6, dtype, d)
+    dx = _array(ints, 7, dtype, n * d)
+    for i in range(lo, hi):
+        a, b = i * d, (i + 1) * d
+        g_sum, gx_sum = _scaled_sums(dout[a:b], xhat[a:b], gamma)
+        _layernorm_dx(
+            dx[a:b], dout[a:b], xhat[a:b], gamma, dtype(gx_sum / d), dtype(g_sum / d), inv_std[i]
+        )
+
+
+@kernel
+def layernorm_backward(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    if ints[0] == 4:
+        _layernorm_backward_piece(a // 4, a // 4 + width, ints, np.float32)
+    else:
+        _layernorm_backward_piece(a // 4, a // 4 + width, ints, np.float64)
+    return 0
+
+
+# --- Column sums for a normalisation's parameter gradients: ints (N, D, dout, xhat,
+# dgamma, dbeta); pieces are column blocks. dbeta = sum over rows of dout,
+# dgamma = sum over rows of dout * xhat, rows added in order as NumPy's reductions
+# along axis 0 do: the same bits.
+
+
+@jit
+def _column_sums_piece(lo, hi, ints, dtype):
+    n, d = ints[1], ints[2]
+    dout, xhat = _array(ints, 3, dtype, n * d), _array(ints, 4, dtype, n * d)
+    dgamma, dbeta = _array(ints, 5, dtype, d)[lo:hi], _array(ints, 6, dtype, d)[lo:hi]
+    _copy(dbeta, dout[lo:hi])
+    _product(dgamma, dout[lo:hi], xhat[lo:hi])
+    for i in range(1, n):
+        _add(dbeta, dout[i * d + lo : i * d + hi])
+        _add_product(dgamma, dout[i * d + lo : i * d + hi], xhat[i * d + lo : i * d + hi])
+
+
+@kernel
+def column_sums(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    if ints[0] == 4:
+        _column_sums_piece(a // 4, a // 4 + width, ints, np.float32)
+    else:
+        _column_sums_piece(a // 4, a // 4 + width, ints, np.float64)
+    return 0

@@ -627,41 +627,30 @@ class LayerNorm(Module):
         """x (N, D) -> y (N, D)."""
         _check_input(x, self.features, "LayerNorm")
         n, d = x.shape
-        xhat = self.xhat = self._buf("xhat", x.shape, x.dtype)  # (N, D): kept for backward
-        np.subtract(x, x.mean(axis=1, keepdims=True), out=xhat)  # x - mean, (N, D)
-        inv_std = self.inv_std = self._buf("inv_std", (n, 1), x.dtype)  # (N, 1)
-        np.einsum("nd,nd->n", xhat, xhat, out=inv_std[:, 0])  # sum of squares per row
-        inv_std /= d  # the biased variance: divided by D, not D - 1
-        inv_std += self.eps
-        np.sqrt(inv_std, out=inv_std)
-        np.divide(1, inv_std, out=inv_std)  # 1 / sqrt(var + eps)
-        xhat *= inv_std  # (N, D)
+        self.xhat = self._buf("xhat", x.shape, x.dtype)  # (N, D): kept for backward
+        self.inv_std = self._buf("inv_std", (n, 1), x.dtype)  # 1 / sqrt(var + eps), (N, 1)
         out = self._buf("out", x.shape, x.dtype)  # (N, D)
-        np.multiply(xhat, self.gamma.data, out=out)
-        out += self.beta.data
-        return out
+        return ops.layernorm(
+            x,
+            self.gamma.data,
+            self.beta.data,
+            self.eps,
+            xhat=self.xhat,
+            out=out,
+            inv_std=self.inv_std,
+        )
 
     def backward(self, dout):
         """dout (N, D) -> dx (N, D); adds dgamma and dbeta."""
-        n, d = dout.shape
-        xhat = self.xhat  # (N, D)
-        dgamma = self._buf("dgamma", (d,), dout.dtype)
-        np.einsum("nd,nd->d", dout, xhat, out=dgamma)  # sum over the batch of dout * xhat
-        self.gamma.accumulate(dgamma)
-        self.beta.accumulate(np.sum(dout, axis=0, out=self._buf("dbeta", (d,), dout.dtype)))
-        g = self._buf("g", dout.shape, dout.dtype)  # dL/dxhat, (N, D)
-        np.multiply(dout, self.gamma.data, out=g)
-        # xhat depends on x through the row's mean and variance too: the two row
-        # means below are what those paths take away from g.
-        g_mean = g.mean(axis=1, keepdims=True)  # (N, 1)
-        gx_mean = self._buf("gx_mean", (n, 1), dout.dtype)  # mean(g * xhat) per row, (N, 1)
-        np.einsum("nd,nd->n", g, xhat, out=gx_mean[:, 0])
-        gx_mean /= d
+        d = dout.shape[1]
+        dgamma = self._buf("dgamma", (d,), dout.dtype)  # sum over the batch of dout * xhat
+        dbeta = self._buf("dbeta", (d,), dout.dtype)  # sum over the batch of dout
         dx = self._buf("dx", dout.shape, dout.dtype)  # (N, D)
-        np.multiply(xhat, gx_mean, out=dx)
-        np.subtract(g, dx, out=dx)
-        dx -= g_mean
-        dx *= self.inv_std
+        ops.layernorm_backward(
+            dout, self.xhat, self.inv_std, self.gamma.data, dx=dx, dgamma=dgamma, dbeta=dbeta
+        )
+        self.gamma.accumulate(dgamma)
+        self.beta.accumulate(dbeta)
         return dx
 
     def config(self):

@@ -437,6 +437,109 @@ def batchnorm_train_backward(
     return dx
 
 
+# -- LayerNorm -------------------------------------------------------------------------
+# The compiled kernels work on row blocks on all cores and sum each row in float64;
+# NumPy sums rows in float32 (pairwise, in an order of its own): the two agree to
+# rounding, not to the bit (tested against float64 arithmetic). The parameters'
+# gradients are column sums over the batch, added row by row on both paths: the same bits.
+
+
+def layernorm(
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    eps: float,
+    *,
+    xhat: np.ndarray,
+    out: np.ndarray,
+    inv_std: np.ndarray,
+) -> np.ndarray:
+    """Layer normalisation of each row: x, xhat, out (N, D); gamma, beta (D,); inv_std (N, 1).
+
+    ``xhat = (x - mean) * inv_std`` with the row's mean and biased variance,
+    ``inv_std = 1 / sqrt(var + eps)``, ``out = xhat * gamma + beta``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, D)
+    gamma, beta : ndarray, shape (D,)
+    eps : float
+        Added to the variance.
+    xhat, out : ndarray, shape (N, D)
+        Receive the normalised rows (kept for the backward) and the output.
+    inv_std : ndarray, shape (N, 1)
+        Receives ``1 / sqrt(var + eps)`` per row.
+
+    Returns
+    -------
+    ndarray, shape (N, D)
+        ``out``.
+    """
+    if kernels.layernorm(x, eps, gamma, beta, xhat=xhat, out=out, inv_std=inv_std):
+        return out
+    d = x.shape[1]
+    np.subtract(x, x.mean(axis=1, keepdims=True), out=xhat)  # x - mean, (N, D)
+    np.einsum("nd,nd->n", xhat, xhat, out=inv_std[:, 0])  # sum of squares per row
+    inv_std /= d  # the biased variance: divided by D, not D - 1
+    inv_std += eps
+    np.sqrt(inv_std, out=inv_std)
+    np.divide(1, inv_std, out=inv_std)  # 1 / sqrt(var + eps)
+    xhat *= inv_std  # (N, D)
+    np.multiply(xhat, gamma, out=out)
+    out += beta
+    return out
+
+
+def layernorm_backward(
+    dout: np.ndarray,
+    xhat: np.ndarray,
+    inv_std: np.ndarray,
+    gamma: np.ndarray,
+    *,
+    dx: np.ndarray,
+    dgamma: np.ndarray,
+    dbeta: np.ndarray,
+) -> np.ndarray:
+    """Gradients of ``layernorm``: dout, xhat, dx (N, D); inv_std (N, 1); the rest (D,).
+
+    ``dgamma = sum(dout * xhat)`` and ``dbeta = sum(dout)`` over the batch; with
+    ``g = dout * gamma``: ``dx = ((g - xhat * mean(g * xhat)) - mean(g)) * inv_std``,
+    the means over each row: xhat depends on x through the row's mean and
+    variance too, and those are the paths the two means take away from g.
+
+    Parameters
+    ----------
+    dout : ndarray, shape (N, D)
+        Gradient with respect to the output.
+    xhat : ndarray, shape (N, D)
+        The normalised rows from the forward pass.
+    inv_std : ndarray, shape (N, 1)
+    gamma : ndarray, shape (D,)
+    dx : ndarray, shape (N, D)
+        Receives the input gradient.
+    dgamma, dbeta : ndarray, shape (D,)
+        Receive the parameter gradients (overwritten, not added to).
+
+    Returns
+    -------
+    ndarray, shape (N, D)
+        ``dx``.
+    """
+    if kernels.layernorm_backward(dout, xhat, inv_std, gamma, dx=dx, dgamma=dgamma, dbeta=dbeta):
+        return dx
+    d = dout.shape[1]
+    np.add.reduce(np.multiply(dout, xhat, out=dx), axis=0, out=dgamma)  # rows in order
+    np.add.reduce(dout, axis=0, out=dbeta)
+    g = np.multiply(dout, gamma)  # dL/dxhat, (N, D)
+    g_mean = g.mean(axis=1, keepdims=True)  # (N, 1)
+    gx_mean = np.einsum("nd,nd->n", g, xhat)[:, None] / d  # mean(g * xhat) per row, (N, 1)
+    np.multiply(xhat, gx_mean, out=dx)
+    np.subtract(g, dx, out=dx)
+    dx -= g_mean
+    dx *= inv_std
+    return dx
+
+
 # -- optimizer updates -----------------------------------------------------------------
 
 
