@@ -141,12 +141,12 @@ GELU_C, GELU_A, GELU_CLIP = math.sqrt(2 / math.pi), 0.044715, 10.0
 def gelu(x: np.ndarray, *, t: np.ndarray, out: np.ndarray) -> np.ndarray:
     """GELU: ``t = tanh(c (xc + a xc^3))`` with ``xc = clip(x, -10, 10)``, ``out = (0.5 x) (1 + t)``.
 
-    Three passes on all cores: the tanh's argument (into ``t``), the tanh in
-    place, the output. The tanh is NumPy's on both paths (it is vectorised
-    there; a compiled one would be slower and differ in the last bit), so the
-    compiled path gives the NumPy path's bits. A uint16 ``out`` receives the
-    output rounded to bf16 (for a bf16 product next), without a float32 copy
-    where the compiled kernels run.
+    Three passes over each piece, on all cores: the tanh's argument (into
+    ``t``), the tanh in place, the output. The tanh is NumPy's on both paths (it
+    is vectorised there; a compiled one would be slower and differ in the last
+    bit), so the compiled path gives the NumPy path's bits. A uint16 ``out``
+    receives the output rounded to bf16 (for a bf16 product next), without a
+    float32 copy where the compiled kernels run.
 
     Parameters
     ----------
@@ -161,23 +161,20 @@ def gelu(x: np.ndarray, *, t: np.ndarray, out: np.ndarray) -> np.ndarray:
         ``out``.
     """
 
-    def argument(x, t):
-        xc = np.clip(x, -GELU_CLIP, GELU_CLIP)
-        np.multiply(GELU_C, xc + GELU_A * (xc * xc * xc), out=t)
+    def piece(x, t, out):
+        # One launch on all cores, each piece doing the three steps on its range: a
+        # compiled kernel called here runs on this piece's thread, unsplit.
+        if not kernels.gelu_argument(x, t, c=GELU_C, a=GELU_A, clip=GELU_CLIP):
+            xc = np.clip(x, -GELU_CLIP, GELU_CLIP)
+            np.multiply(GELU_C, xc + GELU_A * (xc * xc * xc), out=t)
+        np.tanh(t, out=t)
+        if not kernels.gelu_output(x, t, out):
+            if out.dtype == np.uint16:  # the float32 output first, then its rounding
+                to_bf16(np.multiply(0.5 * x, 1 + t), out=out)
+            else:
+                np.multiply(0.5 * x, 1 + t, out=out)
 
-    def output(x, t, out):
-        np.multiply(0.5 * x, 1 + t, out=out)
-
-    if not kernels.gelu_argument(x, t, c=GELU_C, a=GELU_A, clip=GELU_CLIP):
-        blas.parallel_elementwise(argument, (x, t), GRAIN.numpy)
-    blas.parallel_elementwise(lambda t: np.tanh(t, out=t), (t,), GRAIN.numpy)
-    if not kernels.gelu_output(x, t, out):
-        if out.dtype == np.uint16:  # the float32 output first, then its rounding
-            y = np.empty_like(x)
-            blas.parallel_elementwise(output, (x, t, y), GRAIN.numpy)
-            to_bf16(y, out=out)
-        else:
-            blas.parallel_elementwise(output, (x, t, out), GRAIN.numpy)
+    blas.parallel_elementwise(piece, (x, t, out), GRAIN.numpy)
     return out
 
 
