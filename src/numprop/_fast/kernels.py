@@ -291,7 +291,7 @@ def layernorm(
         (x, xhat, out, inv_std, gamma, beta),
         floats=(eps,),
         sizes=(n, d),
-        grain=GRAIN.rows(GRAIN.row_kernel, d),
+        grain=GRAIN.rows(GRAIN.layernorm, d),
     )
 
 
@@ -316,13 +316,13 @@ def layernorm_backward(
         n,
         (dout, xhat, inv_std, gamma, dx),
         sizes=(n, d),
-        grain=GRAIN.rows(GRAIN.row_kernel, d),
+        grain=GRAIN.rows(GRAIN.layernorm, d),
     ) and _launch(
         "column_sums",
         d,
         (dout, xhat, dgamma, dbeta),
         sizes=(n, d),
-        grain=GRAIN.rows(GRAIN.row_kernel, n, minimum=8),
+        grain=GRAIN.rows(GRAIN.layernorm, n, minimum=8),
     )
 
 
