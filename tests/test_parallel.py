@@ -177,6 +177,16 @@ def test_numba_kernels_are_in_use_in_the_test_install():
         "affine_rows",
         "augment_rows",
         "softmax_xent",
+        "gelu_argument",
+        "gelu_output",
+        "gelu_output_bf16",
+        "gelu_backward",
+        "gelu_backward_bf16",
+        "lion",
+        "lion_bf16",
+        "layernorm",
+        "layernorm_backward",
+        "column_sums",
     ):
         assert _kernels.address(name) is not None, name
 
@@ -461,3 +471,171 @@ def test_transform_rows_of_a_strided_image_array_never_copies_it_whole():
     assert peak < images.nbytes // 10, peak  # 4 rows, not 400
     shift, scale = prep.per_value_affine
     np.testing.assert_array_equal(out, (images[rows].reshape(4, -1) - shift) * scale)
+
+
+# --- GELU and Lion (the best recipe's elementwise work) ---------------------------------
+
+
+def _gelu_input(shape, dtype, seed=8):
+    """x of ``shape`` with the values that take every branch: NaN, signed zeros,
+    infinities, the clip's edges and beyond, and extremes; and a gradient."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    special = [np.nan, -0.0, 0.0, np.inf, -np.inf, 10.0, -10.0, 10.5, -11.0, 1e30, -1e30, 1e-30]
+    x.flat[: len(special)] = special
+    return x, rng.standard_normal(shape).astype(dtype)
+
+
+def _gelu_run(x, dout, bf16):
+    """GELU's t, output and input gradient (each with its bf16 rounding where asked)."""
+    t, dx = np.empty_like(x), np.empty_like(x)
+    out = np.empty(x.shape, np.uint16 if bf16 else x.dtype)
+    bits = np.empty(x.shape, np.uint16) if bf16 else None
+    with np.errstate(invalid="ignore"):  # -inf gives NaN (-inf * 0) on both paths
+        npp.nn.ops.gelu(x, t=t, out=out)
+        npp.nn.ops.gelu_backward(x, t, dout, out=dx, bf16=bits)
+    return [t, out, dx] + ([bits] if bf16 else [])
+
+
+def _assert_same_bits(a, b):
+    for x, y in zip(a, b, strict=True):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        np.testing.assert_array_equal(x.view(f"u{x.itemsize}"), y.view(f"u{y.itemsize}"))
+
+
+@pytest.mark.parametrize(
+    "dtype,bf16", [(np.float32, False), (np.float64, False), (np.float32, True)]
+)
+@pytest.mark.parametrize("shape", [(600, 1024), (37, 1023)])  # split across cores, and not
+def test_gelu_kernels_match_the_numpy_path_bit_for_bit(shape, dtype, bf16, kernel_calls):
+    x, dout = _gelu_input(shape, dtype)
+    compiled = _gelu_run(x, dout, bf16)
+    names = {"gelu_argument", "gelu_output_bf16" if bf16 else "gelu_output"}
+    names.add("gelu_backward_bf16" if bf16 else "gelu_backward")
+    assert set(kernel_calls) == {(name, True) for name in names}, kernel_calls
+    with _blas.serial():
+        _assert_same_bits(compiled, _gelu_run(x, dout, bf16))
+    npp.config.configure(kernels="numpy")
+    numpy_path = _gelu_run(x, dout, bf16)
+    _assert_same_bits(compiled, numpy_path)
+    # ...and that is the textbook formula: tanh's argument from x clipped to +-10
+    xc = np.clip(x, -10, 10)
+    t = np.tanh(np.sqrt(2 / np.pi).astype(dtype) * (xc + dtype(0.044715) * xc**3))
+    finite = np.isfinite(x)
+    rtol = 4 * np.finfo(dtype).eps  # the cube's and the constants' roundings
+    np.testing.assert_allclose(numpy_path[0][finite], t[finite], rtol=rtol, atol=rtol)
+
+
+def test_gelu_takes_strided_inputs_through_the_numpy_path(kernel_calls):
+    x, dout = _gelu_input((64, 2 * 300), np.float32)
+    strided, contiguous = x[:, ::2], np.ascontiguousarray(x[:, ::2])
+    _assert_same_bits(
+        _gelu_run(strided, dout[:, ::2], False), _gelu_run(contiguous, dout[:, ::2], False)
+    )
+    assert ("gelu_argument", False) in kernel_calls  # the strided input took NumPy
+
+
+def _lion_run(dtype, bf16, shape=(300, 701), steps=3):
+    """Weights, momentum and bf16 copy after a few Lion steps, decayed and not."""
+    rng = np.random.default_rng(9)
+    p = npp.Parameter(rng.standard_normal(shape).astype(dtype))
+    q = npp.Parameter(rng.standard_normal(shape[1]).astype(dtype), decay=False)
+    if bf16:
+        p.bf16, q.bf16 = np.empty(shape, np.uint16), np.empty(shape[1], np.uint16)
+    opt = npp.Lion([p, q], lr=1e-2, weight_decay=0.5)
+    for _ in range(steps):
+        for param in (p, q):
+            param.grad = rng.standard_normal(param.shape).astype(dtype)
+            param.grad.flat[:7] = 0  # with m = 0 at first: c = 0, whose sign is 0
+        opt.step()
+    out = [p.data, q.data, *(v for v in opt.state_dict()["arrays"].values())]
+    return [a.copy() for a in out] + ([p.bf16.copy(), q.bf16.copy()] if bf16 else [])
+
+
+@pytest.mark.parametrize(
+    "dtype,bf16", [(np.float32, False), (np.float64, False), (np.float32, True)]
+)
+def test_lion_kernel_matches_the_numpy_path_bit_for_bit(dtype, bf16, kernel_calls):
+    compiled = _lion_run(dtype, bf16)
+    assert set(kernel_calls) == {("lion_bf16" if bf16 else "lion", True)}, kernel_calls
+    with _blas.serial():
+        _assert_same_bits(compiled, _lion_run(dtype, bf16))
+    npp.config.configure(kernels="numpy")
+    _assert_same_bits(compiled, _lion_run(dtype, bf16))
+    if bf16:  # the copies are the weights rounded
+        for w, bits in ((compiled[0], compiled[-2]), (compiled[1], compiled[-1])):
+            _assert_same_bits([bits], [npp.nn.ops.to_bf16(w, out=np.empty_like(bits))])
+
+
+# --- LayerNorm: row sums in float64 (kernel) or float32 pairwise (NumPy) -------------------
+
+
+def _layernorm_inputs(shape, dtype, seed=10):
+    rng = np.random.default_rng(seed)
+    n, d = shape
+    scale = rng.uniform(0.1, 30, (n, 1))  # rows of different sizes, means about their spread
+    x = (scale * (rng.standard_normal(shape) + 1)).astype(dtype)
+    dout = rng.standard_normal(shape).astype(dtype)
+    gamma = rng.uniform(0.5, 1.5, d).astype(dtype)
+    beta = rng.standard_normal(d).astype(dtype)
+    return x, dout, gamma, beta
+
+
+def _layernorm_run(x, dout, gamma, beta, xhat_in=None):
+    """xhat, out, inv_std, dx, dgamma, dbeta; the backward from ``xhat_in`` when given."""
+    n, d = x.shape
+    xhat, out, inv_std = np.empty_like(x), np.empty_like(x), np.empty((n, 1), x.dtype)
+    dx, dgamma, dbeta = np.empty_like(x), np.empty(d, x.dtype), np.empty(d, x.dtype)
+    npp.nn.ops.layernorm(x, gamma, beta, 1e-5, xhat=xhat, out=out, inv_std=inv_std)
+    if xhat_in is not None:
+        xhat, inv_std = xhat_in
+    npp.nn.ops.layernorm_backward(dout, xhat, inv_std, gamma, dx=dx, dgamma=dgamma, dbeta=dbeta)
+    return [xhat, out, inv_std, dx, dgamma, dbeta]
+
+
+def _layernorm_exact(x, dout, gamma, beta):
+    """xhat, out and dx in float64 (long double for float64 inputs), rounded to x's dtype."""
+    wide = np.longdouble if x.dtype == np.float64 else np.float64
+    xw, g = x.astype(wide), dout.astype(wide) * gamma.astype(wide)
+    centred = xw - xw.mean(axis=1, keepdims=True)
+    inv_std = 1 / np.sqrt((centred * centred).mean(axis=1, keepdims=True) + wide(1e-5))
+    xhat = centred * inv_std
+    dx = g - xhat * (g * xhat).mean(axis=1, keepdims=True) - g.mean(axis=1, keepdims=True)
+    return xhat, xhat * gamma + beta, dx * inv_std
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(600, 1024), (37, 1023), (5, 3)])
+def test_layernorm_kernels_agree_with_the_numpy_path_to_rounding(shape, dtype, kernel_calls):
+    inputs = _layernorm_inputs(shape, dtype)
+    compiled = _layernorm_run(*inputs)
+    assert {name for name, ran in kernel_calls if ran} == {
+        "layernorm",
+        "layernorm_backward",
+        "column_sums",
+    }
+    with _blas.serial():  # rows and columns are whole in every piece: the same bits
+        _assert_same_bits(compiled, _layernorm_run(*inputs))
+    npp.config.configure(kernels="numpy")
+    numpy_path = _layernorm_run(*inputs)
+    # Both within a few units in the last place of the exact values, relative to each
+    # value (at least 1; dx: its largest entry, as a row's sums may cancel). Measured:
+    # up to 5.5 for the kernel (out: xhat's error times gamma, and two roundings), 10
+    # for NumPy's float32 pairwise sums; a divisor of D - 1 would be off by 2**-11.
+    eps = np.finfo(dtype).eps
+    for got in (compiled, numpy_path):
+        for value, exact in zip([got[0], got[1], got[3]], _layernorm_exact(*inputs), strict=True):
+            scale = np.maximum(np.abs(exact), np.abs(exact).max() if value is got[3] else 1)
+            assert np.max(np.abs(value - exact) / scale) < 12 * eps
+    # Given the same xhat, the parameters' gradients (column sums) are the same bits
+    again = _layernorm_run(*inputs, xhat_in=(compiled[0], compiled[2]))
+    npp.config.configure(kernels="auto")
+    _assert_same_bits(compiled[4:], again[4:])
+
+
+def test_layernorm_gradients_check_out_on_the_numpy_path():
+    npp.config.configure(kernels="numpy")
+    layer = npp.LayerNorm(7)
+    layer.gamma.data[:] = np.linspace(0.5, 1.5, 7)
+    report = npp.gradcheck(layer, np.random.default_rng(11).standard_normal((6, 7)))
+    assert report.ok, str(report)

@@ -507,3 +507,37 @@ def test_relu_backward_rounds_the_gradient_for_the_linear_before_it(kernels, mon
         # only without the fusion: half as many separate roundings with it
         for shape in ((16, 30), (16, 20)):
             assert calls_plain.count(shape) == 2 * calls_fused.count(shape) > 0
+
+
+@pytest.mark.parametrize("kernels", ["auto", "numpy"])
+def test_gelus_hand_bf16_to_the_linears_around_them_with_the_same_training(kernels):
+    # Under bf16 each block's GELU writes its output as bf16 bits for the Linear after
+    # it, in training too (its backward reads its input), and rounds the gradient it
+    # passes back for the Linear before it. Training is the same to the bit without.
+    x, y = batch(n=64)
+    runs = []
+    with npp.config.override(kernels=kernels):
+        for fused in (True, False):
+            model = npp.models.bottleneck_mlp(40, 8, 2, 5, expansion=3, rng=0)
+            model.set_precision(BF16())
+            blocks = [m.inner for m in model if isinstance(m, npp.Residual)]
+            for block in blocks:
+                gelu = block[2]
+                assert gelu.bf16_output and gelu.bf16_grad and block[1].grad_from is gelu
+                if not fused:
+                    gelu.bf16_output = gelu.bf16_grad = False
+            opt = npp.Lion(model.named_parameters(), lr=1e-3, weight_decay=0.1)
+            trainer = npp.Trainer(model, npp.SoftmaxCrossEntropy(), opt)
+            losses = [trainer.train_step(x[i : i + 16], y[i : i + 16])[0] for i in range(0, 64, 16)]
+            out = blocks[0][2].forward(np.ones((3, 24), np.float32))
+            assert out.dtype == (np.uint16 if fused else np.float32)
+            runs.append((losses, [p.data.copy() for p in model.parameters()]))
+    (l1, w1), (l2, w2) = runs
+    assert l1 == l2
+    for a, b in zip(w1, w2, strict=True):
+        np.testing.assert_array_equal(a, b)
+    model.set_precision(FP32())
+    assert not any(b[2].bf16_output or b[2].bf16_grad for b in blocks)
+    assert all(b[1].grad_from is None for b in blocks)
+    dropped = npp.models.bottleneck_mlp(40, 8, 1, 5, dropout=0.1, rng=0).set_precision(BF16())
+    assert not dropped[1].inner[2].bf16_output  # Dropout reads floats in training

@@ -21,6 +21,11 @@ class Grains:
     dropout_numpy: int = 1 << 16  # NumPy Dropout: mask and product pieces
     optimizer: int = 1 << 15  # SGD-momentum and Adam updates, both paths
     row_kernel: int = 1 << 15  # compiled row-wise work: BatchNorm columns, batch gathering
+    # compiled LayerNorm (rows, and its column sums): the best recipe's (512, 512) runs
+    # as one piece. Split on 2 cores, forward and backward took 0.3 and 0.4 ms on a
+    # quiet machine, but 10 and 24 ms while another process kept the cores busy (a
+    # launch waits for the worker's time slice), where one piece took 1.0 and 1.1 ms.
+    layernorm: int = 1 << 18
     axpby_threaded: int = 1 << 16  # from here on, BLAS scal + axpy (all cores) beat axpby
     one_piece: int = 1 << 40  # a reduction into one total: never split
 

@@ -133,6 +133,62 @@ def relu_backward_bf16(y: np.ndarray, dout: np.ndarray, dx: np.ndarray, bits: np
     return _launch("relu_backward_bf16", y.size, (y, dout, dx), others=(bits,), grain=GRAIN.kernel)
 
 
+def _same_shape(*arrays: np.ndarray) -> bool:
+    """Whether the arrays have one shape (the kernels read them by ``x.size``)."""
+    return all(a.shape == arrays[0].shape for a in arrays)
+
+
+def gelu_argument(x: np.ndarray, u: np.ndarray, *, c: float, a: float, clip: float) -> bool:
+    """``u = c (xc + a xc^3)`` with ``xc = clip(x, -clip, clip)``: the argument of GELU's tanh."""
+    return _same_shape(x, u) and _launch(
+        "gelu_argument", x.size, (x, u), floats=(c, a, clip), grain=GRAIN.kernel
+    )
+
+
+def gelu_output(x: np.ndarray, t: np.ndarray, out: np.ndarray) -> bool:
+    """``out = (0.5 x) (1 + t)``; a uint16 ``out`` (float32 x) gets it rounded to bf16."""
+    if not _same_shape(x, t, out):
+        return False
+    if out.dtype == np.uint16:
+        return x.dtype == np.float32 and _launch(
+            "gelu_output_bf16", x.size, (x, t), others=(out,), grain=GRAIN.kernel
+        )
+    return _launch("gelu_output", x.size, (x, t, out), grain=GRAIN.kernel)
+
+
+def gelu_backward(
+    x: np.ndarray,
+    t: np.ndarray,
+    dout: np.ndarray,
+    dx: np.ndarray,
+    *,
+    c: float,
+    a3: float,
+    clip: float,
+    bits: np.ndarray | None = None,
+) -> bool:
+    """``dx = dout ((0.5 (1 + t)) + (0.5 x) dt)``, ``dt = ((1 - t t) c) (1 + a3 xc xc)``.
+
+    With ``bits`` (uint16, float32 arrays), the same pass also writes ``bits = to_bf16(dx)``.
+    """
+    if not _same_shape(x, t, dout, dx):
+        return False
+    if bits is not None:
+        if x.dtype != np.float32 or bits.dtype != np.uint16 or bits.shape != dx.shape:
+            return False
+        return _launch(
+            "gelu_backward_bf16",
+            x.size,
+            (x, t, dout, dx),
+            floats=(c, a3, clip),
+            others=(bits,),
+            grain=GRAIN.kernel,
+        )
+    return _launch(
+        "gelu_backward", x.size, (x, t, dout, dx), floats=(c, a3, clip), grain=GRAIN.kernel
+    )
+
+
 def multiply(x: np.ndarray, y: np.ndarray, out: np.ndarray) -> bool:
     """``out = x * y``."""
     return _launch("multiply", x.size, (x, y, out), grain=GRAIN.kernel)
@@ -212,6 +268,61 @@ def batchnorm_backward(
         (dout, xc, dx, inv_std, gamma, dgamma, dbeta),
         sizes=(n, h),
         grain=GRAIN.rows(GRAIN.row_kernel, n, minimum=8),
+    )
+
+
+def layernorm(
+    x: np.ndarray,
+    eps: float,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    *,
+    xhat: np.ndarray,
+    out: np.ndarray,
+    inv_std: np.ndarray,
+) -> bool:
+    """LayerNorm's forward on row blocks; see ``ops.layernorm`` (row sums in float64)."""
+    n, d = x.shape
+    if not _same_shape(x, xhat, out) or inv_std.size != n or gamma.size != d or beta.size != d:
+        return False
+    return _launch(
+        "layernorm",
+        n,
+        (x, xhat, out, inv_std, gamma, beta),
+        floats=(eps,),
+        sizes=(n, d),
+        grain=GRAIN.rows(GRAIN.layernorm, d),
+    )
+
+
+def layernorm_backward(
+    dout: np.ndarray,
+    xhat: np.ndarray,
+    inv_std: np.ndarray,
+    gamma: np.ndarray,
+    *,
+    dx: np.ndarray,
+    dgamma: np.ndarray,
+    dbeta: np.ndarray,
+) -> bool:
+    """LayerNorm's backward: dx on row blocks, then dgamma and dbeta on column blocks."""
+    n, d = dout.shape
+    if not _same_shape(dout, xhat, dx) or inv_std.size != n or gamma.size != d:
+        return False
+    if dgamma.size != d or dbeta.size != d:
+        return False
+    return _launch(
+        "layernorm_backward",
+        n,
+        (dout, xhat, inv_std, gamma, dx),
+        sizes=(n, d),
+        grain=GRAIN.rows(GRAIN.layernorm, d),
+    ) and _launch(
+        "column_sums",
+        d,
+        (dout, xhat, dgamma, dbeta),
+        sizes=(n, d),
+        grain=GRAIN.rows(GRAIN.layernorm, n, minimum=8),
     )
 
 
@@ -297,6 +408,35 @@ def adam(
         w.size,
         (w, g, m, v),
         floats=(b1, 1.0 - b1, b2, 1.0 - b2, eps, step, decay, l2),
+        others=others,
+        grain=GRAIN.optimizer,
+    )
+
+
+def lion(
+    w: np.ndarray,
+    g: np.ndarray,
+    m: np.ndarray,
+    *,
+    b1: float,
+    b2: float,
+    decay: float,
+    step: float,
+    bf16: np.ndarray | None = None,
+) -> bool:
+    """One Lion update of ``w`` from gradient ``g`` with momentum ``m``; see ``ops.lion_step``.
+
+    With ``bf16`` (uint16, ``w``'s shape; float32 ``w`` only), the same pass
+    also writes ``bf16 = to_bf16(w)``.
+    """
+    others = () if bf16 is None else (bf16,)
+    if (others and not _bf16_copy_of(w, bf16)) or not _same_shape(w, g, m):
+        return False
+    return _launch(
+        "lion_bf16" if others else "lion",
+        w.size,
+        (w, g, m),
+        floats=(b1, 1.0 - b1, b2, 1.0 - b2, decay, step),
         others=others,
         grain=GRAIN.optimizer,
     )

@@ -764,3 +764,354 @@ def _relu_backward_bf16_piece(lo, hi, ints):
 def relu_backward_bf16(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
     _relu_backward_bf16_piece(a // 4, a // 4 + width, ints)
     return 0
+
+
+# --- GELU, tanh form (ops.gelu): the work around NumPy's tanh, which stays NumPy's -------
+# (numba's tanh is the C library's, one value at a time: 60 times slower here than
+# NumPy's vectorised one, and not the same in the last bit.)
+# Argument: scalars (c, a, clip), ints (x, u); u = c (xc + a xc^3), xc = clip(x, -clip, clip).
+
+
+@jit
+def _clip(x, bound):
+    """np.clip(x, -bound, bound): NaN stays NaN, -0.0 stays -0.0."""
+    return -bound if x < -bound else (bound if x > bound else x)
+
+
+@loop
+def _gelu_argument_loop(x, u, c, a, clip):
+    for i in range(x.size):
+        xc = _clip(x[i], clip)
+        u[i] = c * (xc + a * (xc * xc * xc))
+
+
+@jit
+def _gelu_argument_piece(lo, hi, s, ints, dtype):
+    _gelu_argument_loop(
+        _array(ints, 1, dtype, hi)[lo:],
+        _array(ints, 2, dtype, hi)[lo:],
+        dtype(s[0]),
+        dtype(s[1]),
+        dtype(s[2]),
+    )
+
+
+@kernel
+def gelu_argument(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    if ints[0] == 4:
+        _gelu_argument_piece(a // 4, a // 4 + width, s, ints, np.float32)
+    else:
+        _gelu_argument_piece(a // 4, a // 4 + width, s, ints, np.float64)
+    return 0
+
+
+# Output: ints (x, t, y), y = (0.5 x) (1 + t), t the tanh. The bf16 variant, for a
+# product that reads bf16 next: ints (x, t, y as bf16), float32; blocks of 4,096 go
+# through a float32 buffer in cache, so y never reaches memory as float32.
+
+
+@loop
+def _gelu_output_loop(x, t, y, half, one):
+    for i in range(x.size):
+        y[i] = (half * x[i]) * (one + t[i])
+
+
+@jit
+def _gelu_output_piece(lo, hi, ints, dtype):
+    _gelu_output_loop(
+        _array(ints, 1, dtype, hi)[lo:],
+        _array(ints, 2, dtype, hi)[lo:],
+        _array(ints, 3, dtype, hi)[lo:],
+        dtype(0.5),
+        dtype(1),
+    )
+
+
+@kernel
+def gelu_output(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    if ints[0] == 4:
+        _gelu_output_piece(a // 4, a // 4 + width, ints, np.float32)
+    else:
+        _gelu_output_piece(a // 4, a // 4 + width, ints, np.float64)
+    return 0
+
+
+@jit
+def _gelu_output_bf16_piece(lo, hi, ints):
+    x, t = _array(ints, 1, np.float32, hi), _array(ints, 2, np.float32, hi)
+    out = _array(ints, 3, np.uint16, hi)
+    block = np.empty(4096, np.float32)
+    bits = block.view(np.uint32)
+    half, one = np.float32(0.5), np.float32(1)
+    for start in range(lo, hi, 4096):
+        n = min(4096, hi - start)
+        _gelu_output_loop(x[start : start + n], t[start : start + n], block[:n], half, one)
+        _to_bf16_loop(bits[:n], out[start : start + n])
+
+
+@kernel
+def gelu_output_bf16(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    _gelu_output_bf16_piece(a // 4, a // 4 + width, ints)
+    return 0
+
+
+# --- GELU backward: scalars (c, 3a, clip), ints (x, t, dout, dx);
+# dt = ((1 - t t) c) (1 + 3a xc xc), dx = dout ((0.5 (1 + t)) + (0.5 x) dt).
+# The bf16 variant (float32) also rounds dx into ints[5], in blocks of 4,096 still in cache.
+
+
+@loop
+def _gelu_backward_loop(x, t, dout, dx, c, a3, clip, half, one):
+    for i in range(x.size):
+        xc = _clip(x[i], clip)
+        ti = t[i]
+        dt = (one - ti * ti) * c * (one + a3 * (xc * xc))
+        dx[i] = dout[i] * (half * (one + ti) + half * x[i] * dt)
+
+
+@jit
+def _gelu_backward_piece(lo, hi, s, ints, dtype):
+    _gelu_backward_loop(
+        _array(ints, 1, dtype, hi)[lo:],
+        _array(ints, 2, dtype, hi)[lo:],
+        _array(ints, 3, dtype, hi)[lo:],
+        _array(ints, 4, dtype, hi)[lo:],
+        dtype(s[0]),
+        dtype(s[1]),
+        dtype(s[2]),
+        dtype(0.5),
+        dtype(1),
+    )
+
+
+@kernel
+def gelu_backward(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    if ints[0] == 4:
+        _gelu_backward_piece(a // 4, a // 4 + width, s, ints, np.float32)
+    else:
+        _gelu_backward_piece(a // 4, a // 4 + width, s, ints, np.float64)
+    return 0
+
+
+@jit
+def _gelu_backward_bf16_piece(lo, hi, s, ints):
+    x, t = _array(ints, 1, np.float32, hi), _array(ints, 2, np.float32, hi)
+    dout, dx = _array(ints, 3, np.float32, hi), _array(ints, 4, np.float32, hi)
+    bits, out = _array(ints, 4, np.uint32, hi), _array(ints, 5, np.uint16, hi)
+    c, a3, clip = np.float32(s[0]), np.float32(s[1]), np.float32(s[2])
+    half, one = np.float32(0.5), np.float32(1)
+    for start in range(lo, hi, 4096):
+        end = min(start + 4096, hi)
+        _gelu_backward_loop(
+            x[start:end], t[start:end], dout[start:end], dx[start:end], c, a3, clip, half, one
+        )
+        _to_bf16_loop(bits[start:end], out[start:end])
+
+
+@kernel
+def gelu_backward_bf16(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    _gelu_backward_bf16_piece(a // 4, a // 4 + width, s, ints)
+    return 0
+
+
+# --- Lion: scalars (b1, 1-b1, b2, 1-b2, decay, -lr), ints (W, G, M) ----------------------
+# c = b1 m + (1-b1) g; W = decay W + (-lr) sign(c); then m = b2 m + (1-b2) g.
+# The bf16 variant (float32) also rounds the new W into ints[4], in the same pass.
+
+
+@loop
+def _lion_loop(w, g, m, b1, c1, b2, c2, decay, step, one, zero):
+    for i in range(w.size):
+        c = m[i] * b1 + g[i] * c1
+        # np.sign: 1, -1, 0 for either zero, NaN for NaN
+        sign = one if c > zero else (-one if c < zero else (zero if c == zero else c))
+        w[i] = w[i] * decay + step * sign
+        m[i] = m[i] * b2 + g[i] * c2
+
+
+@jit
+def _lion_piece(lo, hi, s, ints, dtype):
+    _lion_loop(
+        _array(ints, 1, dtype, hi)[lo:],
+        _array(ints, 2, dtype, hi)[lo:],
+        _array(ints, 3, dtype, hi)[lo:],
+        dtype(s[0]),
+        dtype(s[1]),
+        dtype(s[2]),
+        dtype(s[3]),
+        dtype(s[4]),
+        dtype(s[5]),
+        dtype(1),
+        dtype(0),
+    )
+
+
+@kernel
+def lion(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    if ints[0] == 4:
+        _lion_piece(a // 4, a // 4 + width, s, ints, np.float32)
+    else:
+        _lion_piece(a // 4, a // 4 + width, s, ints, np.float64)
+    return 0
+
+
+@jit
+def _lion_bf16_piece(lo, hi, s, ints):
+    _lion_piece(lo, hi, s, ints, np.float32)
+    _to_bf16_loop(_array(ints, 1, np.uint32, hi)[lo:], _array(ints, 4, np.uint16, hi)[lo:])
+
+
+@kernel
+def lion_bf16(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    _lion_bf16_piece(a // 4, a // 4 + width, s, ints)
+    return 0
+
+
+# --- LayerNorm forward: scalars (eps,), ints (N, D, x, xhat, out, inv_std, gamma, beta);
+# pieces are rows. Per row: mean = sum(x) / D, xc = x - mean, var = sum(xc^2) / D,
+# inv_std = 1 / sqrt(var + eps), xhat = xc * inv_std, out = xhat * gamma + beta.
+# The row sums run in float64 with Neumaier's compensation (a float64 input's sum is as
+# good as a float32 input's): within a unit or two of the exact values. NumPy's are
+# pairwise, in float32 for float32 rows, in an order of its own: the two agree to
+# rounding, not to the bit.
+
+
+@jit
+def _neumaier(total, carry, value):
+    """Add value to total, keeping what the sum rounded off in carry (Neumaier 1974)."""
+    t = total + value
+    if abs(total) >= abs(value):
+        carry += (total - t) + value
+    else:
+        carry += (value - t) + total
+    return t, carry
+
+
+@loop
+def _row_sum(row):
+    total, carry = 0.0, 0.0
+    for j in range(row.size):
+        total, carry = _neumaier(total, carry, np.float64(row[j]))
+    return total + carry
+
+
+@loop
+def _row_sum_of_products(x, y):
+    total, carry = 0.0, 0.0
+    for j in range(x.size):
+        total, carry = _neumaier(total, carry, np.float64(x[j]) * np.float64(y[j]))
+    return total + carry
+
+
+@loop
+def _center(xc, x, mean):
+    for j in range(x.size):
+        xc[j] = x[j] - mean
+
+
+@loop
+def _normalise_affine(xhat, out, inv_std, gamma, beta):
+    for j in range(xhat.size):
+        xhat[j] = xhat[j] * inv_std
+        out[j] = xhat[j] * gamma[j] + beta[j]
+
+
+@jit
+def _layernorm_piece(lo, hi, s, ints, dtype):
+    n, d = ints[1], ints[2]
+    x, xhat, out = (
+        _array(ints, 3, dtype, n * d),
+        _array(ints, 4, dtype, n * d),
+        _array(ints, 5, dtype, n * d),
+    )
+    inv_std = _array(ints, 6, dtype, n)
+    gamma, beta = _array(ints, 7, dtype, d), _array(ints, 8, dtype, d)
+    eps = dtype(s[0])
+    for i in range(lo, hi):
+        row, xc = x[i * d : (i + 1) * d], xhat[i * d : (i + 1) * d]
+        _center(xc, row, dtype(_row_sum(row) / d))
+        var = dtype(_row_sum_of_products(xc, xc) / d)
+        inv_std[i] = dtype(1) / np.sqrt(var + eps)
+        _normalise_affine(xc, out[i * d : (i + 1) * d], inv_std[i], gamma, beta)
+
+
+@kernel
+def layernorm(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    if ints[0] == 4:
+        _layernorm_piece(a // 4, a // 4 + width, s, ints, np.float32)
+    else:
+        _layernorm_piece(a // 4, a // 4 + width, s, ints, np.float64)
+    return 0
+
+
+# --- LayerNorm backward, input gradient: ints (N, D, dout, xhat, inv_std, gamma, dx);
+# pieces are rows. g = dout * gamma, dx = ((g - xhat * mean(g xhat)) - mean(g)) * inv_std,
+# the two row means summed as the forward's (agreeing with NumPy's to rounding).
+
+
+@loop
+def _layernorm_dx(dx, dout, xhat, gamma, gx_mean, g_mean, inv_std):
+    for j in range(dx.size):
+        g = dout[j] * gamma[j]
+        dx[j] = ((g - xhat[j] * gx_mean) - g_mean) * inv_std
+
+
+@loop
+def _scaled_sums(dout, xhat, gamma):
+    """(sum of dout * gamma, sum of dout * gamma * xhat), compensated, in float64."""
+    g_sum, g_carry, gx_sum, gx_carry = 0.0, 0.0, 0.0, 0.0
+    for j in range(dout.size):
+        g = dout[j] * gamma[j]
+        g_sum, g_carry = _neumaier(g_sum, g_carry, np.float64(g))
+        gx_sum, gx_carry = _neumaier(gx_sum, gx_carry, np.float64(g) * np.float64(xhat[j]))
+    return g_sum + g_carry, gx_sum + gx_carry
+
+
+@jit
+def _layernorm_backward_piece(lo, hi, ints, dtype):
+    n, d = ints[1], ints[2]
+    dout, xhat = _array(ints, 3, dtype, n * d), _array(ints, 4, dtype, n * d)
+    inv_std, gamma = _array(ints, 5, dtype, n), _array(ints, 6, dtype, d)
+    dx = _array(ints, 7, dtype, n * d)
+    for i in range(lo, hi):
+        a, b = i * d, (i + 1) * d
+        g_sum, gx_sum = _scaled_sums(dout[a:b], xhat[a:b], gamma)
+        _layernorm_dx(
+            dx[a:b], dout[a:b], xhat[a:b], gamma, dtype(gx_sum / d), dtype(g_sum / d), inv_std[i]
+        )
+
+
+@kernel
+def layernorm_backward(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    if ints[0] == 4:
+        _layernorm_backward_piece(a // 4, a // 4 + width, ints, np.float32)
+    else:
+        _layernorm_backward_piece(a // 4, a // 4 + width, ints, np.float64)
+    return 0
+
+
+# --- Column sums for a normalisation's parameter gradients: ints (N, D, dout, xhat,
+# dgamma, dbeta); pieces are column blocks. dbeta = sum over rows of dout,
+# dgamma = sum over rows of dout * xhat, rows added in order as NumPy's reductions
+# along axis 0 do: the same bits.
+
+
+@jit
+def _column_sums_piece(lo, hi, ints, dtype):
+    n, d = ints[1], ints[2]
+    dout, xhat = _array(ints, 3, dtype, n * d), _array(ints, 4, dtype, n * d)
+    dgamma, dbeta = _array(ints, 5, dtype, d)[lo:hi], _array(ints, 6, dtype, d)[lo:hi]
+    _copy(dbeta, dout[lo:hi])
+    _product(dgamma, dout[lo:hi], xhat[lo:hi])
+    for i in range(1, n):
+        _add(dbeta, dout[i * d + lo : i * d + hi])
+        _add_product(dgamma, dout[i * d + lo : i * d + hi], xhat[i * d + lo : i * d + hi])
+
+
+@kernel
+def column_sums(width, n, k, alpha, a, lda, s, ldb, ints, ldc, sb):
+    if ints[0] == 4:
+        _column_sums_piece(a // 4, a // 4 + width, ints, np.float32)
+    else:
+        _column_sums_piece(a // 4, a // 4 + width, ints, np.float64)
+    return 0

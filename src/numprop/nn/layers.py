@@ -6,8 +6,6 @@ in float32 (the default) and float64.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from numprop.errors import ConfigError
@@ -145,7 +143,9 @@ class Linear(Module):
     """
 
     INITS = ("he", "glorot", "normal")
-    grad_from = None  # a ReLU right after this layer that rounds dout to bf16 (set_precision)
+    grad_from = (
+        None  # a ReLU or GELU right after this layer that rounds dout to bf16 (set_precision)
+    )
 
     def __init__(
         self,
@@ -193,7 +193,7 @@ class Linear(Module):
         """Add dW and db from dout (N, H), without computing dx."""
         x = self.x
         self.dout = dout  # (N, H): kept for diagnostics (training.diagnostics)
-        after = self.grad_from  # the ReLU after this layer, when it rounds dout already
+        after = self.grad_from  # the activation after this layer, when it rounds dout already
         if after is not None and after.dx_bf16 is not None and dout is after.dx:
             self._dout = after.dx_bf16  # (N, H) bf16, made with dout in one pass
         else:
@@ -375,29 +375,36 @@ class GELU(Module):
     """Gaussian error linear unit, tanh form: ``y = x/2 (1 + tanh(c (x + 0.044715 x**3)))``.
 
     c = sqrt(2/pi). With t that tanh:
-    ``dy/dx = (1 + t)/2 + x/2 (1 - t**2) c (1 + 3 * 0.044715 x**2)``.
+    ``dy/dx = (1 + t)/2 + x/2 (1 - t**2) c (1 + 3 * 0.044715 x**2)``
+    (``ops.gelu``: the cubic terms take x clipped to +-10, where t is +-1 already).
 
-    Elementwise: any shape, e.g. (N, H).
+    Elementwise: any shape, e.g. (N, H). ``bf16_output`` (set by
+    ``Sequential.set_precision`` when the next layer is a Linear that reads
+    bf16): y comes out as bf16 bits, rounded in the same pass, in training too,
+    since the backward reads x and t, not y.
     """
 
-    C, A = math.sqrt(2 / math.pi), 0.044715  # Python floats: float32 stays float32
-    # Beyond |x| = 10, tanh(...) is +-1 to the last bit in float64, so the cubic terms
-    # may use x clipped there: the same values, and x**3 cannot overflow to inf (which
-    # would make the derivative 0 * inf = NaN).
-    CLIP = 10.0
+    C, A, CLIP = ops.GELU_C, ops.GELU_A, ops.GELU_CLIP
+    bf16_output = False
+    bf16_grad = False  # set by Sequential.set_precision: the Linear before reads bf16
+    dx = dx_bf16 = None  # the last gradient passed back, and its bf16 rounding
 
     def forward(self, x):
-        """x (N, H) -> y (N, H), a new array."""
+        """x (N, H) -> y (N, H)."""
         self.x = x  # (N, H)
-        self.xc = np.clip(x, -self.CLIP, self.CLIP)  # (N, H)
-        self.t = np.tanh(self.C * (self.xc + self.A * self.xc**3))
-        return 0.5 * x * (1 + self.t)
+        self.t = self._buf("t", x.shape, x.dtype)  # tanh(c (x + a x**3)), (N, H)
+        if self.bf16_output:
+            return ops.gelu(x, t=self.t, out=self._buf("out_bf16", x.shape, np.uint16))
+        return ops.gelu(x, t=self.t, out=self._buf("out", x.shape, x.dtype))
 
     def backward(self, dout):
-        """dout (N, H) -> dx (N, H), a new array."""
-        x, xc, t = self.x, self.xc, self.t
-        dt = (1 - t**2) * self.C * (1 + 3 * self.A * xc**2)  # d tanh(...) / dx
-        return dout * (0.5 * (1 + t) + 0.5 * x * dt)
+        """dout (N, H) -> dx (N, H)."""
+        dx = self._buf("dx", dout.shape, dout.dtype)
+        # For a Linear before this layer that reads bf16, dx is also rounded in the
+        # same pass (dx_bf16); the Linear takes it instead of rounding dx itself.
+        bits = self._buf("dx_bf16", dout.shape, np.uint16) if self.bf16_grad else None
+        self.dx, self.dx_bf16 = dx, bits
+        return ops.gelu_backward(self.x, self.t, dout, out=dx, bf16=bits)
 
 
 @register_layer
@@ -620,41 +627,30 @@ class LayerNorm(Module):
         """x (N, D) -> y (N, D)."""
         _check_input(x, self.features, "LayerNorm")
         n, d = x.shape
-        xhat = self.xhat = self._buf("xhat", x.shape, x.dtype)  # (N, D): kept for backward
-        np.subtract(x, x.mean(axis=1, keepdims=True), out=xhat)  # x - mean, (N, D)
-        inv_std = self.inv_std = self._buf("inv_std", (n, 1), x.dtype)  # (N, 1)
-        np.einsum("nd,nd->n", xhat, xhat, out=inv_std[:, 0])  # sum of squares per row
-        inv_std /= d  # the biased variance: divided by D, not D - 1
-        inv_std += self.eps
-        np.sqrt(inv_std, out=inv_std)
-        np.divide(1, inv_std, out=inv_std)  # 1 / sqrt(var + eps)
-        xhat *= inv_std  # (N, D)
+        self.xhat = self._buf("xhat", x.shape, x.dtype)  # (N, D): kept for backward
+        self.inv_std = self._buf("inv_std", (n, 1), x.dtype)  # 1 / sqrt(var + eps), (N, 1)
         out = self._buf("out", x.shape, x.dtype)  # (N, D)
-        np.multiply(xhat, self.gamma.data, out=out)
-        out += self.beta.data
-        return out
+        return ops.layernorm(
+            x,
+            self.gamma.data,
+            self.beta.data,
+            self.eps,
+            xhat=self.xhat,
+            out=out,
+            inv_std=self.inv_std,
+        )
 
     def backward(self, dout):
         """dout (N, D) -> dx (N, D); adds dgamma and dbeta."""
-        n, d = dout.shape
-        xhat = self.xhat  # (N, D)
-        dgamma = self._buf("dgamma", (d,), dout.dtype)
-        np.einsum("nd,nd->d", dout, xhat, out=dgamma)  # sum over the batch of dout * xhat
-        self.gamma.accumulate(dgamma)
-        self.beta.accumulate(np.sum(dout, axis=0, out=self._buf("dbeta", (d,), dout.dtype)))
-        g = self._buf("g", dout.shape, dout.dtype)  # dL/dxhat, (N, D)
-        np.multiply(dout, self.gamma.data, out=g)
-        # xhat depends on x through the row's mean and variance too: the two row
-        # means below are what those paths take away from g.
-        g_mean = g.mean(axis=1, keepdims=True)  # (N, 1)
-        gx_mean = self._buf("gx_mean", (n, 1), dout.dtype)  # mean(g * xhat) per row, (N, 1)
-        np.einsum("nd,nd->n", g, xhat, out=gx_mean[:, 0])
-        gx_mean /= d
+        d = dout.shape[1]
+        dgamma = self._buf("dgamma", (d,), dout.dtype)  # sum over the batch of dout * xhat
+        dbeta = self._buf("dbeta", (d,), dout.dtype)  # sum over the batch of dout
         dx = self._buf("dx", dout.shape, dout.dtype)  # (N, D)
-        np.multiply(xhat, gx_mean, out=dx)
-        np.subtract(g, dx, out=dx)
-        dx -= g_mean
-        dx *= self.inv_std
+        ops.layernorm_backward(
+            dout, self.xhat, self.inv_std, self.gamma.data, dx=dx, dgamma=dgamma, dbeta=dbeta
+        )
+        self.gamma.accumulate(dgamma)
+        self.beta.accumulate(dbeta)
         return dx
 
     def config(self):

@@ -343,7 +343,12 @@ class Module:
                 )
         for m in self.modules():
             m.precision = precision
+        for m in self.modules():  # nested Sequentials (a Residual's block) included
+            m._precision_set(precision)
         return self
+
+    def _precision_set(self, precision) -> None:
+        """Called by ``set_precision`` on every module, after they all have ``precision``."""
 
     def zero_grad(self) -> None:
         """Reset the gradient of every parameter to zero."""
@@ -627,28 +632,31 @@ class Sequential(Module):
         self.layers[0].backward_params(dout)
         return None
 
-    def set_precision(self, precision) -> Sequential:
-        """As ``Module.set_precision``; under bf16 a ReLU next to a Linear hands it bf16.
+    def _precision_set(self, precision) -> None:
+        """Under bf16, a ReLU or GELU next to a Linear of this Sequential hands it bf16.
 
-        In eval mode a ReLU whose output goes straight to a Linear (through
-        Dropout, the identity there) writes it as bf16; in training a ReLU right
-        after a Linear rounds the gradient it passes back in the same pass.
+        A ReLU whose output goes straight to a Linear (through Dropout, the
+        identity in eval mode) writes it as bf16 in eval mode (its backward reads
+        its output in training); a GELU right before a Linear always does (its
+        backward reads its input). In training a ReLU or GELU right after a
+        Linear rounds the gradient it passes back in the same pass.
         """
-        super().set_precision(precision)
-        from numprop.nn.layers import Dropout, Linear, ReLU  # layers imports this module
+        from numprop.nn.layers import GELU, Dropout, Linear, ReLU  # layers imports this module
 
         bf16 = precision.float32_only
         for i, layer in enumerate(self.layers):
+            if not isinstance(layer, (ReLU, GELU)):
+                continue
+            after = self.layers[i + 1 : i + 2]
             if isinstance(layer, ReLU):
-                rest = [m for m in self.layers[i + 1 :] if not isinstance(m, Dropout)]
-                layer.bf16_output = bool(bf16 and rest and isinstance(rest[0], Linear))
-                # In training, a Linear right before it takes its gradient as bf16, rounded
-                # in the ReLU's backward pass.
-                before = self.layers[i - 1] if i else None
-                layer.bf16_grad = bool(bf16 and isinstance(before, Linear))
-                if isinstance(before, Linear):
-                    before.grad_from = layer if bf16 else None
-        return self
+                after = [m for m in self.layers[i + 1 :] if not isinstance(m, Dropout)]
+            layer.bf16_output = bool(bf16 and after and isinstance(after[0], Linear))
+            # In training, a Linear right before it takes its gradient as bf16, rounded
+            # in the activation's backward pass.
+            before = self.layers[i - 1] if i else None
+            layer.bf16_grad = bool(bf16 and isinstance(before, Linear))
+            if isinstance(before, Linear):
+                before.grad_from = layer if bf16 else None
 
     def backward_params(self, dout: np.ndarray) -> None:
         """Backpropagate for the parameter gradients only (``backward(dout, input_grad=False)``)."""

@@ -14,6 +14,8 @@ layers keep those buffers from one batch to the next.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from numprop._fast import blas, kernels
@@ -126,6 +128,99 @@ def multiply(x: np.ndarray, y: np.ndarray, *, out: np.ndarray) -> np.ndarray:
         blas.parallel_elementwise(
             lambda x, y, out: np.multiply(x, y, out=out), (x, y, out), GRAIN.numpy
         )
+    return out
+
+
+# -- GELU, tanh form ------------------------------------------------------------------
+# y = x/2 (1 + tanh(c (x + a x^3))), c = sqrt(2/pi). Beyond |x| = 10 the tanh is +-1 to
+# the last bit in float64, so its argument may use x clipped there: the same values, and
+# x^3 cannot overflow to inf (which would make the derivative 0 * inf = NaN).
+GELU_C, GELU_A, GELU_CLIP = math.sqrt(2 / math.pi), 0.044715, 10.0
+
+
+def gelu(x: np.ndarray, *, t: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """GELU: ``t = tanh(c (xc + a xc^3))`` with ``xc = clip(x, -10, 10)``, ``out = (0.5 x) (1 + t)``.
+
+    Three passes over each piece, on all cores: the tanh's argument (into
+    ``t``), the tanh in place, the output. The tanh is NumPy's on both paths (it
+    is vectorised there; a compiled one would be slower and differ in the last
+    bit), so the compiled path gives the NumPy path's bits. A uint16 ``out``
+    receives the output rounded to bf16 (for a bf16 product next), without a
+    float32 copy where the compiled kernels run.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H), float32 or float64
+    t : ndarray, shape (N, H), dtype of ``x``
+        Receives the tanh, which the backward pass reads.
+    out : ndarray, shape (N, H), dtype of ``x`` or uint16 (float32 ``x``)
+
+    Returns
+    -------
+    ndarray, shape (N, H)
+        ``out``.
+    """
+
+    def piece(x, t, out):
+        # One launch on all cores, each piece doing the three steps on its range: a
+        # compiled kernel called here runs on this piece's thread, unsplit.
+        if not kernels.gelu_argument(x, t, c=GELU_C, a=GELU_A, clip=GELU_CLIP):
+            xc = np.clip(x, -GELU_CLIP, GELU_CLIP)
+            np.multiply(GELU_C, xc + GELU_A * (xc * xc * xc), out=t)
+        np.tanh(t, out=t)
+        if not kernels.gelu_output(x, t, out):
+            if out.dtype == np.uint16:  # the float32 output first, then its rounding
+                to_bf16(np.multiply(0.5 * x, 1 + t), out=out)
+            else:
+                np.multiply(0.5 * x, 1 + t, out=out)
+
+    blas.parallel_elementwise(piece, (x, t, out), GRAIN.numpy)
+    return out
+
+
+def gelu_backward(
+    x: np.ndarray,
+    t: np.ndarray,
+    dout: np.ndarray,
+    *,
+    out: np.ndarray,
+    bf16: np.ndarray | None = None,
+) -> np.ndarray:
+    """GELU's backward: ``out = dout * (0.5 (1 + t) + 0.5 x dt)``, ``dt = d tanh(...) / dx``.
+
+    ``dt = (1 - t^2) c (1 + 3a xc^2)``, with ``t`` and ``xc`` as in ``gelu``.
+    With ``bf16`` (uint16, float32 arrays), ``out`` is also rounded into it, in
+    the same pass where the compiled kernels run: for a bf16 product next.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, H)
+        GELU's input.
+    t : ndarray, shape (N, H)
+        The tanh ``gelu`` wrote.
+    dout : ndarray, shape (N, H)
+        Gradient with respect to GELU's output.
+    out : ndarray, shape (N, H), dtype of ``x``
+    bf16 : ndarray of uint16, shape (N, H), optional
+
+    Returns
+    -------
+    ndarray, shape (N, H)
+        ``out``, the gradient with respect to GELU's input.
+    """
+
+    def piece(x, t, dout, out):
+        xc = np.clip(x, -GELU_CLIP, GELU_CLIP)
+        dt = (1 - t * t) * GELU_C * (1 + 3 * GELU_A * (xc * xc))
+        np.multiply(dout, 0.5 * (1 + t) + 0.5 * x * dt, out=out)
+
+    scalars = dict(c=GELU_C, a3=3 * GELU_A, clip=GELU_CLIP)
+    if bf16 is not None and kernels.gelu_backward(x, t, dout, out, **scalars, bits=bf16):
+        return out
+    if not kernels.gelu_backward(x, t, dout, out, **scalars):
+        blas.parallel_elementwise(piece, (x, t, dout, out), GRAIN.numpy)
+    if bf16 is not None:
+        to_bf16(out, out=bf16)
     return out
 
 
@@ -339,6 +434,109 @@ def batchnorm_train_backward(
     return dx
 
 
+# -- LayerNorm -------------------------------------------------------------------------
+# The compiled kernels work on row blocks on all cores and sum each row in float64;
+# NumPy sums rows in float32 (pairwise, in an order of its own): the two agree to
+# rounding, not to the bit (tested against float64 arithmetic). The parameters'
+# gradients are column sums over the batch, added row by row on both paths: the same bits.
+
+
+def layernorm(
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    eps: float,
+    *,
+    xhat: np.ndarray,
+    out: np.ndarray,
+    inv_std: np.ndarray,
+) -> np.ndarray:
+    """Layer normalisation of each row: x, xhat, out (N, D); gamma, beta (D,); inv_std (N, 1).
+
+    ``xhat = (x - mean) * inv_std`` with the row's mean and biased variance,
+    ``inv_std = 1 / sqrt(var + eps)``, ``out = xhat * gamma + beta``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, D)
+    gamma, beta : ndarray, shape (D,)
+    eps : float
+        Added to the variance.
+    xhat, out : ndarray, shape (N, D)
+        Receive the normalised rows (kept for the backward) and the output.
+    inv_std : ndarray, shape (N, 1)
+        Receives ``1 / sqrt(var + eps)`` per row.
+
+    Returns
+    -------
+    ndarray, shape (N, D)
+        ``out``.
+    """
+    if kernels.layernorm(x, eps, gamma, beta, xhat=xhat, out=out, inv_std=inv_std):
+        return out
+    d = x.shape[1]
+    np.subtract(x, x.mean(axis=1, keepdims=True), out=xhat)  # x - mean, (N, D)
+    np.einsum("nd,nd->n", xhat, xhat, out=inv_std[:, 0])  # sum of squares per row
+    inv_std /= d  # the biased variance: divided by D, not D - 1
+    inv_std += eps
+    np.sqrt(inv_std, out=inv_std)
+    np.divide(1, inv_std, out=inv_std)  # 1 / sqrt(var + eps)
+    xhat *= inv_std  # (N, D)
+    np.multiply(xhat, gamma, out=out)
+    out += beta
+    return out
+
+
+def layernorm_backward(
+    dout: np.ndarray,
+    xhat: np.ndarray,
+    inv_std: np.ndarray,
+    gamma: np.ndarray,
+    *,
+    dx: np.ndarray,
+    dgamma: np.ndarray,
+    dbeta: np.ndarray,
+) -> np.ndarray:
+    """Gradients of ``layernorm``: dout, xhat, dx (N, D); inv_std (N, 1); the rest (D,).
+
+    ``dgamma = sum(dout * xhat)`` and ``dbeta = sum(dout)`` over the batch; with
+    ``g = dout * gamma``: ``dx = ((g - xhat * mean(g * xhat)) - mean(g)) * inv_std``,
+    the means over each row: xhat depends on x through the row's mean and
+    variance too, and those are the paths the two means take away from g.
+
+    Parameters
+    ----------
+    dout : ndarray, shape (N, D)
+        Gradient with respect to the output.
+    xhat : ndarray, shape (N, D)
+        The normalised rows from the forward pass.
+    inv_std : ndarray, shape (N, 1)
+    gamma : ndarray, shape (D,)
+    dx : ndarray, shape (N, D)
+        Receives the input gradient.
+    dgamma, dbeta : ndarray, shape (D,)
+        Receive the parameter gradients (overwritten, not added to).
+
+    Returns
+    -------
+    ndarray, shape (N, D)
+        ``dx``.
+    """
+    if kernels.layernorm_backward(dout, xhat, inv_std, gamma, dx=dx, dgamma=dgamma, dbeta=dbeta):
+        return dx
+    d = dout.shape[1]
+    np.add.reduce(np.multiply(dout, xhat, out=dx), axis=0, out=dgamma)  # rows in order
+    np.add.reduce(dout, axis=0, out=dbeta)
+    g = np.multiply(dout, gamma)  # dL/dxhat, (N, D)
+    g_mean = g.mean(axis=1, keepdims=True)  # (N, 1)
+    gx_mean = np.einsum("nd,nd->n", g, xhat)[:, None] / d  # mean(g * xhat) per row, (N, 1)
+    np.multiply(xhat, gx_mean, out=dx)
+    np.subtract(g, dx, out=dx)
+    dx -= g_mean
+    dx *= inv_std
+    return dx
+
+
 # -- optimizer updates -----------------------------------------------------------------
 
 
@@ -462,6 +660,65 @@ def adam_step(
         if not kernels.adam(w, g, m, v, **scalars):
             arrays = (w, g, m, v, scratch) + ((l2_scratch,) if l2 else ())
             blas.parallel_elementwise(piece, arrays, GRAIN.optimizer)
+        if bf16 is not None:
+            to_bf16(w, out=bf16)
+
+
+def lion_step(
+    w: np.ndarray,
+    g: np.ndarray,
+    m: np.ndarray,
+    *,
+    b1: float,
+    b2: float,
+    decay: float,
+    lr: float,
+    scratch: np.ndarray,
+    bf16: np.ndarray | None = None,
+) -> None:
+    """One Lion update of w from gradient g with momentum m, all of one shape.
+
+    ``c = b1 m + (1 - b1) g``, ``w = decay * w - lr * sign(c)`` (``decay``:
+    ``1 - lr * wd``, decoupled weight decay), then ``m = b2 m + (1 - b2) g``.
+    One pass over the arrays where the compiled kernels run; ``scratch`` (w's
+    shape) holds c on the NumPy path. With ``bf16``, the new ``w`` is also
+    rounded into it, in the same pass where the compiled kernels run.
+
+    Parameters
+    ----------
+    w : ndarray
+        The parameter, updated in place.
+    g : ndarray, shape of ``w``
+        The gradient (not modified).
+    m : ndarray, shape of ``w``
+        The momentum, updated in place.
+    b1, b2 : float
+        The step's and the momentum's interpolation weights, in [0, 1).
+    decay : float
+        Factor on ``w`` before the step; 1.0 for none.
+    lr : float
+        Learning rate: the size of every entry's step.
+    scratch : ndarray, shape of ``w``
+    bf16 : ndarray of uint16, shape of ``w``, optional
+        Receives ``to_bf16(w)`` after the update (float32 ``w``).
+    """
+    step = -lr
+
+    def piece(w, g, m, c):
+        np.multiply(m, b1, out=c)
+        c += (1.0 - b1) * g  # c = b1 m + (1 - b1) g
+        np.sign(c, out=c)
+        if decay != 1.0:
+            w *= decay
+        c *= step
+        w += c  # w = decay w - lr sign(c)
+        m *= b2
+        m += (1.0 - b2) * g
+
+    scalars = dict(b1=b1, b2=b2, decay=decay, step=step)
+    if bf16 is None or not kernels.lion(w, g, m, **scalars, bf16=bf16):
+        if not kernels.lion(w, g, m, **scalars):
+            blas.parallel_elementwise(piece, (w, g, m, scratch), GRAIN.optimizer)
         if bf16 is not None:
             to_bf16(w, out=bf16)
 

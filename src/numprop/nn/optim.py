@@ -429,16 +429,20 @@ class Lion(Optimizer):
 
     def _update(self, p, state):
         b1, b2 = self.betas
-        m, g = state["m"], p.grad
-        c = self._tmp(p)  # the step's direction, in the shared scratch space
-        np.multiply(m, b1, out=c)
-        axpby(1.0 - b1, g, 1.0, c)  # c = b1 m + (1 - b1) g
-        np.sign(c, out=c)
         wd = self._decay(p)
-        if wd:  # W - lr wd W: the decay reads the weights before this step's sign
-            p.data *= 1.0 - self.lr * wd
-        axpby(-self.lr, c, 1.0, p.data)  # W -= lr sign(c)
-        axpby(1.0 - b2, g, b2, m)  # m = b2 m + (1 - b2) g
+        # W - lr wd W: the decay reads the weights before this step's sign (1.0: none).
+        decay = 1.0 - self.lr * wd if wd else 1.0
+        ops.lion_step(
+            p.data,
+            p.grad,
+            state["m"],
+            b1=b1,
+            b2=b2,
+            decay=decay,
+            lr=self.lr,
+            scratch=self._tmp(p),  # the step's direction c, on the NumPy path
+            bf16=self._bf16_out(p),
+        )
 
 
 # The one table that turns optimizer names (CLI, configs) into classes.
