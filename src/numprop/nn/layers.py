@@ -143,9 +143,8 @@ class Linear(Module):
     """
 
     INITS = ("he", "glorot", "normal")
-    grad_from = (
-        None  # a ReLU or GELU right after this layer that rounds dout to bf16 (set_precision)
-    )
+    # A ReLU or GELU right after this layer that rounds dout to bf16 (set_precision).
+    grad_from = None
 
     def __init__(
         self,
