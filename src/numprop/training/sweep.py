@@ -574,6 +574,7 @@ def _note_attempt(task: dict, worker: str, done: int) -> None:
     note = {
         "trial": task["trial"],
         "epochs": task["epochs"],
+        "test": task["test"],
         "session": task["session"],
         "worker": worker,
         "pid": os.getpid(),
@@ -634,7 +635,12 @@ class Cluster:
             workers = workers or max(1, min(n_cores, trials))
             self.threads = threads or max(1, n_cores // workers)
             # allowed-failures: how often a trial may lose its worker before it counts as failed.
-            with dask.config.set({"distributed.scheduler.allowed-failures": retries}):
+            # The workers are started ignoring Ctrl-C (a terminal sends it to them too): the
+            # driver alone stops the sweep, saves its state and closes them.
+            with (
+                dask.config.set({"distributed.scheduler.allowed-failures": retries}),
+                _ignoring_ctrl_c(),
+            ):
                 self.local = LocalCluster(
                     n_workers=workers,
                     threads_per_worker=1,
@@ -704,6 +710,22 @@ class Cluster:
             self.local.close()
 
 
+@contextlib.contextmanager
+def _ignoring_ctrl_c():
+    """SIGINT ignored meanwhile (processes started now inherit that), where this thread may."""
+    import signal
+
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class Sweep:
     """The driver of one sweep: rounds of trials as Dask futures, their results, the output."""
 
@@ -765,6 +787,8 @@ class Sweep:
         for k, (epochs, keep) in enumerate(self.rungs):
             if k > 0:
                 ranked = self._promote(k, keep)
+                if not ranked:
+                    break  # every trial of the last round failed
                 self.print(
                     f"round {k + 1}: the best {len(ranked)} go on to {_epochs(epochs)}, "
                     "each from its own checkpoint"
@@ -1150,8 +1174,11 @@ def resume_sweep(
     lock = _make_folder(out)  # noqa: F841 - held while the sweep runs
     sweep = Sweep(out, space, settings, record["space"], print_fn)
     sweep.restore(trials)
-    finished = sum(1 for t in sweep.trials.values() if t.status in ("done", "stopped", "failed"))
-    print_fn(f"resuming the sweep in {out}: {len(sweep.trials)} trials begun, {finished} finished")
+    kept = sum(len(t.rungs) for t in sweep.trials.values())
+    print_fn(
+        f"resuming the sweep in {out}: {len(sweep.trials)} trials begun, "
+        f"{kept} results of rounds kept"
+    )
     return _drive(sweep, scheduler, workers, threads, retries, timeout)
 
 
