@@ -39,6 +39,7 @@ from numprop.training.sweep import (
     SweepSettings,
     importance,
     parse_space,
+    resume_sweep,
     start_sweep,
 )
 
@@ -405,9 +406,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def dask_cluster(tmp_path):
-    """`dask scheduler` and two `dask worker` processes on 127.0.0.1, killed afterwards."""
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory):
+    """`dask scheduler` and two `dask worker` processes on 127.0.0.1, killed afterwards.
+
+    Shared by the tests below; the last one kills a worker.
+    """
     from distributed import Client
 
     port = free_port()
@@ -424,7 +428,8 @@ def dask_cluster(tmp_path):
     try:
         for i in range(2):
             worker = [*dask, "worker", address, "--nthreads", "1", "--no-nanny"]
-            worker += ["--no-dashboard", "--local-directory", str(tmp_path / f"worker{i}")]
+            folder = tmp_path_factory.mktemp(f"worker{i}")
+            worker += ["--no-dashboard", "--local-directory", str(folder)]
             worker += ["--name", f"worker{i}"]
             procs.append(
                 subprocess.Popen(
@@ -440,14 +445,61 @@ def dask_cluster(tmp_path):
             proc.wait()
 
 
+# Trials of 12 epochs of 300 small batches: about a tenth of a second an epoch.
+SLOW = """
+data = "{data}"
+epochs = 12
+val_size = 200
+hidden = [32]
+precision = "fp32"
+"""
+
+
+def test_ctrl_c_on_a_cluster_stops_its_running_trials_after_their_epoch(tmp_path, dask_cluster):
+    """On a cluster the sweep does not own, Ctrl-C asks running trials to stop at a checkpoint."""
+    import fcntl
+
+    address, _ = dask_cluster
+    text = SLOW.format(data=table(tmp_path / "table.npz")) + "batch_size = { choice = [8, 256] }\n"
+    space = write_space(tmp_path, text)
+    out = tmp_path / "sweep"
+    settings = SweepSettings(search="grid")  # trial 0: batches of 8, slow; trial 1: of 256, fast
+
+    def ctrl_c_at_the_first_result(line: str):
+        if line.startswith("trial"):
+            raise KeyboardInterrupt  # where Ctrl-C would land: in the driver's loop
+
+    with pytest.raises(KeyboardInterrupt):
+        start_sweep(space, out, settings, scheduler=address, print_fn=ctrl_c_at_the_first_result)
+    slow = out / "trials" / "000"
+    with open(slow / ".lock", "a+b") as lock:  # trial 0 lets go of its folder ...
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "trial 0 never stopped"
+                time.sleep(0.05)
+    stopped_at = len(json.loads((slow / "history.json").read_text()))
+    assert 1 <= stopped_at < 12  # ... after an epoch, well before its end
+    assert len(npp.load(slow / "last.npz").history) == stopped_at
+    assert [t["status"] for t in trials_of(out)] == ["pending", "done"]
+
+    lines: list[str] = []
+    resume_sweep(out, scheduler=address, print_fn=lines.append)
+    trials = trials_of(out)
+    assert [(t["status"], t["epochs"]) for t in trials] == [("done", 12), ("done", 12)]
+    notes = [n for n in attempts(out) if n["trial"] == 0 and not n["test"]]
+    assert sorted(n["resumed_from"] for n in notes) == [0, stopped_at]
+    assert len([n for n in attempts(out) if n["trial"] == 1 and not n["test"]]) == 1
+
+
 def test_a_sweep_on_a_cluster_survives_a_worker_killed_mid_trial(tmp_path, dask_cluster):
     address, workers = dask_cluster
     data = table(tmp_path / "table.npz")
-    space = write_space(
-        tmp_path,
-        f'data = "{data}"\nepochs = 12\nval_size = 200\nbatch_size = 8\nhidden = [32]\n'
-        'precision = "fp32"\nlr = { log_uniform = [0.003, 0.03] }\n',
-    )
+    text = SLOW.format(data=data) + "batch_size = 8\nlr = { log_uniform = [0.003, 0.03] }\n"
+    space = write_space(tmp_path, text)
     out = tmp_path / "sweep"
     victim = workers[0]
     killed: dict = {}
@@ -581,7 +633,7 @@ def test_gridsearchcv_runs_on_dask_with_the_numprop_estimator():
     with threadpool_limits(limits=1, user_api="blas"):  # the workers' one thread each
         alone = search().fit(x, y)
     cluster = LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
     )
     try:
         with Client(cluster) as client, get_task_stream(client) as stream:

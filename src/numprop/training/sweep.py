@@ -596,7 +596,8 @@ class Trial:
     trial: int
     settings: dict
     run: str
-    # pending, running, waiting (for its round to end), stopped (by halving), done, failed
+    # pending, submitted (to the cluster: queued or running), waiting (for its round to
+    # end), stopped (by halving), done (all its epochs), failed
     status: str = "pending"
     epochs: int = 0
     val_acc: float | None = None
@@ -645,7 +646,7 @@ class Cluster:
                     n_workers=workers,
                     threads_per_worker=1,
                     processes=True,
-                    dashboard_address=None,
+                    dashboard_address=":0",  # any free port: 8787 may be taken
                     silence_logs=logging.ERROR,
                 )
             self.client = Client(self.local)
@@ -764,7 +765,7 @@ class Sweep:
         """Take up the trials of a stopped sweep: finished rounds are not run again."""
         for r in records:
             trial = Trial(**{k: v for k, v in r.items() if k in Trial.__dataclass_fields__})
-            if trial.status == "running":
+            if trial.status == "submitted":
                 trial.status = "pending"
             self.trials[trial.trial] = trial
         first = str(self.rungs[0][0])
@@ -844,7 +845,7 @@ class Sweep:
                     task = self._task(trial, epochs)
                     key = f"numprop-trial-{i}-{epochs}-{self.session}"
                     running[client.submit(run_trial, task, key=key, pure=False)] = i
-                    trial.status = "running"
+                    trial.status = "submitted"
                 self.save()
                 finished = wait(list(running), return_when="FIRST_COMPLETED").done
                 for future in finished:
@@ -951,7 +952,7 @@ class Sweep:
         for future in futures:
             future.cancel()
         for trial in self.trials.values():
-            if trial.status == "running":
+            if trial.status == "submitted":
                 trial.status = "pending"
         self.save()
 
