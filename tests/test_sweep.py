@@ -31,6 +31,7 @@ from threadpoolctl import threadpool_limits
 import numprop
 import numprop as npp
 from numprop.cli import main
+from numprop.sklearn import MLPClassifier
 from numprop.training.experiment import TrainConfig, train
 from numprop.training.sweep import (
     GridSearch,
@@ -613,6 +614,18 @@ def test_optuna_asks_and_is_told_each_trial_in_turn(tmp_path):
 # -- scikit-learn's GridSearchCV through joblib's dask backend --------------------------
 
 
+FITS: list[str] = []  # the thread of every fit of a RecordedMLPClassifier
+
+
+class RecordedMLPClassifier(MLPClassifier):
+    """numprop's estimator, noting in FITS the thread of each fit. A class of this module:
+    Dask pickles it by reference, so workers in this process append to this very list."""
+
+    def fit(self, X, y):
+        FITS.append(threading.current_thread().name)
+        return super().fit(X, y)
+
+
 @pytest.mark.filterwarnings("ignore:Stochastic Optimizer:sklearn.exceptions.ConvergenceWarning")
 def test_gridsearchcv_runs_on_dask_with_the_numprop_estimator():
     import joblib
@@ -620,31 +633,36 @@ def test_gridsearchcv_runs_on_dask_with_the_numprop_estimator():
     from sklearn.datasets import load_digits
     from sklearn.model_selection import GridSearchCV
 
-    from numprop.sklearn import MLPClassifier
-
+    fits = FITS
+    fits.clear()
     x, y = load_digits(return_X_y=True)
     x, y = x[:400] / 16, y[:400]
     grid = {"alpha": [1e-4, 1e-2], "learning_rate_init": [1e-3, 1e-2]}
 
     def search():
-        estimator = MLPClassifier(hidden_layer_sizes=(16,), max_iter=5, random_state=0)
+        estimator = RecordedMLPClassifier(hidden_layer_sizes=(16,), max_iter=5, random_state=0)
         return GridSearchCV(estimator, grid, cv=2)
 
-    with threadpool_limits(limits=1, user_api="blas"):  # the workers' one thread each
+    with threadpool_limits(limits=1, user_api="blas"):
         alone = search().fit(x, y)
+    assert set(fits) == {threading.main_thread().name}
+    fits.clear()
+    # Worker threads in this process: the tasks go through a real scheduler, and the test
+    # does not wait for two processes to import scikit-learn.
     cluster = LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
     )
     try:
         with Client(cluster) as client, get_task_stream(client) as stream:
-            with joblib.parallel_backend("dask"):
+            with threadpool_limits(limits=1, user_api="blas"), joblib.parallel_backend("dask"):
                 on_dask = search().fit(x, y)
             addresses = set(client.scheduler_info()["workers"])
     finally:
         cluster.close()
-    # The fits ran as tasks on the cluster's worker processes, not in this one.
-    assert {task["worker"] for task in stream.data} <= addresses
-    assert len(stream.data) >= 8  # 4 settings x 2 folds (and the refit)
+    # The 8 fits (4 settings x 2 folds) ran as Dask tasks on the workers; the refit here.
+    assert len(fits) == 9 and fits[-1] == threading.main_thread().name
+    assert threading.main_thread().name not in fits[:8]
+    assert stream.data and {task["worker"] for task in stream.data} <= addresses
     np.testing.assert_array_equal(
         on_dask.cv_results_["mean_test_score"], alone.cv_results_["mean_test_score"]
     )

@@ -499,14 +499,14 @@ def _blas_threads(task: dict, worker: str) -> int:
     """BLAS threads for this trial: so that the trials running at once share the cores."""
     if task.get("threads"):
         return task["threads"]
-    from distributed.comm import get_address_host
-
     if worker == "local":
         return cores()
+    from distributed import get_worker
+    from distributed.comm import get_address_host
+
     host = get_address_host(worker)
     if host in task.get("threads_by_host", {}):
         return task["threads_by_host"][host]
-    from distributed import get_worker
 
     return max(1, cores() // get_worker().state.nthreads)  # a worker that joined later
 
@@ -562,7 +562,6 @@ def run_trial(task: dict) -> dict:
         **record,
         "epochs": len(history),
         "val_acc": history[-1]["val_acc"] if history else None,
-        "history": history,
         "seconds": time.perf_counter() - started,
         "test_acc": result.test_acc,
         "test_loss": result.test_loss,
@@ -730,8 +729,8 @@ def _ignoring_ctrl_c():
 class Sweep:
     """The driver of one sweep: rounds of trials as Dask futures, their results, the output."""
 
-    def __init__(self, out: Path, space: Space, settings: SweepSettings, table: dict, print_fn):
-        self.out, self.space, self.settings, self.table = out, space, settings, table
+    def __init__(self, out: Path, space: Space, settings: SweepSettings, print_fn):
+        self.out, self.space, self.settings = out, space, settings
         self.print = print_fn
         self.count = settings.count(space)
         self.epochs = space.config(_thawed(first_settings(space))).epochs
@@ -740,6 +739,7 @@ class Sweep:
         self.search = make_search(space, settings)
         self.session = secrets.token_hex(4)
         self.cluster: Cluster | None = None
+        self.record: dict | None = None  # a new sweep's sweep.json, written when it starts
 
     # ---- state on disk
 
@@ -781,6 +781,8 @@ class Sweep:
         self.print(cluster.description)
         cluster.check_folder(self.out)
         self._check_data()
+        if self.record is not None:
+            atomic_write_text(self.out / "sweep.json", json.dumps(self.record, indent=1))
         if self.settings.search != "optuna":  # all settings are known now: list every trial
             for i in range(self.count):
                 self._trial(i)
@@ -1139,10 +1141,10 @@ def start_sweep(
     out = Path(out).absolute()
     if (out / "sweep.json").exists():
         raise ConfigError(f"{out} holds a sweep already: continue it with --resume {out}")
-    sweep = Sweep(out, space, settings, table, print_fn)
+    sweep = Sweep(out, space, settings, print_fn)
+    # sweep.json (what --resume reads) is written once the cluster has checked the data.
+    sweep.record = {"space": table, "settings": asdict(settings)}
     lock = _make_folder(out)  # noqa: F841 - held while the sweep runs
-    record = {"space": table, "settings": asdict(settings)}
-    atomic_write_text(out / "sweep.json", json.dumps(record, indent=1))
     return _drive(sweep, scheduler, workers, threads, retries, timeout)
 
 
@@ -1158,13 +1160,13 @@ def resume_sweep(
 ) -> dict:
     """Go on with a stopped sweep: trials and rounds already finished are not run again."""
     out = Path(out).absolute()
+    listed = out / "trials.json"
     try:
         record = json.loads((out / "sweep.json").read_text())
-        trials = json.loads((out / "trials.json").read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(
-            f"{out} holds no sweep to resume (no {Path(exc.filename).name})"
-        ) from None
+        # No trials.json: the sweep stopped before its first trial was submitted.
+        trials = json.loads(listed.read_text()) if listed.exists() else []
+    except FileNotFoundError:
+        raise ConfigError(f"{out} holds no sweep to resume (no sweep.json)") from None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read the sweep in {out}: {one_line(exc)}") from None
     _check_run_settings(scheduler, workers, retries)
@@ -1173,7 +1175,7 @@ def resume_sweep(
     settings = SweepSettings(**{k: v for k, v in record["settings"].items() if k in known})
     settings.check(space)
     lock = _make_folder(out)  # noqa: F841 - held while the sweep runs
-    sweep = Sweep(out, space, settings, record["space"], print_fn)
+    sweep = Sweep(out, space, settings, print_fn)
     sweep.restore(trials)
     kept = sum(len(t.rungs) for t in sweep.trials.values())
     print_fn(
