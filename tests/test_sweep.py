@@ -147,6 +147,30 @@ def test_resume_takes_no_new_search_settings_and_needs_a_sweep(tmp_path, capsys)
     assert "give a space file" in one_error_line(capsys)
 
 
+@pytest.mark.parametrize(
+    "missing,extra,message",
+    [
+        ("distributed", [], "numprop sweep needs distributed: pip install 'numprop[dask]'"),
+        (
+            "optuna",
+            ["--search", "optuna"],
+            "numprop sweep --search optuna needs optuna: pip install 'numprop[optuna]'",
+        ),
+    ],
+)
+def test_a_missing_extra_is_named(tmp_path, capsys, monkeypatch, missing, extra, message):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == missing else find_spec(name)
+    )
+    space = write_space(tmp_path, "lr = { log_uniform = [0.001, 0.1] }")
+    assert main(["sweep", str(space), "--out", str(tmp_path / "s"), *extra]) == 2
+    assert one_error_line(capsys).endswith(message)
+    assert not (tmp_path / "s").exists()
+
+
 def test_an_unreachable_scheduler_is_one_line(tmp_path, capsys):
     space = write_space(tmp_path, SPACE.format(data=table(tmp_path / "t.npz", n=200)))
     address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there

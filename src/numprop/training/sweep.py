@@ -1137,6 +1137,7 @@ def start_sweep(
     table = _absolute_paths(table)
     space = parse_space(table, str(space_path))
     settings.check(space)
+    _check_installed(settings)
     _check_run_settings(scheduler, workers, retries)
     out = Path(out).absolute()
     if (out / "sweep.json").exists():
@@ -1174,6 +1175,7 @@ def resume_sweep(
     known = {f.name for f in fields(SweepSettings)}
     settings = SweepSettings(**{k: v for k, v in record["settings"].items() if k in known})
     settings.check(space)
+    _check_installed(settings)
     lock = _make_folder(out)  # noqa: F841 - held while the sweep runs
     sweep = Sweep(out, space, settings, print_fn)
     sweep.restore(trials)
@@ -1224,6 +1226,21 @@ def _absolute_paths(table: dict) -> dict:
         ):
             table[raw_key] = str(Path(value).absolute())
     return table
+
+
+def _check_installed(settings: SweepSettings) -> None:
+    """A one-line ConfigError naming the extra to install, before anything starts."""
+    import importlib.util
+
+    needed = [("distributed", "dask"), ("threadpoolctl", "dask")]
+    if settings.search == "optuna":
+        needed.append(("optuna", "optuna"))
+    for module, extra in needed:
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(
+                f"numprop sweep{' --search optuna' * (extra == 'optuna')} needs {module}: "
+                f"pip install 'numprop[{extra}]'"
+            )
 
 
 def _check_run_settings(scheduler, workers, retries) -> None:
