@@ -25,6 +25,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shlex
 import subprocess
 import sys
@@ -69,12 +70,28 @@ def machine() -> str:
     )
 
 
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since it started (Linux /proc/stat)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def our_seconds() -> float:
+    """CPU seconds of this process's finished children (the sweep and its workers)."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
 def run(space: Path, out: Path, extra: list[str]) -> dict:
-    """One `numprop sweep`, timed; what it printed and wrote."""
+    """One `numprop sweep`, timed; what it printed and wrote; how busy others kept the machine."""
     cmd = [sys.executable, "-m", "numprop.cli", "sweep", str(space), "--out", str(out), *extra]
+    busy, ours = busy_seconds(), our_seconds()
     started = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - started
+    # The machine is shared: the share of all cores that other processes used meanwhile.
+    others = (busy_seconds() - busy - (our_seconds() - ours)) / (seconds * os.cpu_count())
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}")
     trials = json.loads((out / "trials.json").read_text())
@@ -87,6 +104,7 @@ def run(space: Path, out: Path, extra: list[str]) -> dict:
         "cluster": cluster,
         "trial_seconds": [t["seconds"] for t in trials],
         "printed": done.stdout,
+        "others": max(0.0, others),
     }
 
 
@@ -109,16 +127,18 @@ def main() -> None:
     one = ["--workers", "1", "--threads", str(cores)]
     alone = run(space, folder / "one-at-a-time", [*trials, *one])
     print(f"one at a time: {alone['seconds']:.0f} s ({alone['cluster']})", flush=True)
+    print(f"  other processes kept {100 * alone['others']:.0f}% of the cores busy", flush=True)
     parallel = run(space, folder / "parallel", trials)
     print(f"parallel: {parallel['seconds']:.0f} s ({parallel['cluster']})", flush=True)
+    print(f"  other processes kept {100 * parallel['others']:.0f}% of the cores busy", flush=True)
     same = [t["settings"] for t in alone["trials"]] == [t["settings"] for t in parallel["trials"]]
     if not same:
         raise SystemExit("the two sweeps ran different trials: the seed did not fix them")
 
     ratio = parallel["seconds"] / alone["seconds"]
     rows = [
-        "| | `numprop sweep` | cluster | wall time | mean trial time | best validation accuracy | its test accuracy |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| | `numprop sweep` | cluster | wall time | mean trial time | best validation accuracy | its test accuracy | cores busy with other work meanwhile |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r, extra in (
         ("one at a time", alone, f"`--workers 1 --threads {cores}`"),
@@ -128,7 +148,7 @@ def main() -> None:
         rows.append(
             f"| {name} | {extra} | {r['cluster'].split(': ', 1)[1]} | {r['seconds']:.0f} s | "
             f"{np.mean(r['trial_seconds']):.1f} s | {100 * b['val_acc']:.2f}% (trial {b['trial']}) | "
-            f"{100 * b['test_acc']:.2f}% |"
+            f"{100 * b['test_acc']:.2f}% | {100 * r['others']:.0f}% |"
         )
     same_acc = [t["val_acc"] for t in alone["trials"]] == [t["val_acc"] for t in parallel["trials"]]
     table = "\n".join(rows)
@@ -138,6 +158,18 @@ def main() -> None:
         f"The trials' validation accuracies are "
         f"{'identical on both sides' if same_acc else 'not all identical on both sides'}."
     )
+    others = max(alone["others"], parallel["others"])
+    if others > 0.1:
+        summary += (
+            f" Other processes kept {100 * alone['others']:.0f}% and "
+            f"{100 * parallel['others']:.0f}% of the cores busy during the two runs (the "
+            "machine is shared): a trial with more BLAS threads than there are free cores "
+            "waits for the busy ones at every product, which is why a trial with "
+            f"{cores} threads took {np.mean(alone['trial_seconds']):.1f} s on average and one "
+            f"with {cores // 2 or 1} beside another trial {np.mean(parallel['trial_seconds']):.1f} s. "
+            "On a quiet machine the ratio is bounded by the cores: no better than "
+            f"1/{cores}, and nearer 1 when {cores} threads already keep every core busy."
+        )
     print(table)
     print(summary)
     if not args.write:
