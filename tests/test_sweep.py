@@ -175,7 +175,7 @@ def test_an_unreachable_scheduler_is_one_line(tmp_path, capsys):
     space = write_space(tmp_path, SPACE.format(data=table(tmp_path / "t.npz", n=200)))
     address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
     argv = ["sweep", str(space), "--out", str(tmp_path / "s"), "--scheduler", address]
-    assert main([*argv, "--connect-timeout", "2"]) == 2
+    assert main([*argv, "--connect-timeout", "1"]) == 2
     assert f"cannot reach the Dask scheduler at {address}" in one_error_line(capsys)
 
 
@@ -470,6 +470,24 @@ def dask_cluster(tmp_path_factory):
             proc.wait()
 
 
+def kill_during_a_trial(out: Path, killed: dict, pids: set | None = None) -> None:
+    """SIGKILL a worker process (one of ``pids``, or any) once a trial it runs has a
+    checkpoint and half its 12 epochs to go; what its attempt's note says goes in ``killed``."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        for note in attempts(out) if (out / "attempts").is_dir() else []:
+            run = out / "trials" / f"{note['trial']:03d}"
+            if (pids and note["pid"] not in pids) or not (run / "last.npz").is_file():
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                done = len(json.loads((run / "history.json").read_text()))
+                if 1 <= done <= 6:
+                    os.kill(note["pid"], signal.SIGKILL)
+                    killed.update(note, done=done)
+                    return
+        time.sleep(0.01)
+
+
 # Trials of 12 epochs of 300 small batches: about a tenth of a second an epoch.
 SLOW = """
 data = "{data}"
@@ -528,24 +546,9 @@ def test_a_sweep_on_a_cluster_survives_a_worker_killed_mid_trial(tmp_path, dask_
     out = tmp_path / "sweep"
     victim = workers[0]
     killed: dict = {}
-
-    def kill_during_a_trial():
-        """SIGKILL the first worker once a trial of its own has a checkpoint and epochs to go."""
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and not killed:
-            for note in attempts(out) if (out / "attempts").is_dir() else []:
-                run = out / "trials" / f"{note['trial']:03d}"
-                if note["pid"] != victim.pid or not (run / "last.npz").is_file():
-                    continue
-                with contextlib.suppress(OSError, ValueError):
-                    done = len(json.loads((run / "history.json").read_text()))
-                    if 1 <= done <= 6:
-                        victim.send_signal(signal.SIGKILL)
-                        killed.update(note, done=done)
-                        return
-            time.sleep(0.01)
-
-    killer = threading.Thread(target=kill_during_a_trial, daemon=True)
+    killer = threading.Thread(
+        target=kill_during_a_trial, args=(out, killed, {victim.pid}), daemon=True
+    )
     killer.start()
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
@@ -586,6 +589,28 @@ def test_a_sweep_on_a_cluster_survives_a_worker_killed_mid_trial(tmp_path, dask_
     b = weights(out / hit["run"] / "model.npz")
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_a_trial_whose_worker_dies_past_the_retry_limit_fails_and_the_sweep_goes_on(tmp_path):
+    """Retries are bounded: with --retries 0 the local cluster gives a killed trial up."""
+    text = SLOW.format(data=table(tmp_path / "table.npz"))
+    space = write_space(tmp_path, text + "batch_size = 8\nlr = { log_uniform = [0.003, 0.03] }\n")
+    out = tmp_path / "sweep"
+    killed: dict = {}
+    killer = threading.Thread(target=kill_during_a_trial, args=(out, killed), daemon=True)
+    killer.start()
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["sweep", str(space), "--out", str(out), "--trials", "3", "--retries", "0"])
+    killer.join(timeout=5)
+    assert code == 0, printed.getvalue()
+    assert killed, "no worker was caught during a trial"
+    trials = trials_of(out)
+    statuses = {t["trial"]: t["status"] for t in trials}
+    assert statuses == {i: "failed" if i == killed["trial"] else "done" for i in range(3)}
+    assert "its worker died" in trials[killed["trial"]]["error"]
+    assert f"failed: trials {killed['trial']}" in printed.getvalue()
+    assert json.loads((out / "best.json").read_text())["trial"] != killed["trial"]
 
 
 # -- Optuna ----------------------------------------------------------------------------

@@ -835,26 +835,56 @@ class Sweep:
         """
         from distributed import wait
 
-        client = self.cluster.client
         todo = [i for i in ids if i not in self.trials or self._needs(self.trials[i], epochs)]
         limit = self.cluster.slots if self.settings.search == "optuna" and first else None
         running: dict = {}
+        requeued: dict[int, int] = {}
         try:
             while todo or running:
                 while todo and (limit is None or len(running) < limit()):
                     i = todo.pop(0)
-                    trial = self._trial(i)
-                    task = self._task(trial, epochs)
-                    key = f"numprop-trial-{i}-{epochs}-{self.session}"
-                    running[client.submit(run_trial, task, key=key, pure=False)] = i
-                    trial.status = "submitted"
+                    running[self._submit(self._trial(i), epochs)] = i
                 self.save()
                 finished = wait(list(running), return_when="FIRST_COMPLETED").done
                 for future in finished:
-                    self._record(running.pop(future), epochs, future, first=first)
+                    i = running.pop(future)
+                    if self._lost_before_it_ran(i, epochs, future) and requeued.get(i, 0) < 3:
+                        # Queued on a worker that died: not the trial's fault, nothing lost.
+                        requeued[i] = requeued.get(i, 0) + 1
+                        running[self._submit(self.trials[i], epochs, requeued[i])] = i
+                        continue
+                    self._record(i, epochs, future, first=first)
         except KeyboardInterrupt:
             self._stop(list(running))
             raise
+
+    def _submit(self, trial: Trial, epochs: int, again: int = 0):
+        """Trial ``trial`` to ``epochs`` epochs as a future (``again``: how often resubmitted)."""
+        trial.status = "submitted"
+        key = f"numprop-trial-{trial.trial}-{epochs}-{self.session}-{again}"
+        return self.cluster.client.submit(run_trial, self._task(trial, epochs), key=key, pure=False)
+
+    def _lost_before_it_ran(self, i: int, epochs: int, future) -> bool:
+        """Whether the scheduler gave trial ``i`` up for a worker death before it ever started.
+
+        Dask counts a task waiting in a worker's queue as lost with the worker; a trial
+        that left no note of an attempt never ran, and loses nothing by going again.
+        """
+        from distributed import KilledWorker
+
+        if future.status != "error" or not isinstance(future.exception(), KilledWorker):
+            return False
+        return not any(self._notes(i, epochs))
+
+    def _notes(self, i: int, epochs: int) -> list[dict]:
+        """The notes of this session's attempts at trial ``i`` to ``epochs``, oldest first."""
+        notes = []
+        for path in (self.out / "attempts").glob(f"{i:03d}-{epochs}.{self.session}.*.json"):
+            try:
+                notes.append(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                continue
+        return sorted(notes, key=lambda n: n["time"])
 
     @staticmethod
     def _needs(trial: Trial, epochs: int) -> bool:
@@ -923,13 +953,7 @@ class Sweep:
 
     def _retries(self, i: int, epochs: int, worker: str | None) -> list[dict]:
         """The attempts at trial ``i`` (to ``epochs``) in this session that did not finish it."""
-        notes = []
-        for path in (self.out / "attempts").glob(f"{i:03d}-{epochs}.{self.session}.*.json"):
-            try:
-                notes.append(json.loads(path.read_text()))
-            except (OSError, ValueError):
-                continue
-        notes.sort(key=lambda n: n["time"])
+        notes = self._notes(i, epochs)
         if len(notes) < 2:
             return []
         retry = {
