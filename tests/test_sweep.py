@@ -609,6 +609,10 @@ def test_a_trial_whose_worker_dies_past_the_retry_limit_fails_and_the_sweep_goes
     statuses = {t["trial"]: t["status"] for t in trials}
     assert statuses == {i: "failed" if i == killed["trial"] else "done" for i in range(3)}
     assert "its worker died" in trials[killed["trial"]]["error"]
+    assert trials[killed["trial"]]["retries"][0]["lost_workers"] == [killed["worker"]]
+    assert f"trial {killed['trial']:3d}  was given up: {killed['worker']} died" in (
+        printed.getvalue()
+    )
     assert f"failed: trials {killed['trial']}" in printed.getvalue()
     assert json.loads((out / "best.json").read_text())["trial"] != killed["trial"]
 

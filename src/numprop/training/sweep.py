@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from numprop.errors import ConfigError, NumpropError
+from numprop.errors import ConfigError, NumpropError, TrainingError
 from numprop.training.callbacks import atomic_write_text
 from numprop.training.experiment import TrainConfig, recipe_config
 from numprop.training.io import check_settings, one_line
@@ -927,7 +927,7 @@ class Sweep:
         try:
             result = future.result()
         except KilledWorker:
-            result = {"error": "its worker died each time it ran (the scheduler's retry limit)"}
+            result = {"error": "its worker died, more often than the scheduler retries a task"}
         except Exception as exc:  # noqa: BLE001 - one trial's bug must not end the sweep
             result = {"error": f"{type(exc).__name__}: {one_line(exc)}"}
         trial.retries += self._retries(i, epochs, result.get("worker"))
@@ -952,20 +952,26 @@ class Sweep:
         self.save()
 
     def _retries(self, i: int, epochs: int, worker: str | None) -> list[dict]:
-        """The attempts at trial ``i`` (to ``epochs``) in this session that did not finish it."""
+        """The attempts at trial ``i`` (to ``epochs``) in this session that did not finish it:
+        all but the last, or all of them when no worker finished it (``worker`` None)."""
         notes = self._notes(i, epochs)
-        if len(notes) < 2:
+        lost = notes[:-1] if worker is not None else notes
+        if not lost:
             return []
         retry = {
             "epochs": epochs,
-            "lost_workers": [n["worker"] for n in notes[:-1]],
+            "lost_workers": [n["worker"] for n in lost],
             "finished_on": worker,
             "resumed_from": notes[-1]["resumed_from"],
         }
-        self.print(
-            f"trial {i:3d}  was retried: {', '.join(retry['lost_workers'])} died during it; "
-            f"{worker} went on from its checkpoint at epoch {retry['resumed_from']}"
-        )
+        died = f"{', '.join(retry['lost_workers'])} died during it"
+        if worker is None:
+            self.print(f"trial {i:3d}  was given up: {died}")
+        else:
+            self.print(
+                f"trial {i:3d}  was retried: {died}; {worker} went on from its checkpoint "
+                f"at epoch {retry['resumed_from']}"
+            )
         return [retry]
 
     def _stop(self, futures: list) -> None:
@@ -989,7 +995,7 @@ class Sweep:
         final = str(self.rungs[-1][0])
         done = [t for t in self.trials.values() if t.rungs.get(final) is not None]
         if not done:
-            raise NumpropError("every trial failed: no best model (see trials.csv)")
+            raise TrainingError("every trial failed: no best model (see trials.csv)")
         best = max(done, key=lambda t: (t.rungs[final], -t.trial))
         result = self.cluster.client.submit(
             run_trial,
@@ -998,7 +1004,7 @@ class Sweep:
             pure=False,
         ).result()
         if result.get("error"):
-            raise NumpropError(
+            raise TrainingError(
                 f"the best trial ({best.trial}) could not be tested: {result['error']}"
             )
         from numprop.training.io import atomic_write
@@ -1021,15 +1027,15 @@ class Sweep:
             f"{100 * result['test_acc']:.2f}% (the test set's one use)"
         )
         figure = plot_sweep(self, self.out / "sweep.png")
-        retried = [t for t in self.trials.values() if t.retries]
+        # Retries that another worker finished (a trial given up is among the failed).
+        retried = {
+            t.trial: sum(1 for r in t.retries if r["finished_on"]) for t in self.trials.values()
+        }
         failed = [t.trial for t in self.trials.values() if t.status == "failed"]
-        if retried:
+        if any(retried.values()):
             self.print(
                 "retried: "
-                + "; ".join(
-                    f"trial {t.trial} ({len(t.retries)} time{'s' * (len(t.retries) > 1)})"
-                    for t in retried
-                )
+                + "; ".join(f"trial {i} ({n} time{'s' * (n > 1)})" for i, n in retried.items() if n)
             )
         if failed:
             self.print(f"failed: trials {', '.join(map(str, failed))} (see trials.csv)")
