@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -177,6 +178,20 @@ def test_an_unreachable_scheduler_is_one_line(tmp_path, capsys):
     argv = ["sweep", str(space), "--out", str(tmp_path / "s"), "--scheduler", address]
     assert main([*argv, "--connect-timeout", "1"]) == 2
     assert f"cannot reach the Dask scheduler at {address}" in one_error_line(capsys)
+
+
+def test_the_spaces_in_the_documentation_are_valid():
+    root = Path(__file__).resolve().parents[1]
+    blocks = [
+        block
+        for doc in ("README.md", "docs/sweeps.md")
+        for block in re.findall(r"```toml\n(.*?)```", (root / doc).read_text(), re.S)
+    ]
+    assert len(blocks) == 3
+    for block in blocks:
+        space = parse_space(tomllib.loads(block), "the documentation")
+        SweepSettings().check(space)
+        assert space.params  # each searches something
 
 
 # -- searches --------------------------------------------------------------------------
