@@ -128,8 +128,8 @@ def trial_config(settings: dict) -> TrainConfig:
 _FIELDS = {f.name: f.type for f in fields(TrainConfig)}
 
 
-def read_space(path: str | os.PathLike) -> tuple[Space, dict]:
-    """The space in a TOML file, checked; and the table as read (saved with the sweep)."""
+def read_table(path: str | os.PathLike) -> dict:
+    """The table of a space's TOML file (``parse_space`` checks what is in it)."""
     path = Path(path)
     try:
         table = tomllib.loads(path.read_text())
@@ -139,7 +139,7 @@ def read_space(path: str | os.PathLike) -> tuple[Space, dict]:
         raise ConfigError(f"cannot read {path}: {one_line(exc)}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {one_line(exc)}") from None
-    return parse_space(table, str(path)), table
+    return table
 
 
 def parse_space(table: dict, where: str) -> Space:
@@ -1163,8 +1163,7 @@ def start_sweep(
     Everything is checked before a cluster starts or a folder is made. Ctrl-C
     leaves ``out`` ready for ``resume_sweep`` and raises KeyboardInterrupt.
     """
-    space, table = read_space(space_path)
-    table = _absolute_paths(table)
+    table = _absolute_paths(read_table(space_path))
     space = parse_space(table, str(space_path))
     settings.check(space)
     _check_installed(settings)
