@@ -115,6 +115,51 @@ def test_a_run_cut_right_after_early_stopping_decided_stops_on_resume(tmp_path):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
+@pytest.mark.parametrize("name", ["default", "early-stopping", "bottleneck-lion-mixup-ema"])
+def test_a_run_stopped_after_some_epochs_resumes_into_the_uninterrupted_run(tmp_path, name):
+    """What numprop sweep's successive halving relies on: stop_after, then resume, costs nothing."""
+    base = {"hidden": [16], "epochs": 5, "batch_size": 32, "val_size": 40, "lr": 0.05}
+    config = TrainConfig(data=str(images(tmp_path)), **{**base, **SETTINGS[name]})
+    full = train(config, tmp_path / "full", **QUIET)
+    first = train(config, tmp_path / "cut", stop_after=2, test=False, **QUIET)
+    assert len(first.history) == 2 and first.test_acc is None
+    assert _same_records(first.history, full.history[:2])
+    again = train(None, tmp_path / "cut", resume=True, stop_after=2, test=False, **QUIET)
+    assert _same_records(again.history, first.history)  # nothing trained twice
+    resumed = train(None, tmp_path / "cut", resume=True, **QUIET)
+    assert _same_records(resumed.history, full.history)
+    assert resumed.test_acc == full.test_acc
+    a, b = weights(tmp_path / "full"), weights(tmp_path / "cut")
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def _same_records(a, b) -> bool:
+    """Histories equal in everything but the wall-clock seconds."""
+    drop = {"seconds"}
+    return [{k: v for k, v in r.items() if k not in drop} for r in a] == [
+        {k: v for k, v in r.items() if k not in drop} for r in b
+    ]
+
+
+def test_a_run_without_the_test_set_writes_no_test_results(tmp_path):
+    import json
+
+    config = TrainConfig(data=str(images(tmp_path)), hidden=[16], epochs=2, val_size=40)
+    result = train(config, tmp_path / "run", test=False, **QUIET)
+    assert result.test_acc is None and result.test_loss is None
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["test_acc"] is None and summary["test_loss"] is None
+    assert not (tmp_path / "run" / "predictions.npz").exists()
+    assert (tmp_path / "run" / "model.npz").is_file()
+    # Resuming the finished run trains nothing and evaluates the test set, as a plain run would.
+    tested = train(None, tmp_path / "run", resume=True, **QUIET)
+    plain = train(config, tmp_path / "plain", **QUIET)
+    assert _same_records(tested.history, plain.history)
+    assert tested.test_acc == plain.test_acc and tested.test_loss == plain.test_loss
+    assert (tmp_path / "run" / "predictions.npz").is_file()
+
+
 def test_sigkill_at_any_moment_then_resume_gives_the_same_model(tmp_path):
     data = images(tmp_path, n=2000)
     args = ["--data", str(data), "--hidden", "64", "--epochs", "6", "--batch-size", "16"]

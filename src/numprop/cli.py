@@ -1,4 +1,4 @@
-"""The `numprop` command: train, evaluate, predict, plot, gradcheck, info.
+"""The `numprop` command: train, sweep, evaluate, predict, plot, gradcheck, info.
 
 ``main(argv)`` parses arguments, builds a configuration and calls the library;
 tests call it directly. Bad input ends with one line on stderr and exit code 2,
@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--no-plots", dest="plots", action="store_false")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    _sweep_parser(sub)
 
     e = sub.add_parser(
         "evaluate",
@@ -317,6 +319,83 @@ def _run_arguments(t, d) -> None:
     )
 
 
+def _sweep_parser(sub) -> None:
+    """`numprop sweep`: its space file, where it runs and how it searches."""
+    from numprop.training.sweep import SAMPLERS, SEARCHES, SweepSettings
+
+    d = SweepSettings()
+    s = sub.add_parser(
+        "sweep",
+        help="a hyperparameter sweep: many `numprop train` runs on a Dask cluster",
+        description="Train trials of the settings in a TOML space file (fixed values, "
+        "ranges, choices of train's options) as Dask futures: on a local cluster sized to "
+        "this machine, or with --scheduler on a running one. Writes one run folder per "
+        "trial, trials.csv/.json, the best model (the only one tested) and a figure.",
+    )
+    s.add_argument("space", nargs="?", type=Path, help="the space file (.toml)")
+    s.add_argument("--out", type=Path, default=None, help="default: sweeps/<timestamp>")
+    s.add_argument(
+        "--resume", type=Path, default=None, metavar="DIR", help="continue a stopped sweep"
+    )
+    where = s.add_argument_group("where the trials run")
+    where.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="a running Dask scheduler, tcp://HOST:PORT (default: start a local cluster)",
+    )
+    where.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="the local cluster's worker processes (default: one per core, at most one per trial)",
+    )
+    where.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="BLAS threads per trial (default: each machine's cores shared among the "
+        "trials running on it)",
+    )
+    where.add_argument(
+        "--retries",
+        type=_nonneg_int,
+        default=3,
+        help="local cluster: how often a trial may lose its worker before it fails "
+        "(default 3; a --scheduler's cluster has its own allowed-failures)",
+    )
+    where.add_argument(
+        "--connect-timeout",
+        type=_float,
+        default=20.0,
+        metavar="SECONDS",
+        help="how long to try to reach --scheduler (default 20)",
+    )
+    how = s.add_argument_group("how to search")
+    how.add_argument("--search", choices=SEARCHES, default=d.search, help="default: random")
+    how.add_argument(
+        "--sampler",
+        choices=list(SAMPLERS),
+        default=d.sampler,
+        help="Optuna's sampler for --search optuna (default: tpe)",
+    )
+    how.add_argument(
+        "--trials", type=_positive_int, default=None, help="default: 16; grid: every combination"
+    )
+    how.add_argument("--seed", type=_nonneg_int, default=d.seed, help="the search's (default 0)")
+    how.add_argument(
+        "--min-epochs",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="successive halving: every trial trains N epochs, the best 1/eta go on to "
+        "eta times as many from their checkpoints, and so on (default: no halving)",
+    )
+    how.add_argument(
+        "--eta", type=_int_at_least(2), default=d.eta, help="halving's factor (default 3)"
+    )
+
+
 def _data_arguments(group, default: str | None) -> None:
     """--data, --target, --data-dir and --no-download: where the examples come from."""
     from numprop.data.catalog import DATASETS
@@ -461,6 +540,58 @@ def cmd_train(args) -> int:
         written = make_plots(out)
         print(f"plots: {', '.join(p.name for p in written)}")
     print(f"saved the model to {model_path} and the run to {out}/")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    import functools
+
+    from numprop.training import sweep
+
+    where = {
+        "scheduler": args.scheduler,
+        "workers": args.workers,
+        "threads": args.threads,
+        "retries": args.retries,
+        "timeout": args.connect_timeout,
+        "print_fn": functools.partial(print, flush=True),
+    }
+    search = {
+        "search": args.search,
+        "sampler": args.sampler,
+        "trials": args.trials,
+        "seed": args.seed,
+        "min_epochs": args.min_epochs,
+        "eta": args.eta,
+    }
+    if args.resume is not None:
+        default = sweep.SweepSettings()
+        given = [k for k, v in search.items() if v != getattr(default, k)]
+        if args.space is not None or args.out is not None or given:
+            what = ["the space file"] * (args.space is not None) + ["--out"] * (
+                args.out is not None
+            )
+            what += [f"--{k.replace('_', '-')}" for k in given]
+            raise ConfigError(
+                f"--resume continues the sweep with its own settings; leave out {', '.join(what)}"
+            )
+        out = args.resume
+    elif args.space is None:
+        raise ConfigError("give a space file (numprop sweep SPACE.toml) or --resume DIR")
+    else:
+        out = args.out or Path("sweeps") / time.strftime("%Y%m%d-%H%M%S")
+    try:
+        if args.resume is not None:
+            sweep.resume_sweep(out, **where)
+        else:
+            sweep.start_sweep(args.space, out, sweep.SweepSettings(**search), **where)
+    except KeyboardInterrupt:
+        print(
+            f"numprop sweep: stopped; finished trials are kept, running ones from their "
+            f"checkpoints: numprop sweep --resume {out}",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 
@@ -738,6 +869,7 @@ def cmd_info(args) -> int:
 
 COMMANDS = {
     "train": cmd_train,
+    "sweep": cmd_sweep,
     "doctor": cmd_doctor,
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,

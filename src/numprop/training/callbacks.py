@@ -199,6 +199,26 @@ class EarlyStopping(Callback):
         self.best_state = {k: v.copy() for k, v in arrays.items()} or None
 
 
+class StopAfter(Callback):
+    """Stops the run once ``epochs`` epochs are in its history, to be resumed later.
+
+    Unlike early stopping it leaves no stop reason behind: the checkpoint
+    resumes into the remaining epochs, on the schedule of the whole run.
+    """
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_train_begin(self, trainer):
+        """A resumed run that has its epochs already trains none."""
+        if len(trainer.history) >= self.epochs:
+            trainer.stop_training = True
+
+    def on_epoch_end(self, trainer, record):
+        if len(trainer.history) >= self.epochs:
+            trainer.stop_training = True
+
+
 class NaNGuard(Callback):
     """Stop at once when the loss becomes NaN/inf or grows past ``factor`` times its first value.
 

@@ -41,6 +41,7 @@ from numprop.training.callbacks import (
     ModelCheckpoint,
     NaNGuard,
     ProgressBar,
+    StopAfter,
     atomic_write_text,
 )
 from numprop.training.diagnostics import Diagnostics
@@ -430,9 +431,9 @@ class RunResult:
         The run folder.
     model_path : Path
         The final model, ``out_dir / "model.npz"``.
-    test_loss : float
-    test_acc : float
-        Fraction right on the test set, in [0, 1].
+    test_loss : float or None
+    test_acc : float or None
+        Fraction right on the test set, in [0, 1]; None when it was not evaluated.
     seconds : float
         Wall-clock time of the whole run.
     history : list of dict
@@ -443,8 +444,8 @@ class RunResult:
 
     out_dir: Path
     model_path: Path
-    test_loss: float
-    test_acc: float
+    test_loss: float | None
+    test_acc: float | None
     seconds: float
     history: list[dict]
     data: Dataset  # the data set as loaded, so callers need not read it again
@@ -606,13 +607,16 @@ def train(
     print_fn=print,
     callbacks: list[Callback] | None = None,
     data: Dataset | None = None,
+    stop_after: int | None = None,
+    test: bool = True,
 ) -> RunResult:
     """Load the data, train the configured network, evaluate on the test set, save the run.
 
     After every epoch the run folder gets ``last.npz``, a checkpoint with
     everything needed to go on: ``resume=True`` continues an interrupted run
     from it, with the run's own configuration, and ends with the same weights
-    as an uninterrupted run.
+    as an uninterrupted run. ``stop_after`` cuts a run short on purpose (what
+    ``numprop sweep`` does to a trial before deciding whether it goes on).
 
     The run folder also gets ``best.npz`` (best validation accuracy),
     ``history.csv``/``history.json``, and at the end ``model.npz``,
@@ -636,6 +640,14 @@ def train(
     data : Dataset, optional
         Data already in memory (from ``numprop.data.load_data`` or built by
         hand); by default ``config.data`` is loaded.
+    stop_after : int, optional
+        Stop once this many of the ``config.epochs`` epochs are done (at once,
+        when a resumed run has them already); the learning-rate schedule is
+        still that of the whole run, so resuming ends as an uninterrupted run would.
+    test : bool, default True
+        Evaluate on the test set. False leaves the test set unseen: no
+        ``predictions.npz``, and None for the test loss and accuracy, in the
+        result and in ``summary.json``.
 
     Returns
     -------
@@ -671,7 +683,7 @@ def train(
     check_memory(config, pre.output_dim, data.n_classes)
     precision = resolve_precision(config.precision)
     # bf16 products: the batches come as bf16 already, rounded where they are made.
-    train_batches, val, test = make_batches(
+    train_batches, val, test_batches = make_batches(
         data, splits, pre, config, rng, bf16=precision.name == "bf16"
     )
     model = make_model(config, pre.output_dim, data.n_classes, rng)
@@ -708,6 +720,8 @@ def train(
         cbs.append(ema)
     # The checkpoint comes after every callback with state, so it saves this epoch's.
     cbs.append(Checkpoint(last, rng, **meta))
+    if stop_after is not None:
+        cbs.append(StopAfter(stop_after))
     cbs += callbacks or []
 
     n_train, n_val = len(splits.train_idx), len(splits.val_idx)
@@ -743,14 +757,17 @@ def train(
         print_fn(history.stop_reason)
     if ema is not None and ema.averages:  # the final model is the average of the weights
         ema.apply(model)
-    test_loss, test_acc = trainer.evaluate(test)
-    saved_model = SavedModel(model, pre, data.class_names)
-    probs = saved_model.predict_proba(splits.test_x)
-    if config.tta and data.is_images:
-        tta_probs = saved_model.predict_proba(splits.test_x, tta=True)
-        tta_acc = float(np.mean(tta_probs.argmax(axis=1) == splits.test_y))
-        print_fn(f"test accuracy with flips averaged (TTA) {100 * tta_acc:.2f}%")
-    write_predictions(out_dir / "predictions.npz", splits.test_y, probs, splits.test_x)
+    test_loss = test_acc = None
+    tta = test and config.tta and data.is_images
+    if test:
+        test_loss, test_acc = trainer.evaluate(test_batches)
+        saved_model = SavedModel(model, pre, data.class_names)
+        probs = saved_model.predict_proba(splits.test_x)
+        if tta:
+            tta_probs = saved_model.predict_proba(splits.test_x, tta=True)
+            tta_acc = float(np.mean(tta_probs.argmax(axis=1) == splits.test_y))
+            print_fn(f"test accuracy with flips averaged (TTA) {100 * tta_acc:.2f}%")
+        write_predictions(out_dir / "predictions.npz", splits.test_y, probs, splits.test_x)
     seconds = time.perf_counter() - started
     model_path = save(out_dir / "model.npz", model, history=history.to_list(), **meta)
     summary = {
@@ -761,12 +778,19 @@ def train(
         "test_examples": len(splits.test_y),
         "config": asdict(config),
     }
-    if config.tta and data.is_images:
+    if tta:
         summary["test_acc_tta"] = tta_acc
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
-    print_fn(
-        f"test accuracy {100 * test_acc:.2f}%  (test loss {test_loss:.4f}, {seconds:.0f} s in all)"
-    )
+    if test:
+        print_fn(
+            f"test accuracy {100 * test_acc:.2f}%  "
+            f"(test loss {test_loss:.4f}, {seconds:.0f} s in all)"
+        )
+    else:
+        print_fn(
+            f"{len(history)} of {config.epochs} epochs done, the test set not used "
+            f"({seconds:.0f} s in all)"
+        )
     return RunResult(out_dir, model_path, test_loss, test_acc, seconds, history.to_list(), data)
 
 
