@@ -9,7 +9,8 @@ Each RUN_FOLDER is what `numprop train --out` wrote (summary.json, history.json)
 Writes OUTPUT.md (per run: the settings that differ between the runs, the
 `numprop train` options that reproduce it, test accuracy with and without
 flip TTA, wall time, best and last validation accuracy) and OUTPUT.png
-(validation accuracy against the epoch for every run). It reads the runs only:
+(validation accuracy against the epoch for every run); ``--notes FILE`` adds
+a Markdown file's text after the table. It reads the runs only:
 the numbers are those the runs measured, on the machine that ran them.
 """
 
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--title", required=True)
     parser.add_argument("--output", required=True, type=Path, help="OUTPUT.md and OUTPUT.png")
+    parser.add_argument("--notes", type=Path, help="a Markdown file of notes to put after the table")
     args = parser.parse_args()
     runs = [load(folder) for folder in args.runs]
     keys = [k for k in SHOWN if len({json.dumps(r["config"].get(k)) for r in runs}) > 1]
@@ -109,6 +111,7 @@ def main() -> None:
         "them, on a machine shared with other work, so they are upper bounds).\n\n"
         + "\n".join(lines)
         + f"\n\n![validation accuracy per epoch]({png.name})\n"
+        + (f"\n{args.notes.read_text().strip()}\n" if args.notes else "")
     )
     args.output.with_suffix(".md").write_text(text)
     print(text)
