@@ -182,7 +182,7 @@ def main() -> None:
     if args.write:
         command = "python benchmarks/cifar10.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         text = (
-            f"## Accuracy: `numprop train`{' recipes' if args.section == 'recipes' else ''} "
+            f"## Accuracy: `numprop train`{' recipes' if args.section.startswith('recipe') else ''} "
             "on CIFAR-10\n\n"
             f"Measured {datetime.date.today().isoformat()} on {machine()}.\n\n"
             f"Command: `{command}`\n\n{table}\n\n"
