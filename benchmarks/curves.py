@@ -66,7 +66,9 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--title", required=True)
     parser.add_argument("--output", required=True, type=Path, help="OUTPUT.md and OUTPUT.png")
-    parser.add_argument("--notes", type=Path, help="a Markdown file of notes to put after the table")
+    parser.add_argument(
+        "--notes", type=Path, help="a Markdown file of notes to put after the table"
+    )
     args = parser.parse_args()
     runs = [load(folder) for folder in args.runs]
     keys = [k for k in SHOWN if len({json.dumps(r["config"].get(k)) for r in runs}) > 1]
