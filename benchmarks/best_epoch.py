@@ -32,27 +32,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 WORKER = r"""
 import json, statistics, sys, time
-import numpy as np
 import numprop
-from numprop.nn.precision import resolve
 from numprop.training import experiment as ex
-from numprop.training.callbacks import EMA
-from numprop.training.diagnostics import Diagnostics
 from numprop.training.trainer import Trainer
 
 steps, warmup = int(sys.argv[1]), int(sys.argv[2])
-cfg = ex.recipe_config("best")
-rng = np.random.default_rng(cfg.seed)
-data = ex.load_config_data(cfg)
-splits = ex.split_data(data, cfg, rng)
-pre = ex.make_preprocessing(data, cfg).fit(splits.x[splits.train_idx])
-precision = resolve(cfg.precision)
-train, _, _ = ex.make_batches(data, splits, pre, cfg, rng, bf16=precision.name == "bf16")
-model = ex.make_model(cfg, pre.output_dim, data.n_classes, rng)
-model.set_precision(precision)
-callbacks = [Diagnostics(), EMA(cfg.ema)]
-trainer = Trainer(model, ex.make_loss(cfg), ex.make_optimizer(cfg, model), ex.make_schedule(cfg),
-                  callbacks)
+sys.path.insert(0, sys.argv[3])  # benchmarks/: the run is built as recipe_profile builds it
+from recipe_profile import build
+
+cfg, train, model, loss, opt, callbacks, precision = build()
+trainer = Trainer(model, loss, opt, ex.make_schedule(cfg), callbacks)
 trainer.steps_per_epoch, trainer.epochs = len(train), cfg.epochs
 for cb in callbacks:
     cb.on_train_begin(trainer)
@@ -94,7 +83,7 @@ def run_side(src: Path, steps: int, warmup: int) -> dict:
     """One subprocess of one side: its median step time and what it ran."""
     env = dict(os.environ, PYTHONPATH=str(src))
     out = subprocess.run(
-        [sys.executable, "-c", WORKER, str(steps), str(warmup)],
+        [sys.executable, "-c", WORKER, str(steps), str(warmup), str(ROOT / "benchmarks")],
         env=env,
         capture_output=True,
         text=True,
@@ -139,14 +128,9 @@ def main() -> None:
 
 
 def write(args, commit, head, epochs, old, new, ratio, results, same_losses) -> None:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from results_md import cpu_name
+
+    cpu = cpu_name()
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     command = (
         f"python benchmarks/best_epoch.py --old {args.old} --rounds {args.rounds} "

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import re
 import shlex
 import subprocess
@@ -21,8 +20,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 
@@ -63,20 +60,6 @@ BF16_TOLERANCE = 0.5  # points of test accuracy, the target of the mixed-precisi
 RECIPE_TARGETS = {"two-layer": (63.0, 600), "fast": (60.0, 120), "best": (70.0, 7200)}
 for _name in RECIPE_TARGETS:
     RUNS[f"recipe-{_name}"] = (["--recipe", _name], f"the {_name} recipe")
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, NumPy {np.__version__}"
-    )
 
 
 def run_one(name: str, extra: list[str], data_dir: str | None) -> dict:
@@ -180,6 +163,9 @@ def main() -> None:
     table = "\n".join(lines + ([""] + notes if notes else []))
     print(table)
     if args.write:
+        sys.path.insert(0, str(HERE))
+        from results_md import machine, update_section
+
         command = "python benchmarks/cifar10.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         text = (
             f"## Accuracy: `numprop train`{' recipes' if args.section.startswith('recipe') else ''} "
@@ -192,9 +178,6 @@ def main() -> None:
             "the project's shared datasets README (expect accuracies within a point or "
             "two of the official files).\n"
         )
-        sys.path.insert(0, str(HERE))
-        from results_md import update_section
-
         update_section(args.section, text)
         print(f"wrote {HERE / 'RESULTS.md'}")
 

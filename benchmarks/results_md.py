@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import re
 from pathlib import Path
 
@@ -25,3 +27,24 @@ def update_section(name: str, text: str, path: Path = RESULTS) -> Path:
         updated = current.rstrip() + "\n\n" + block + "\n"
     path.write_text(updated)
     return path
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo ("unknown CPU" where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def machine() -> str:
+    """One line for a result's heading: CPU, cores, Python and NumPy versions."""
+    import numpy as np
+
+    return (
+        f"{cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"NumPy {np.__version__}"
+    )

@@ -200,16 +200,10 @@ def table(records) -> str:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from results_md import cpu_name
+
     return (
-        f"{cpu}, {len(os.sched_getaffinity(0))} cores; Python {platform.python_version()}, "
+        f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores; Python {platform.python_version()}, "
         f"NumPy {np.__version__}, scikit-learn {sklearn.__version__}, numprop {numprop.__version__}"
     )
 

@@ -24,7 +24,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import shlex
 import subprocess
@@ -54,20 +53,6 @@ flip = {{ choice = [true, false] }}
 
 # The benchmark's size: 8,000 training images and 2,000 for validation, 6 epochs a trial.
 FULL = {"limit": 10000, "val_size": 2000, "epochs": 6}
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, NumPy {np.__version__}"
-    )
 
 
 def busy_seconds() -> float:
@@ -174,6 +159,9 @@ def main() -> None:
     print(summary)
     if not args.write:
         return
+    sys.path.insert(0, str(HERE))
+    from results_md import machine, update_section
+
     command = "python benchmarks/sweep.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     best = parallel["best"]
     settings = ", ".join(f"{k} {json.dumps(v)}" for k, v in best["settings"].items())
@@ -186,9 +174,6 @@ def main() -> None:
         f"{table}\n\n{summary}\n\n"
         f"The best trial: {settings}.\n"
     )
-    sys.path.insert(0, str(HERE))
-    from results_md import update_section
-
     update_section("sweep", text)
     detail = [
         "# `numprop sweep` on the local cluster against one trial at a time\n",
