@@ -51,6 +51,7 @@ from numprop.training.io import (
     available_memory,
     check_settings,
     load,
+    lock_folder,
     one_line,
     save,
 )
@@ -851,22 +852,13 @@ def make_run_folder(out_dir: Path, *, resume: bool = False):
                 "or delete it first"
             )
         out_dir.mkdir(parents=True, exist_ok=True)
-        lock = open(out_dir / ".lock", "a+b")  # noqa: SIM115 - held open by the caller
     except OSError as exc:
         raise ConfigError(f"cannot write the run folder {out_dir}: {exc.strerror or exc}") from None
-    try:
-        import fcntl
-
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:  # not on POSIX: no lock, as before
-        pass
-    except OSError:
-        lock.close()
-        raise ConfigError(
-            f"another numprop process is training into {out_dir}: wait for it, or choose "
-            "another --out"
-        ) from None
-    return lock
+    return lock_folder(
+        out_dir,
+        "the run folder",
+        f"another numprop process is training into {out_dir}: wait for it, or choose another --out",
+    )
 
 
 # Named recipes (`numprop train --recipe NAME`): settings that differ from TrainConfig's

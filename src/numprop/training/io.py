@@ -237,6 +237,30 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     return path
 
 
+def lock_folder(folder: Path, what: str, busy: str):
+    """Lock ``folder`` (its ``.lock`` file, ``fcntl.flock``) for this process, or say why not.
+
+    Returns the open lock file: the folder stays locked until it is closed. A
+    one-line ConfigError when the lock file cannot be made ("cannot write
+    ``what`` ...") or another process holds the lock (``busy``). Where there is
+    no ``fcntl`` (not POSIX) nothing is locked.
+    """
+    try:
+        lock = open(folder / ".lock", "a+b")  # noqa: SIM115 - held open by the caller
+    except OSError as exc:
+        raise ConfigError(f"cannot write {what} {folder}: {exc.strerror or exc}") from None
+    try:
+        import fcntl
+
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:
+        pass
+    except OSError:
+        lock.close()
+        raise ConfigError(busy) from None
+    return lock
+
+
 def _create_temporary(path: Path) -> tuple[str, int]:
     """(name, descriptor) of a new, empty file beside ``path`` that no other writer uses."""
     for _ in range(100):

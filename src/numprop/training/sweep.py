@@ -49,7 +49,7 @@ import numpy as np
 from numprop.errors import ConfigError, NumpropError, TrainingError
 from numprop.training.callbacks import atomic_write_text
 from numprop.training.experiment import TrainConfig, recipe_config
-from numprop.training.io import check_settings, one_line
+from numprop.training.io import check_settings, lock_folder, one_line
 from numprop.training.trainer import Callback
 
 KINDS = ("uniform", "log_uniform", "int", "choice")
@@ -1281,17 +1281,9 @@ def _check_run_settings(scheduler, workers, retries) -> None:
 
 def _make_folder(out: Path):
     """The sweep's folder, locked against a second driver; its trials/ and attempts/ folders."""
-    import fcntl
-
     try:
         (out / "attempts").mkdir(parents=True, exist_ok=True)
         (out / "trials").mkdir(exist_ok=True)
-        lock = open(out / ".lock", "a+b")  # noqa: SIM115 - held open by the caller
     except OSError as exc:
         raise ConfigError(f"cannot write the sweep folder {out}: {exc.strerror or exc}") from None
-    try:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        lock.close()
-        raise ConfigError(f"another numprop sweep is running in {out}") from None
-    return lock
+    return lock_folder(out, "the sweep folder", f"another numprop sweep is running in {out}")
