@@ -1,4 +1,4 @@
-"""Where the ``best`` recipe's training step goes: seconds per epoch by component.
+"""Where a recipe's training step goes (``best`` unless ``--recipe``): seconds per epoch by component.
 
 Builds the recipe's exact run as ``experiment.train`` does (``recipe_config``,
 ``make_batches``, ``make_model``, ``make_optimizer``, the EMA and Diagnostics
@@ -67,14 +67,14 @@ def instrument(model, times: dict) -> dict:
     return names
 
 
-def build():
+def build(recipe: str = "best"):
     """The recipe's config, training batches, model, loss, optimizer and callbacks."""
     from numprop.nn.precision import resolve
     from numprop.training import experiment as ex
     from numprop.training.callbacks import EMA
     from numprop.training.diagnostics import Diagnostics
 
-    cfg = ex.recipe_config("best")
+    cfg = ex.recipe_config(recipe)
     rng = np.random.default_rng(cfg.seed)
     data = ex.load_config_data(cfg)
     splits = ex.split_data(data, cfg, rng)
@@ -84,7 +84,8 @@ def build():
     model = ex.make_model(cfg, pre.output_dim, data.n_classes, rng)
     model.set_precision(precision)
     loss, opt = ex.make_loss(cfg), ex.make_optimizer(cfg, model)
-    return cfg, train, model, loss, opt, [Diagnostics(), EMA(cfg.ema)], precision
+    callbacks = [Diagnostics()] + ([EMA(cfg.ema)] if cfg.ema else [])
+    return cfg, train, model, loss, opt, callbacks, precision
 
 
 def main() -> None:
@@ -92,12 +93,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed steps (after 5 warm-up)")
     parser.add_argument("--kernels", choices=("auto", "numpy"), default="auto")
     parser.add_argument("--cprofile", action="store_true")
+    parser.add_argument("--recipe", default="best", help="the recipe to profile")
     args = parser.parse_args()
     from numprop import config as npconfig
     from numprop.training.trainer import Trainer
 
     with npconfig.override(kernels=args.kernels):
-        cfg, train, model, loss, opt, callbacks, precision = build()
+        cfg, train, model, loss, opt, callbacks, precision = build(args.recipe)
         trainer = Trainer(model, loss, opt, None, callbacks)
         trainer.steps_per_epoch = len(train)
         for cb in callbacks:
@@ -127,7 +129,7 @@ def main() -> None:
                 lambda o, y: (loss.forward(o, y), loss.count_correct(), loss.backward()),
             ),
             "zero": _timed(times, "optimizer zero_grad", opt.zero_grad),
-            "step": _timed(times, "optimizer step (Lion)", opt.step),
+            "step": _timed(times, f"optimizer step ({type(opt).__name__})", opt.step),
         }
         walls = []
         prof = cProfile.Profile() if args.cprofile else None
@@ -156,7 +158,7 @@ def main() -> None:
     steps = len(train)
     wall = statistics.median(walls) * steps
     print(
-        f"best recipe, {steps} steps/epoch of batch {cfg.batch_size}, precision {precision.name}, "
+        f"{args.recipe} recipe, {steps} steps/epoch of batch {cfg.batch_size}, precision {precision.name}, "
         f"kernels={args.kernels}, {args.steps} timed steps; OMP/MKL threads "
         f"{os.environ.get('OMP_NUM_THREADS', 'default')}"
     )

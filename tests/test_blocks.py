@@ -116,6 +116,20 @@ def test_ema_is_the_average_computed_by_hand():
         assert not np.allclose(average, weights.seen[-1][name])  # not just the last weights
 
 
+def test_ema_every_k_steps_averages_every_kth_weights_with_the_decay_to_the_k():
+    weights, ema = Weights(), npp.EMA(decay=0.75, every=4)
+    trainer, loader, _ = small_run([weights, ema], epochs=3)
+    trainer.fit(loader, epochs=3)  # 9 steps: updates after the 4th and the 8th
+    assert ema.updates == 2 and ema.steps == 9
+    for name in weights.seen[0]:
+        average = weights.seen[0][name]
+        for w in (weights.seen[4], weights.seen[8]):
+            average = 0.75**4 * average + (1 - 0.75**4) * w[name]
+        np.testing.assert_allclose(ema.averages[name], average, rtol=1e-13, atol=1e-15)
+    with pytest.raises(npp.ConfigError, match="every must be"):
+        npp.EMA(every=0)
+
+
 def test_ema_swap_puts_the_averages_in_and_the_weights_back_exactly():
     ema = npp.EMA(decay=0.5)
     trainer, loader, epochs = small_run([ema])
@@ -150,12 +164,13 @@ def test_ema_refuses_what_it_cannot_do():
         ema.apply(other)
 
 
-def test_ema_resumes_exactly_from_the_trainer_state():
-    whole = npp.EMA(decay=0.9)
+@pytest.mark.parametrize("every", [1, 2])
+def test_ema_resumes_exactly_from_the_trainer_state(every):
+    whole = npp.EMA(decay=0.9, every=every)
     trainer, loader, _ = small_run([whole], epochs=3)
     trainer.fit(loader, epochs=3)
 
-    first = npp.EMA(decay=0.9)
+    first = npp.EMA(decay=0.9, every=every)
     trainer, loader, _ = small_run([first])
     trainer.fit(loader, epochs=1)
     arrays, meta = trainer.state()
@@ -163,11 +178,12 @@ def test_ema_resumes_exactly_from_the_trainer_state():
     weights = trainer.model.state_dict()
     model = npp.models.mlp([5, 4, 3], rng=1, dtype=np.float64)
     model.load_state_dict(weights)
-    resumed = npp.EMA(decay=0.9)
+    resumed = npp.EMA(decay=0.9, every=every)
     trainer, loader, _ = small_run([resumed], model=model)
     trainer.load_state(arrays, meta)
     trainer.fit(loader, epochs=3)
-    assert resumed.updates == whole.updates == 9
+    # 3 steps an epoch: with every=2 the first epoch ends between two updates
+    assert resumed.updates == whole.updates == 9 // every
     for name, average in whole.averages.items():
         np.testing.assert_array_equal(resumed.averages[name], average)
 

@@ -73,6 +73,7 @@ SETTINGS = {
         "mixup": 0.4,
         "cutmix": 1.0,
         "ema": 0.9,
+        "ema_every": 3,  # a cut can fall between two updates of the average
     },
 }
 

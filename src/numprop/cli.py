@@ -251,6 +251,13 @@ def _run_arguments(t, d) -> None:
         help="average the weights (e.g. 0.999) for the final model; 0: off",
     )
     opt.add_argument(
+        "--ema-every",
+        type=_positive_int,
+        default=d.ema_every,
+        metavar="STEPS",
+        help="update the average every STEPS optimizer steps (decay**STEPS): less work",
+    )
+    opt.add_argument(
         "--tta", action="store_true", help="also report the test accuracy averaged over flips"
     )
     opt.add_argument(

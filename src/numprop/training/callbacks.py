@@ -277,8 +277,13 @@ class EMA(Callback):
     Parameters
     ----------
     decay : float, default 0.999
-        In [0, 1): the old average's weight in each update; the average spans
-        about ``1 / (1 - decay)`` steps.
+        In [0, 1): the old average's weight per optimizer step; the average
+        spans about ``1 / (1 - decay)`` steps.
+    every : int, default 1
+        Update the average after every ``every``-th step only, with the decay
+        ``decay ** every``: the same span, sampled more sparsely, for a
+        fraction of the cost (one pass over all the weights per update, as
+        long as an SGD step's on a wide layer).
 
     Attributes
     ----------
@@ -286,7 +291,7 @@ class EMA(Callback):
         The average of each parameter, by dotted name, in the parameter's
         shape and dtype; empty until training begins (or a state is loaded).
     updates : int
-        Optimizer steps averaged so far.
+        Updates of the average so far (optimizer steps / ``every``).
 
     Raises
     ------
@@ -295,12 +300,15 @@ class EMA(Callback):
         averages that do not match the model's parameters.
     """
 
-    def __init__(self, decay: float = 0.999):
+    def __init__(self, decay: float = 0.999, every: int = 1):
         if not 0.0 <= decay < 1.0:
             raise ConfigError(f"EMA decay must be in [0, 1), got {decay}")
-        self.decay = float(decay)
+        if isinstance(every, bool) or not isinstance(every, int | np.integer) or every < 1:
+            raise ConfigError(f"EMA every must be a whole number of steps >= 1, got {every!r}")
+        self.decay, self.every = float(decay), int(every)
         self.averages: dict[str, np.ndarray] = {}
         self.updates = 0
+        self.steps = 0  # optimizer steps seen, to know which ones update the average
         self.model = None
         self._pairs: list[tuple[np.ndarray, np.ndarray]] = []  # (average, its parameter's data)
 
@@ -316,9 +324,13 @@ class EMA(Callback):
         self._pairs = [(self.averages[name], p.data) for name, p in params.items()]
 
     def on_batch_end(self, trainer, batch, loss, size):
-        """Move each average towards the weights the optimizer step just made."""
+        """Move each average towards the weights the optimizer step just made (every ``every``)."""
+        self.steps += 1
+        if self.steps % self.every:
+            return
+        decay = self.decay**self.every  # ``every`` steps' worth of decay in one update
         for average, weights in self._pairs:
-            axpby(1.0 - self.decay, weights, self.decay, average)  # in place, no temporary
+            axpby(1.0 - decay, weights, decay, average)  # in place, no temporary
         self.updates += 1
 
     @contextmanager
@@ -381,12 +393,15 @@ class EMA(Callback):
             p.changed()  # derived copies (bf16) are made again
 
     def state(self):
-        """The averages (copies) and the number of updates."""
-        return {name: a.copy() for name, a in self.averages.items()}, {"updates": self.updates}
+        """The averages (copies), the number of updates and of steps seen."""
+        meta = {"updates": self.updates, "steps": self.steps}
+        return {name: a.copy() for name, a in self.averages.items()}, meta
 
     def load_state(self, arrays, meta):
         self.averages = {name: a.copy() for name, a in arrays.items()}
         self.updates = int(meta["updates"])
+        # Checkpoints from before ``every`` existed updated after every step.
+        self.steps = int(meta.get("steps", self.updates))
 
 
 def atomic_write_text(path: Path, text: str) -> None:

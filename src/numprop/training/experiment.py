@@ -151,6 +151,9 @@ class TrainConfig:
     ema : float, default 0.0
         Decay of an exponential moving average of the weights (0: off), used
         for the final model and the test (``EMA``).
+    ema_every : int, default 1
+        Update that average after every ``ema_every``-th optimizer step only
+        (with the decay raised to that power: the same span, less work).
     tta : bool, default False
         Also report the test accuracy averaged over each image and its mirror.
     recipe : str, optional
@@ -196,6 +199,7 @@ class TrainConfig:
     mixup: float = 0.0
     cutmix: float = 0.0
     ema: float = 0.0
+    ema_every: int = 1
     tta: bool = False
     recipe: str | None = None
 
@@ -238,6 +242,7 @@ class TrainConfig:
             ("crop", self.crop, 0),
             ("patience", self.patience, 0),
             ("image size", self.image_size, 1),
+            ("ema every", self.ema_every, 1),
         ):
             if value < low:
                 raise ConfigError(f"{name} must be at least {low}, got {value}")
@@ -716,7 +721,7 @@ def train(
         cbs.append(
             EarlyStopping("val_loss" if val is not None else "train_loss", patience=config.patience)
         )
-    ema = EMA(config.ema) if config.ema else None
+    ema = EMA(config.ema, config.ema_every) if config.ema else None
     if ema is not None:
         cbs.append(ema)
     # The checkpoint comes after every callback with state, so it saves this epoch's.
