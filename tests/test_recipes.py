@@ -15,10 +15,13 @@ from numprop.cli import main
 from numprop.data.mixing import MixUp
 from numprop.training.experiment import (
     RECIPES,
+    TrainConfig,
+    load_config_data,
     make_loss,
     make_model,
     make_optimizer,
     recipe_config,
+    split_data,
 )
 
 
@@ -80,5 +83,14 @@ def test_bottleneck_mixup_cutmix_ema_and_tta_train_together(tmp_path, capsys):
     assert "test accuracy with flips averaged (TTA)" in out
     summary = json.loads((run / "summary.json").read_text())
     assert 0 <= summary["test_acc_tta"] <= 1
-    model = npp.load(run / "model.npz").model
-    assert any(type(m).__name__ == "Residual" for m in model.modules())
+    saved = npp.load(run / "model.npz")
+    assert any(type(m).__name__ == "Residual" for m in saved.model.modules())
+    # The final (averaged) model's validation accuracy, for choosing between runs
+    config = TrainConfig(**summary["config"])
+    splits = split_data(load_config_data(config), config, np.random.default_rng(config.seed))
+    x_val, y_val = splits.x[splits.val_idx], splits.y[splits.val_idx]
+    assert len(y_val) == 20
+    for key, tta in (("val_acc_final", False), ("val_acc_final_tta", True)):
+        expected = np.mean(saved.predict_proba(x_val, tta=tta).argmax(axis=1) == y_val)
+        assert summary[key] == pytest.approx(expected, abs=1e-12), key
+    assert "validation accuracy of the final (averaged) model" in out

@@ -763,11 +763,31 @@ def train(
         print_fn(history.stop_reason)
     if ema is not None and ema.averages:  # the final model is the average of the weights
         ema.apply(model)
+    saved_model = SavedModel(model, pre, data.class_names)
+    final_val = {}
+    if val is not None and ema is not None:
+        # The history's validation accuracies are the training weights'; model
+        # selection between runs wants the final model's, as the test will see it.
+        final_val["val_acc_final"] = trainer.evaluate(val)[1]
+        if config.tta and data.is_images and final_val["val_acc_final"] is not None:
+            val_probs = saved_model.predict_proba(splits.x[splits.val_idx], tta=True)
+            final_val["val_acc_final_tta"] = float(
+                np.mean(val_probs.argmax(axis=1) == splits.y[splits.val_idx])
+            )
+        if final_val["val_acc_final"] is not None:
+            print_fn(
+                "validation accuracy of the final (averaged) model "
+                f"{100 * final_val['val_acc_final']:.2f}%"
+                + (
+                    f", {100 * final_val['val_acc_final_tta']:.2f}% with flips averaged"
+                    if "val_acc_final_tta" in final_val
+                    else ""
+                )
+            )
     test_loss = test_acc = None
     tta = test and config.tta and data.is_images
     if test:
         test_loss, test_acc = trainer.evaluate(test_batches)
-        saved_model = SavedModel(model, pre, data.class_names)
         probs = saved_model.predict_proba(splits.test_x)
         if tta:
             tta_probs = saved_model.predict_proba(splits.test_x, tta=True)
@@ -782,6 +802,7 @@ def train(
         "seconds": seconds,
         "train_examples": n_train,
         "test_examples": len(splits.test_y),
+        **final_val,
         "config": asdict(config),
     }
     if tta:
