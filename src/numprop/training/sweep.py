@@ -649,6 +649,15 @@ class Cluster:
                     silence_logs=logging.ERROR,
                 )
             self.client = Client(self.local)
+            # Every worker registered before the first trial is handed out, so that
+            # none of them starts the sweep late with the first round already given away.
+            try:
+                self.client.wait_for_workers(workers, timeout=timeout)
+            except (TimeoutError, OSError):
+                self.close()
+                raise ConfigError(
+                    f"the local Dask cluster's {workers} workers did not start in {timeout:g} s"
+                ) from None
             self.description = (
                 f"local Dask cluster: {workers} worker{'s' * (workers > 1)} x "
                 f"{self.threads} BLAS thread{'s' * (self.threads > 1)} ({n_cores} cores)"
