@@ -8,10 +8,14 @@ Usage (from the repository root):
 Each RUN_FOLDER is what `numprop train --out` wrote (summary.json, history.json).
 Writes OUTPUT.md (per run: the settings that differ between the runs, the
 `numprop train` options that reproduce it, test accuracy with and without
-flip TTA, wall time, best and last validation accuracy) and OUTPUT.png
+flip TTA, wall time, best and last validation accuracy of the training
+weights, the final (weight-averaged) model's validation accuracy, as the run
+recorded it or, with ``--measure-validation``, measured here from its model.npz)
+and OUTPUT.png
 (validation accuracy against the epoch for every run); ``--notes FILE`` adds
-a Markdown file's text after the table. It reads the runs only:
-the numbers are those the runs measured, on the machine that ran them.
+a Markdown file's text after the table. Apart from that validation accuracy
+it reads the runs only: the numbers are those the runs measured, on the
+machine that ran them.
 """
 
 from __future__ import annotations
@@ -36,15 +40,52 @@ SHOWN = {
     "crop": "--crop",
     "preprocessing": "--preprocessing",
     "mixup": "--mixup",
+    "cutmix": "--cutmix",
     "ema": "--ema",
+    "ema_every": "--ema-every",
     "tta": "--tta",
 }
 
 
 def load(folder: Path) -> dict:
+    from dataclasses import asdict
+
+    from numprop.training.experiment import TrainConfig
+
     summary = json.loads((folder / "summary.json").read_text())
     history = json.loads((folder / "history.json").read_text())
-    return {"folder": folder, "summary": summary, "config": summary["config"], "history": history}
+    # Settings added since a run was made: it ran with their defaults.
+    config = {**asdict(TrainConfig()), **summary["config"]}
+    return {"folder": folder, "summary": summary, "config": config, "history": history}
+
+
+def measure_validation(run: dict) -> None:
+    """Measure the final model's validation accuracy, with flip TTA where the run used it.
+
+    For runs made before `numprop train` recorded it: the run's model.npz on the
+    validation split its seed drew (the split as `train` draws it).
+    """
+    import numpy as np
+
+    import numprop as npp
+    from numprop.training.experiment import TrainConfig, load_config_data, split_data
+
+    config = TrainConfig(**run["config"])
+    splits = split_data(load_config_data(config), config, np.random.default_rng(config.seed))
+    x, y = splits.x[splits.val_idx], splits.y[splits.val_idx]
+    saved = npp.load(run["folder"] / "model.npz")
+    run["summary"]["val_acc_final"] = float(np.mean(saved.predict_proba(x).argmax(1) == y))
+    if config.tta:
+        probs = saved.predict_proba(x, tta=True)
+        run["summary"]["val_acc_final_tta"] = float(np.mean(probs.argmax(1) == y))
+
+
+def final_validation(summary: dict) -> str:
+    """The final model's validation accuracy (with flip TTA where measured), or ""."""
+    for key, note in (("val_acc_final_tta", " (TTA)"), ("val_acc_final", "")):
+        if summary.get(key) is not None:
+            return f"{summary[key] * 100:.2f}%{note}"
+    return ""
 
 
 def options(config: dict, keys: list[str]) -> str:
@@ -69,14 +110,24 @@ def main() -> None:
     parser.add_argument(
         "--notes", type=Path, help="a Markdown file of notes to put after the table"
     )
+    parser.add_argument(
+        "--measure-validation",
+        action="store_true",
+        help="measure the final model's validation accuracy for runs that did not record it "
+        "(needs the data set: NUMPROP_DATA_DIR)",
+    )
     args = parser.parse_args()
     runs = [load(folder) for folder in args.runs]
+    if args.measure_validation:
+        for run in runs:
+            if "val_acc_final" not in run["summary"]:
+                measure_validation(run)
     keys = [k for k in SHOWN if len({json.dumps(r["config"].get(k)) for r in runs}) > 1]
     keys = [k for k in keys if all(k in r["config"] for r in runs)]
 
     lines = [
-        "| run | options | test accuracy | with flip TTA | wall time | validation: best / last | training accuracy, last epoch |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| run | options | test accuracy | with flip TTA | wall time | validation: best / last | final model, validation | training accuracy, last epoch |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in runs:
         s, h = r["summary"], r["history"]
@@ -85,7 +136,8 @@ def main() -> None:
         lines.append(
             f"| {r['folder'].name} | `{options(r['config'], keys)}` | {s['test_acc'] * 100:.2f}% | "
             f"{'' if tta is None else f'{tta * 100:.2f}%'} | {s['seconds']:.0f} s | "
-            f"{max(val):.1f}% / {val[-1]:.1f}% | {h[-1]['train_acc'] * 100:.1f}% |"
+            f"{max(val):.1f}% / {val[-1]:.1f}% | {final_validation(s)} | "
+            f"{h[-1]['train_acc'] * 100:.1f}% |"
         )
 
     import matplotlib
