@@ -281,9 +281,9 @@ class EMA(Callback):
         spans about ``1 / (1 - decay)`` steps.
     every : int, default 1
         Update the average after every ``every``-th step only, with the decay
-        ``decay ** every``: the same span, sampled more sparsely, for a
-        fraction of the cost (one pass over all the weights per update, as
-        long as an SGD step's on a wide layer).
+        ``decay ** every``: the same span, sampled more sparsely, for an
+        ``every``-th of the cost (each update is a pass over all the weights,
+        on a wide layer about as long as the optimizer step itself).
 
     Attributes
     ----------
