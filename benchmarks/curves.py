@@ -122,8 +122,7 @@ def main() -> None:
         for run in runs:
             if "val_acc_final" not in run["summary"]:
                 measure_validation(run)
-    keys = [k for k in SHOWN if len({json.dumps(r["config"].get(k)) for r in runs}) > 1]
-    keys = [k for k in keys if all(k in r["config"] for r in runs)]
+    keys = [k for k in SHOWN if len({json.dumps(r["config"][k]) for r in runs}) > 1]
 
     lines = [
         "| run | options | test accuracy | with flip TTA | wall time | validation: best / last | final model, validation | training accuracy, last epoch |",

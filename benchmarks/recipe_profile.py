@@ -84,7 +84,7 @@ def build(recipe: str = "best"):
     model = ex.make_model(cfg, pre.output_dim, data.n_classes, rng)
     model.set_precision(precision)
     loss, opt = ex.make_loss(cfg), ex.make_optimizer(cfg, model)
-    callbacks = [Diagnostics()] + ([EMA(cfg.ema)] if cfg.ema else [])
+    callbacks = [Diagnostics()] + ([EMA(cfg.ema, cfg.ema_every)] if cfg.ema else [])
     return cfg, train, model, loss, opt, callbacks, precision
 
 

@@ -768,30 +768,23 @@ def train(
     if val is not None and ema is not None:
         # The history's validation accuracies are the training weights'; model
         # selection between runs wants the final model's, as the test will see it.
-        final_val["val_acc_final"] = trainer.evaluate(val)[1]
-        if config.tta and data.is_images and final_val["val_acc_final"] is not None:
-            val_probs = saved_model.predict_proba(splits.x[splits.val_idx], tta=True)
-            final_val["val_acc_final_tta"] = float(
-                np.mean(val_probs.argmax(axis=1) == splits.y[splits.val_idx])
-            )
-        if final_val["val_acc_final"] is not None:
-            print_fn(
-                "validation accuracy of the final (averaged) model "
-                f"{100 * final_val['val_acc_final']:.2f}%"
-                + (
-                    f", {100 * final_val['val_acc_final_tta']:.2f}% with flips averaged"
-                    if "val_acc_final_tta" in final_val
-                    else ""
+        val_acc = final_val["val_acc_final"] = trainer.evaluate(val)[1]
+        if val_acc is not None:
+            line = f"validation accuracy of the final (averaged) model {100 * val_acc:.2f}%"
+            if config.tta and data.is_images:
+                x_val, y_val = splits.x[splits.val_idx], splits.y[splits.val_idx]
+                val_tta = final_val["val_acc_final_tta"] = flip_tta_accuracy(
+                    saved_model, x_val, y_val
                 )
-            )
+                line += f", {100 * val_tta:.2f}% with flips averaged"
+            print_fn(line)
     test_loss = test_acc = None
     tta = test and config.tta and data.is_images
     if test:
         test_loss, test_acc = trainer.evaluate(test_batches)
         probs = saved_model.predict_proba(splits.test_x)
         if tta:
-            tta_probs = saved_model.predict_proba(splits.test_x, tta=True)
-            tta_acc = float(np.mean(tta_probs.argmax(axis=1) == splits.test_y))
+            tta_acc = flip_tta_accuracy(saved_model, splits.test_x, splits.test_y)
             print_fn(f"test accuracy with flips averaged (TTA) {100 * tta_acc:.2f}%")
         write_predictions(out_dir / "predictions.npz", splits.test_y, probs, splits.test_x)
     seconds = time.perf_counter() - started
@@ -958,6 +951,13 @@ def recipe_config(name: str, **overrides) -> TrainConfig:
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
     return TrainConfig(**{**RECIPES[name][0], **overrides, "recipe": name})
+
+
+def flip_tta_accuracy(saved_model: SavedModel, images: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy in [0, 1] of ``saved_model`` on raw ``images`` (N, H, W, C), each
+    prediction averaged with its mirror image's (``predict_proba(tta=True)``)."""
+    probs = saved_model.predict_proba(images, tta=True)
+    return float(np.mean(probs.argmax(axis=1) == labels))
 
 
 def train_cifar10(config: TrainConfig | None, out_dir: str | Path, **kwargs) -> RunResult:

@@ -651,13 +651,11 @@ class Cluster:
             self.client = Client(self.local)
             # Every worker registered before the first trial is handed out, so that
             # none of them starts the sweep late with the first round already given away.
-            try:
-                self.client.wait_for_workers(workers, timeout=timeout)
-            except (TimeoutError, OSError):
-                self.close()
-                raise ConfigError(
-                    f"the local Dask cluster's {workers} workers did not start in {timeout:g} s"
-                ) from None
+            self._wait_for_workers(
+                workers,
+                timeout,
+                f"the local Dask cluster's {workers} workers did not start in {timeout:g} s",
+            )
             self.description = (
                 f"local Dask cluster: {workers} worker{'s' * (workers > 1)} x "
                 f"{self.threads} BLAS thread{'s' * (self.threads > 1)} ({n_cores} cores)"
@@ -669,12 +667,16 @@ class Cluster:
             raise ConfigError(
                 f"cannot reach the Dask scheduler at {scheduler}: {one_line(exc)}"
             ) from None
-        try:
-            self.client.wait_for_workers(1, timeout=timeout)
-        except (TimeoutError, OSError):
-            self.client.close()
-            raise ConfigError(f"the Dask cluster at {scheduler} has no workers") from None
+        self._wait_for_workers(1, timeout, f"the Dask cluster at {scheduler} has no workers")
         self.description = f"Dask cluster at {scheduler}: " + self._size()
+
+    def _wait_for_workers(self, n: int, timeout: float, failure: str) -> None:
+        """Until ``n`` workers are registered; else close the cluster, ConfigError(failure)."""
+        try:
+            self.client.wait_for_workers(n, timeout=timeout)
+        except (TimeoutError, OSError):
+            self.close()
+            raise ConfigError(failure) from None
 
     def _size(self) -> str:
         """Say what the cluster has, and choose BLAS threads per trial per machine."""
