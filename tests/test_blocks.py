@@ -8,11 +8,11 @@ import pytest
 
 import numprop as npp
 from numprop.cli import main
-from numprop.data.batches import ArrayLoader, hflip
+from numprop.data.batches import ArrayLoader, hflip, shift
 from numprop.data.mixing import CutMix, MixedBatches, MixUp, one_hot
 from numprop.data.preprocess import Standardize
 from numprop.nn.layers import GELU
-from numprop.training.io import SavedModel, flip_tta
+from numprop.training.io import SavedModel, flip_tta, shift_tta
 
 
 def test_bottleneck_mlp_structure_and_parameter_count():
@@ -338,6 +338,63 @@ def test_tta_is_the_mean_of_the_two_predictions():
         table.predict_proba(np.zeros((2, 48), np.float32), tta=True)
 
 
+def shifted_by_hand(images, dy, dx):
+    """images moved down dy and right dx pixels, zeros in the gap: one pixel at a time."""
+    out = np.zeros_like(images)
+    n, h, w, _ = images.shape
+    for y in range(h):
+        for x in range(w):
+            if 0 <= y + dy < h and 0 <= x + dx < w:
+                out[:, y + dy, x + dx] = images[:, y, x]
+    return out
+
+
+def test_shift_moves_the_picture_and_fills_the_gap_with_zeros():
+    images = np.random.default_rng(0).integers(1, 256, (3, 4, 5, 2), dtype=np.uint8)
+    for dy, dx in [(0, 0), (1, 0), (0, -2), (-1, 3), (2, 2), (4, 0), (-9, 1)]:
+        moved = shift(images, dy, dx)
+        assert moved.flags.c_contiguous and moved.shape == images.shape
+        np.testing.assert_array_equal(moved, shifted_by_hand(images, dy, dx), err_msg=f"{dy, dx}")
+    assert shift(images, 1, 0)[:, 0].max() == 0 and shift(images, 1, 0)[:, 1:].min() > 0
+    with pytest.raises(npp.DataError, match="shift"):
+        shift(images.reshape(3, -1), 1, 1)
+
+
+def test_shift_tta_is_the_mean_over_the_nine_shifted_copies():
+    saved, images = image_model()
+    views = [
+        saved.predict_proba(shifted_by_hand(images, dy, dx))
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+    ]
+    assert not np.allclose(views[0], views[4])  # the shift matters to this model
+    expected = np.mean(views, axis=0)
+    before = images.copy()
+    np.testing.assert_allclose(
+        shift_tta(saved.predict_proba, images, 1), expected, rtol=1e-6, atol=1e-7
+    )
+    np.testing.assert_array_equal(images, before)  # not modified
+    np.testing.assert_allclose(
+        saved.predict_proba(images, batch_size=16, tta_shift=1), expected, rtol=1e-6, atol=1e-7
+    )
+    # With flips too: 18 views, each shifted copy with its mirror
+    both = [
+        saved.predict_proba(shifted_by_hand(im, dy, dx))
+        for im in (images, hflip(images))
+        for dy in (-2, 0, 2)
+        for dx in (-2, 0, 2)
+    ]
+    np.testing.assert_allclose(
+        saved.predict_proba(images, tta=True, tta_shift=2),
+        np.mean(both, axis=0),
+        rtol=1e-6,
+        atol=1e-7,
+    )
+    table = SavedModel(saved.model, None, inputs={"kind": "table", "width": 48, "columns": None})
+    with pytest.raises(npp.ConfigError, match="images"):
+        table.predict_proba(np.zeros((2, 48), np.float32), tta_shift=1)
+
+
 def test_evaluate_tta_option(tmp_path, capsys):
     saved, images = image_model()
     labels = np.array(["a", "b", "c"])[np.random.default_rng(1).integers(0, 3, len(images))]
@@ -358,7 +415,26 @@ def test_evaluate_tta_option(tmp_path, capsys):
     table = npp.save(tmp_path / "t.npz", saved.model, inputs={"kind": "table", "width": 48})
     np.savez(rows, X=images.reshape(40, -1).astype(np.float32), y=labels)
     assert main(["evaluate", str(table), "--data", str(rows), "--tta"]) == 2
-    assert "test-time flips (--tta) are for images" in capsys.readouterr().err
+    assert "test-time augmentation (--tta, --tta-shift) is for images" in capsys.readouterr().err
+    capsys.readouterr()
+    argv = [
+        "evaluate",
+        str(path),
+        "--data",
+        str(tmp_path / "data.npz"),
+        "--tta",
+        "--tta-shift",
+        "1",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    probs = npp.load(path).predict_proba(images, tta=True, tta_shift=1)
+    accuracy = np.mean(probs.argmax(1) == truth)
+    assert f"accuracy {100 * accuracy:.2f}% on 40 examples" in out
+    assert "shifted by 1 pixels" in out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", str(path), "--data", str(tmp_path / "data.npz"), "--tta-shift", "-1"])
+    assert exit_info.value.code == 2 and "--tta-shift" in capsys.readouterr().err
 
 
 def test_the_docs_example_runs(capsys):

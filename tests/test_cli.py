@@ -32,6 +32,7 @@ def test_help_for_every_command(command, capsys):
         (["train", "--epochs", "0"], "expected a positive number"),
         (["train", "--lr", "fast"], "expected a number"),
         (["train", "--optimizer", "rmsprop"], "invalid choice"),
+        (["train", "--tta-shift", "-2"], "expected a number >= 0"),
         (["bogus"], "invalid choice"),
     ],
 )

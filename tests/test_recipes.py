@@ -77,10 +77,11 @@ def test_bottleneck_mixup_cutmix_ema_and_tta_train_together(tmp_path, capsys):
     run = tmp_path / "run"
     argv = ["train", "--data", str(data), "--model", "bottleneck", "--width", "16", "--depth", "2"]
     argv += ["--mixup", "0.4", "--cutmix", "1.0", "--ema", "0.9", "--tta", "--epochs", "2"]
+    argv += ["--crop", "1", "--tta-shift", "1"]
     argv += ["--val-size", "20", "--batch-size", "32", "--optimizer", "lion", "--lr", "1e-3"]
     assert main([*argv, "--quiet", "--no-plots", "--out", str(run)]) == 0
     out = capsys.readouterr().out
-    assert "test accuracy with flips averaged (TTA)" in out
+    assert "test accuracy with flips and shifts of 1 pixels averaged (TTA)" in out
     summary = json.loads((run / "summary.json").read_text())
     assert 0 <= summary["test_acc_tta"] <= 1
     saved = npp.load(run / "model.npz")
@@ -90,7 +91,11 @@ def test_bottleneck_mixup_cutmix_ema_and_tta_train_together(tmp_path, capsys):
     splits = split_data(load_config_data(config), config, np.random.default_rng(config.seed))
     x_val, y_val = splits.x[splits.val_idx], splits.y[splits.val_idx]
     assert len(y_val) == 20
-    for key, tta in (("val_acc_final", False), ("val_acc_final_tta", True)):
-        expected = np.mean(saved.predict_proba(x_val, tta=tta).argmax(axis=1) == y_val)
+    for key, tta, tta_shift in (("val_acc_final", False, 0), ("val_acc_final_tta", True, 1)):
+        probs = saved.predict_proba(x_val, tta=tta, tta_shift=tta_shift)
+        expected = np.mean(probs.argmax(axis=1) == y_val)
         assert summary[key] == pytest.approx(expected, abs=1e-12), key
+    x_test, y_test = splits.test_x, splits.test_y
+    expected = np.mean(saved.predict_proba(x_test, tta=True, tta_shift=1).argmax(1) == y_test)
+    assert summary["test_acc_tta"] == pytest.approx(expected, abs=1e-12)
     assert "validation accuracy of the final (averaged) model" in out

@@ -116,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="test-time augmentation: average the class probabilities of each image and "
         "its mirror image (for images whose class a flip keeps)",
     )
+    e.add_argument(
+        "--tta-shift",
+        type=_nonneg_int,
+        default=0,
+        metavar="PIXELS",
+        help="test-time augmentation: also average over the image shifted by 0 and "
+        "+-PIXELS across and down (9 copies; for models trained with --crop PIXELS)",
+    )
     _data_arguments(e, default=None)
     _precision_argument(e, "auto")
 
@@ -259,6 +267,14 @@ def _run_arguments(t, d) -> None:
     )
     opt.add_argument(
         "--tta", action="store_true", help="also report the test accuracy averaged over flips"
+    )
+    opt.add_argument(
+        "--tta-shift",
+        type=_nonneg_int,
+        default=d.tta_shift,
+        metavar="PIXELS",
+        help="also average over shifts by 0 and +-PIXELS across and down (9 copies; "
+        "for models trained with --crop PIXELS); 0: off",
     )
     opt.add_argument(
         "--patience",
@@ -661,12 +677,13 @@ def cmd_evaluate(args) -> int:
     x, y, measure, what = _evaluation_data(saved, args)
     _check_inputs(saved, x)
     names = saved.class_names or [str(i) for i in range(saved.model[-1].out_features)]
-    pred = saved.predict_proba(x, tta=args.tta).argmax(axis=1)
+    pred = saved.predict_proba(x, tta=args.tta, tta_shift=args.tta_shift).argmax(axis=1)
     cm = confusion_matrix(y, pred, len(names))
     print(
         f"{measure} {100 * accuracy(y, pred):.2f}% on {len(pred):,} examples ({what}), "
         f"{saved.model.precision.name} products"
         + (", with flipped copies (--tta)" if args.tta else "")
+        + (f", with copies shifted by {args.tta_shift} pixels" if args.tta_shift else "")
     )
     print(classification_report(cm, names))
     if len(names) <= 20:  # beyond that the matrix is a wall of numbers: plot it instead

@@ -11,7 +11,7 @@ from numprop._fast import kernels
 from numprop._fast.bf16 import to_bf16
 from numprop.errors import ConfigError, DataError
 
-__all__ = ["stratified_split", "hflip", "Augment", "BatchLoader", "ArrayLoader"]
+__all__ = ["stratified_split", "hflip", "shift", "Augment", "BatchLoader", "ArrayLoader"]
 
 
 def _check_rng(rng, who: str) -> np.random.Generator:
@@ -112,6 +112,32 @@ def hflip(images: np.ndarray) -> np.ndarray:
             f"hflip: expected images (N, H, W, C), got {getattr(images, 'shape', type(images))}"
         )
     return np.ascontiguousarray(images[:, :, ::-1])  # the width axis reversed
+
+
+def shift(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Move each image down by ``dy`` and right by ``dx`` pixels, zeros filling the gap.
+
+    (N, H, W, C) -> (N, H, W, C), a new contiguous array: the picture a random
+    crop after zero padding (``Augment``) takes at that offset. Negative
+    offsets move up and left; an offset of the image's size or more leaves only zeros.
+
+    Raises
+    ------
+    DataError
+        If ``images`` is not a 4-D array.
+    """
+    if not isinstance(images, np.ndarray) or images.ndim != 4:
+        raise DataError(
+            f"shift: expected images (N, H, W, C), got {getattr(images, 'shape', type(images))}"
+        )
+    out = np.zeros_like(images, order="C")
+    h, w = images.shape[1:3]
+    dy, dx = max(-h, min(h, int(dy))), max(-w, min(w, int(dx)))
+    # out[y + dy, x + dx] = images[y, x] wherever both lie inside the picture
+    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = images[
+        :, max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)
+    ]
+    return out
 
 
 class Augment:

@@ -87,27 +87,38 @@ class SavedModel:
     inputs: dict = field(default_factory=lambda: dict(LEGACY_INPUTS))
 
     def predict_proba(
-        self, images: np.ndarray, batch_size: int = 1000, *, tta: bool = False
+        self,
+        images: np.ndarray,
+        batch_size: int = 1000,
+        *,
+        tta: bool = False,
+        tta_shift: int = 0,
     ) -> np.ndarray:
         """Class probabilities (N, C) for raw inputs (uint8 images (N, H, W, C) or rows
         (N, D)), preprocessed as in training.
 
-        ``tta=True`` (images only) averages them with the probabilities of the
-        mirror images (``flip_tta``): test-time augmentation for data where a
-        flip keeps the class. Raises ConfigError for ``tta`` on rows.
+        Test-time augmentation (images only): ``tta=True`` averages them with
+        the probabilities of the mirror images (``flip_tta``), for data where a
+        flip keeps the class; ``tta_shift=s`` averages over the 3x3 grid of
+        translations by 0 and +-s pixels (``shift_tta``), for a model trained
+        on random crops with padding s. With both, 18 views. Raises
+        ConfigError for either on rows.
         """
-        if tta and (self.inputs["kind"] != "images" or np.ndim(images) != 4):
+        if (tta or tta_shift) and (self.inputs["kind"] != "images" or np.ndim(images) != 4):
             raise ConfigError(
-                "test-time flips (--tta) are for images; this model takes rows of a table"
+                "test-time augmentation (--tta, --tta-shift) is for images; "
+                "this model takes rows of a table"
             )
+
+        def views(batch):  # (B, C): the mean over the flips, when asked for
+            return flip_tta(self._probabilities, batch) if tta else self._probabilities(batch)
+
         self.model.eval()
         chunks = []
         # Preprocess batch by batch: the whole test set as float32 would be 120 MB.
         for i in range(0, len(images), batch_size):
             batch = images[i : i + batch_size]
-            chunks.append(
-                flip_tta(self._probabilities, batch) if tta else self._probabilities(batch)
-            )
+            chunks.append(shift_tta(views, batch, tta_shift) if tta_shift else views(batch))
         return np.concatenate(chunks) if chunks else np.empty((0, len(self.class_names)))
 
     def _probabilities(self, batch: np.ndarray) -> np.ndarray:
@@ -137,6 +148,37 @@ def flip_tta(predict_proba, images: np.ndarray) -> np.ndarray:
 
     plain = np.array(predict_proba(images))  # a copy: the second call may reuse its buffer
     return (plain + predict_proba(hflip(images))) / 2
+
+
+def shift_tta(predict_proba, images: np.ndarray, pixels: int) -> np.ndarray:
+    """Test-time augmentation: the mean of the class probabilities over 9 translated copies.
+
+    The copies are the images moved by (dy, dx) for dy, dx in {-pixels, 0,
+    +pixels}, zeros filling the gap (``batches.shift``): the corners and edge
+    midpoints of the windows a random crop with that padding takes, and the centre.
+
+    Parameters
+    ----------
+    predict_proba : callable
+        Maps images (N, H, W, C) to class probabilities (N, C).
+    images : ndarray, shape (N, H, W, C)
+        Raw images, as ``predict_proba`` takes them; not modified.
+    pixels : int
+        The shift, >= 1.
+
+    Returns
+    -------
+    ndarray, shape (N, C), a new array
+    """
+    from numprop.data.batches import shift
+
+    offsets = (-pixels, 0, pixels)
+    total = None
+    for dy in offsets:
+        for dx in offsets:
+            p = predict_proba(shift(images, dy, dx))
+            total = np.array(p) if total is None else total + p  # a copy: p may be reused
+    return total / len(offsets) ** 2
 
 
 def save(
