@@ -44,6 +44,7 @@ SHOWN = {
     "ema": "--ema",
     "ema_every": "--ema-every",
     "tta": "--tta",
+    "tta_shift": "--tta-shift",
 }
 
 
@@ -60,7 +61,7 @@ def load(folder: Path) -> dict:
 
 
 def measure_validation(run: dict) -> None:
-    """Measure the final model's validation accuracy, with flip TTA where the run used it.
+    """Measure the final model's validation accuracy, with the run's TTA where it used one.
 
     For runs made before `numprop train` recorded it: the run's model.npz on the
     validation split its seed drew (the split as `train` draws it).
@@ -75,13 +76,13 @@ def measure_validation(run: dict) -> None:
     x, y = splits.x[splits.val_idx], splits.y[splits.val_idx]
     saved = npp.load(run["folder"] / "model.npz")
     run["summary"]["val_acc_final"] = float(np.mean(saved.predict_proba(x).argmax(1) == y))
-    if config.tta:
-        probs = saved.predict_proba(x, tta=True)
+    if config.tta or config.tta_shift:
+        probs = saved.predict_proba(x, tta=config.tta, tta_shift=config.tta_shift)
         run["summary"]["val_acc_final_tta"] = float(np.mean(probs.argmax(1) == y))
 
 
 def final_validation(summary: dict) -> str:
-    """The final model's validation accuracy (with flip TTA where measured), or ""."""
+    """The final model's validation accuracy (with the run's TTA where measured), or ""."""
     for key, note in (("val_acc_final_tta", " (TTA)"), ("val_acc_final", "")):
         if summary.get(key) is not None:
             return f"{summary[key] * 100:.2f}%{note}"
@@ -125,7 +126,7 @@ def main() -> None:
     keys = [k for k in SHOWN if len({json.dumps(r["config"][k]) for r in runs}) > 1]
 
     lines = [
-        "| run | options | test accuracy | with flip TTA | wall time | validation: best / last | final model, validation | training accuracy, last epoch |",
+        "| run | options | test accuracy | with TTA (the run's views) | wall time | validation: best / last | final model, validation | training accuracy, last epoch |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in runs:

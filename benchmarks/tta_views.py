@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -61,6 +60,8 @@ def main(argv=None) -> int:
     parser.add_argument("--shifts", nargs="+", type=int, default=[1, 2, 4])
     parser.add_argument("--write", action="store_true", help="write benchmarks/TTA.md")
     args = parser.parse_args(argv)
+    sys.path.insert(0, str(HERE))
+    from results_md import machine
 
     rows = []
     for folder in args.runs:
@@ -72,8 +73,7 @@ def main(argv=None) -> int:
     lines = [
         "# Test-time augmentation: which views help which model",
         "",
-        f"Measured {datetime.date.today()} on {platform.processor() or platform.machine()}, "
-        f"Python {platform.python_version()}, NumPy {np.__version__}.",
+        f"Measured {datetime.date.today()} on {machine()}.",
         "",
         "Command: `python benchmarks/tta_views.py "
         + " ".join(f"RUN{i + 1}" for i in range(len(rows)))
