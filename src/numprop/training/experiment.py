@@ -897,14 +897,17 @@ RECIPES = {
             "batch_size": 256,
             "lr": 0.05,
             "flip": True,
+            "crop": 1,
             "label_smoothing": 0.1,
             "mixup": 0.4,
             "ema": 0.999,
+            "ema_every": 4,
             "tta": True,
+            "tta_shift": 1,
         },
         "the question's own architecture, one hidden ReLU layer of 4096 units and nothing "
-        "else in the network; MixUp, label smoothing, weight averaging, flips in training "
-        "and at test time (crops and ZCA whitening did worse: benchmarks/TWO_LAYER.md)",
+        "else in the network; MixUp, label smoothing, weight averaging, flips and 1-pixel "
+        "shifts in training and at test time (benchmarks/TWO_LAYER.md, TTA.md)",
     ),
     "fast": (
         {
