@@ -96,6 +96,14 @@ def stratified_split(
     return train_idx, val_idx
 
 
+def _check_images(images, who: str) -> None:
+    """A DataError naming ``who`` unless ``images`` is a 4-D array (N, H, W, C)."""
+    if not isinstance(images, np.ndarray) or images.ndim != 4:
+        raise DataError(
+            f"{who}: expected images (N, H, W, C), got {getattr(images, 'shape', type(images))}"
+        )
+
+
 def hflip(images: np.ndarray) -> np.ndarray:
     """Mirror each image left to right: (N, H, W, C) -> (N, H, W, C), a new contiguous array.
 
@@ -107,10 +115,7 @@ def hflip(images: np.ndarray) -> np.ndarray:
     DataError
         If ``images`` is not a 4-D array.
     """
-    if not isinstance(images, np.ndarray) or images.ndim != 4:
-        raise DataError(
-            f"hflip: expected images (N, H, W, C), got {getattr(images, 'shape', type(images))}"
-        )
+    _check_images(images, "hflip")
     return np.ascontiguousarray(images[:, :, ::-1])  # the width axis reversed
 
 
@@ -126,10 +131,7 @@ def shift(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
     DataError
         If ``images`` is not a 4-D array.
     """
-    if not isinstance(images, np.ndarray) or images.ndim != 4:
-        raise DataError(
-            f"shift: expected images (N, H, W, C), got {getattr(images, 'shape', type(images))}"
-        )
+    _check_images(images, "shift")
     out = np.zeros_like(images, order="C")
     h, w = images.shape[1:3]
     dy, dx = max(-h, min(h, int(dy))), max(-w, min(w, int(dx)))
