@@ -393,6 +393,8 @@ def test_shift_tta_is_the_mean_over_the_nine_shifted_copies():
     table = SavedModel(saved.model, None, inputs={"kind": "table", "width": 48, "columns": None})
     with pytest.raises(npp.ConfigError, match="images"):
         table.predict_proba(np.zeros((2, 48), np.float32), tta_shift=1)
+    with pytest.raises(npp.ConfigError, match="tta_shift"):
+        saved.predict_proba(images, tta_shift=-1)
 
 
 def test_evaluate_tta_option(tmp_path, capsys):

@@ -102,8 +102,10 @@ class SavedModel:
         flip keeps the class; ``tta_shift=s`` averages over the 3x3 grid of
         translations by 0 and +-s pixels (``shift_tta``), for a model trained
         on random crops with padding s. With both, 18 views. Raises
-        ConfigError for either on rows.
+        ConfigError for either on rows, and for a negative ``tta_shift``.
         """
+        if tta_shift < 0:
+            raise ConfigError(f"tta_shift must be a whole number of pixels >= 0, got {tta_shift}")
         if (tta or tta_shift) and (self.inputs["kind"] != "images" or np.ndim(images) != 4):
             raise ConfigError(
                 "test-time augmentation (--tta, --tta-shift) is for images; "
