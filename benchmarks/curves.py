@@ -66,19 +66,16 @@ def measure_validation(run: dict) -> None:
     For runs made before `numprop train` recorded it: the run's model.npz on the
     validation split its seed drew (the split as `train` draws it).
     """
-    import numpy as np
-
     import numprop as npp
-    from numprop.training.experiment import TrainConfig, load_config_data, split_data
+    from numprop.training.experiment import TrainConfig, tta_accuracy, validation_split
 
     config = TrainConfig(**run["config"])
-    splits = split_data(load_config_data(config), config, np.random.default_rng(config.seed))
-    x, y = splits.x[splits.val_idx], splits.y[splits.val_idx]
+    x, y = validation_split(config)
     saved = npp.load(run["folder"] / "model.npz")
-    run["summary"]["val_acc_final"] = float(np.mean(saved.predict_proba(x).argmax(1) == y))
+    run["summary"]["val_acc_final"] = tta_accuracy(saved, x, y)
     if config.tta or config.tta_shift:
-        probs = saved.predict_proba(x, tta=config.tta, tta_shift=config.tta_shift)
-        run["summary"]["val_acc_final_tta"] = float(np.mean(probs.argmax(1) == y))
+        views = {"tta": config.tta, "tta_shift": config.tta_shift}
+        run["summary"]["val_acc_final_tta"] = tta_accuracy(saved, x, y, **views)
 
 
 def final_validation(summary: dict) -> str:

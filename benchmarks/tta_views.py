@@ -18,40 +18,22 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 
 
 def view_accuracies(folder: Path, shifts: list[int]) -> tuple[dict, dict]:
     """(the run's settings, {view set: validation accuracy in %}) for one run folder."""
     import numprop as npp
-    from numprop.data.batches import hflip, shift
-    from numprop.training.experiment import TrainConfig, load_config_data, split_data
+    from numprop.training.experiment import TrainConfig, tta_accuracy, validation_split
 
     summary = json.loads((folder / "summary.json").read_text())
     config = TrainConfig(**summary["config"])
-    splits = split_data(load_config_data(config), config, np.random.default_rng(config.seed))
-    x, y = splits.x[splits.val_idx], splits.y[splits.val_idx]
+    x, y = validation_split(config)
     saved = npp.load(folder / "model.npz")
-    mirrored = hflip(x)
-    cache = {}  # (dy, dx, flipped) -> probabilities (N, C): views shared by the sets
-
-    def probs(dy, dx, flipped):
-        if (dy, dx, flipped) not in cache:
-            images = mirrored if flipped else x
-            cache[dy, dx, flipped] = saved.predict_proba(shift(images, dy, dx))
-        return cache[dy, dx, flipped]
-
-    def accuracy(views):
-        mean = sum(probs(*v) for v in views) / len(views)
-        return 100 * float(np.mean(mean.argmax(axis=1) == y))
-
-    sets = {"none": [(0, 0, False)], "flips": [(0, 0, False), (0, 0, True)]}
+    sets = {"none": {}, "flips": {"tta": True}}
     for s in shifts:
-        grid = [(dy, dx) for dy in (-s, 0, s) for dx in (-s, 0, s)]
-        sets[f"flips + shifts of {s}"] = [(dy, dx, f) for dy, dx in grid for f in (False, True)]
-    return config, {name: accuracy(views) for name, views in sets.items()}
+        sets[f"flips + shifts of {s}"] = {"tta": True, "tta_shift": s}
+    return config, {name: 100 * tta_accuracy(saved, x, y, **kw) for name, kw in sets.items()}
 
 
 def main(argv=None) -> int:

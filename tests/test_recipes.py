@@ -22,6 +22,7 @@ from numprop.training.experiment import (
     make_optimizer,
     recipe_config,
     split_data,
+    validation_split,
 )
 
 
@@ -91,6 +92,9 @@ def test_bottleneck_mixup_cutmix_ema_and_tta_train_together(tmp_path, capsys):
     splits = split_data(load_config_data(config), config, np.random.default_rng(config.seed))
     x_val, y_val = splits.x[splits.val_idx], splits.y[splits.val_idx]
     assert len(y_val) == 20
+    x_again, y_again = validation_split(config)  # what benchmarks measure saved runs on
+    np.testing.assert_array_equal(x_again, x_val)
+    np.testing.assert_array_equal(y_again, y_val)
     for key, tta, tta_shift in (("val_acc_final", False, 0), ("val_acc_final_tta", True, 1)):
         probs = saved.predict_proba(x_val, tta=tta, tta_shift=tta_shift)
         expected = np.mean(probs.argmax(axis=1) == y_val)

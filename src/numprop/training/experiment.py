@@ -780,7 +780,7 @@ def train(
             if tta_views:
                 x_val, y_val = splits.x[splits.val_idx], splits.y[splits.val_idx]
                 val_tta = final_val["val_acc_final_tta"] = tta_accuracy(
-                    saved_model, x_val, y_val, config
+                    saved_model, x_val, y_val, tta=config.tta, tta_shift=config.tta_shift
                 )
                 line += f", {100 * val_tta:.2f}% with {tta_views} averaged"
             print_fn(line)
@@ -790,7 +790,13 @@ def train(
         test_loss, test_acc = trainer.evaluate(test_batches)
         probs = saved_model.predict_proba(splits.test_x)
         if tta:
-            tta_acc = tta_accuracy(saved_model, splits.test_x, splits.test_y, config)
+            tta_acc = tta_accuracy(
+                saved_model,
+                splits.test_x,
+                splits.test_y,
+                tta=config.tta,
+                tta_shift=config.tta_shift,
+            )
             print_fn(f"test accuracy with {tta_views} averaged (TTA) {100 * tta_acc:.2f}%")
         write_predictions(out_dir / "predictions.npz", splits.test_y, probs, splits.test_x)
     seconds = time.perf_counter() - started
@@ -973,13 +979,30 @@ def describe_tta(config: TrainConfig) -> str | None:
 
 
 def tta_accuracy(
-    saved_model: SavedModel, images: np.ndarray, labels: np.ndarray, config: TrainConfig
+    saved_model: SavedModel,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    tta: bool = False,
+    tta_shift: int = 0,
 ) -> float:
     """Accuracy in [0, 1] of ``saved_model`` on raw ``images`` (N, H, W, C), each
-    prediction averaged over the test-time views of ``config`` (``predict_proba``'s
-    ``tta`` and ``tta_shift``)."""
-    probs = saved_model.predict_proba(images, tta=config.tta, tta_shift=config.tta_shift)
-    return float(np.mean(probs.argmax(axis=1) == labels))
+    prediction averaged over the test-time views ``tta`` and ``tta_shift`` ask for
+    (``SavedModel.predict_proba``; none by default)."""
+    from numprop.training.metrics import accuracy
+
+    probs = saved_model.predict_proba(images, tta=tta, tta_shift=tta_shift)
+    return accuracy(labels, probs.argmax(axis=1))
+
+
+def validation_split(config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of the validation split a run of ``config`` holds out.
+
+    Drawn as ``train`` draws it, from ``config.seed``: for measuring a saved
+    run's model again without touching its test set.
+    """
+    splits = split_data(load_config_data(config), config, np.random.default_rng(config.seed))
+    return splits.x[splits.val_idx], splits.y[splits.val_idx]
 
 
 def train_cifar10(config: TrainConfig | None, out_dir: str | Path, **kwargs) -> RunResult:
